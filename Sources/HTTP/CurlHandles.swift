@@ -1,0 +1,256 @@
+internal import CCurl
+import Foundation
+
+// All libcurl pointer code of llmq lives in this file. Each raw handle has one owner that
+// frees it; the handles are used only on the HTTP client's thread (but for curl_multi_wakeup,
+// which libcurl documents as callable from any thread).
+
+enum CurlGlobal {
+    // curl_global_init is not thread safe; a lazily initialised global runs it exactly once.
+    private static let initialized: Bool = {
+        curl_global_init(Int(CURL_GLOBAL_DEFAULT)) == CURLE_OK
+    }()
+
+    static func initialize() {
+        _ = initialized
+    }
+}
+
+/// Owns a `CURLM` handle, which holds the pool of reusable connections.
+final class MultiHandle: @unchecked Sendable {
+    // @unchecked: used from the client's thread only, except `wakeup`, which is thread safe.
+    private let handle: UnsafeMutableRawPointer
+
+    init(maxCachedConnections: Int) {
+        handle = curl_multi_init()
+        _ = llmq_curl_multi_setopt_long(handle, CURLMOPT_MAXCONNECTS, max(4, maxCachedConnections))
+    }
+
+    deinit {
+        curl_multi_cleanup(handle)
+    }
+
+    func add(_ easy: EasyHandle) {
+        curl_multi_add_handle(handle, easy.handle)
+    }
+
+    func remove(_ easy: EasyHandle) {
+        curl_multi_remove_handle(handle, easy.handle)
+    }
+
+    func perform() {
+        var running: Int32 = 0
+        curl_multi_perform(handle, &running)
+    }
+
+    /// The next finished transfer and its result code.
+    func nextCompleted() -> (EasyHandle, CURLcode)? {
+        var remaining: Int32 = 0
+        while let message = curl_multi_info_read(handle, &remaining) {
+            guard message.pointee.msg == CURLMSG_DONE, let easyPointer = message.pointee.easy_handle else { continue }
+            var privateData: UnsafeMutableRawPointer?
+            _ = llmq_curl_easy_getinfo_pointer(easyPointer, CURLINFO_PRIVATE, &privateData)
+            guard let privateData else { continue }
+            let easy = Unmanaged<EasyHandle>.fromOpaque(privateData).takeUnretainedValue()
+            return (easy, message.pointee.data.result)
+        }
+        return nil
+    }
+
+    func poll(timeoutMilliseconds: Int32) {
+        curl_multi_poll(handle, nil, 0, timeoutMilliseconds, nil)
+    }
+
+    func wakeup() {
+        curl_multi_wakeup(handle)
+    }
+}
+
+/// Owns a `CURL` easy handle; reused for many transfers (`curl_easy_reset` between them).
+final class EasyHandle {
+    let handle: UnsafeMutableRawPointer
+    /// The transfer using this handle, while one is.
+    var transfer: Transfer?
+
+    init() {
+        handle = curl_easy_init()
+    }
+
+    deinit {
+        curl_easy_cleanup(handle)
+    }
+}
+
+/// One request on its way: the options given to curl, the response being received, and the
+/// continuation of the task waiting for it.
+final class Transfer: @unchecked Sendable {
+    // @unchecked: created by the caller, then touched only by the client's thread; the handoff
+    // goes through the client's lock.
+    let request: HTTPRequest
+    let configuration: HTTPClient.Configuration
+    var continuation: CheckedContinuation<Result<HTTPResponse, HTTPClientError>, Never>?
+    private(set) var easy: EasyHandle?
+    private var headerList: UnsafeMutablePointer<curl_slist>?
+    private var body: [UInt8] = []
+    private var responseHeaders: [String: String] = [:]
+    private var tooLarge = false
+    /// curl writes a readable reason here on failure; it must stay at one address for the
+    /// whole transfer, hence a raw allocation rather than an array.
+    private let errorBuffer: UnsafeMutablePointer<CChar> = {
+        let buffer = UnsafeMutablePointer<CChar>.allocate(capacity: Int(CURL_ERROR_SIZE) + 1)
+        buffer.initialize(repeating: 0, count: Int(CURL_ERROR_SIZE) + 1)
+        return buffer
+    }()
+
+    init(request: HTTPRequest, configuration: HTTPClient.Configuration) {
+        self.request = request
+        self.configuration = configuration
+    }
+
+    deinit {
+        if let headerList { curl_slist_free_all(headerList) }
+        errorBuffer.deallocate()
+    }
+
+    /// Sets the handle's options for this request. Returns an error if curl rejects one.
+    func configure(_ easy: EasyHandle) -> HTTPClientError? {
+        self.easy = easy
+        easy.transfer = self
+        let handle = easy.handle
+        let me = Unmanaged.passUnretained(self).toOpaque()
+        var result = llmq_curl_easy_setopt_string(handle, CURLOPT_URL, request.url)
+        _ = llmq_curl_easy_setopt_pointer(handle, CURLOPT_PRIVATE, Unmanaged.passUnretained(easy).toOpaque())
+        _ = llmq_curl_easy_setopt_long(handle, CURLOPT_NOSIGNAL, 1)
+        _ = llmq_curl_easy_setopt_long(handle, CURLOPT_TCP_NODELAY, 1)
+        _ = llmq_curl_easy_setopt_long(handle, CURLOPT_TCP_KEEPALIVE, 1)
+        _ = llmq_curl_easy_setopt_long(handle, CURLOPT_TIMEOUT_MS, milliseconds(request.timeout))
+        _ = llmq_curl_easy_setopt_long(handle, CURLOPT_CONNECTTIMEOUT_MS, milliseconds(configuration.connectTimeout))
+        _ = llmq_curl_easy_setopt_long(handle, CURLOPT_PROTOCOLS, Int(CURLPROTO_HTTP | CURLPROTO_HTTPS))
+        errorBuffer[0] = 0
+        _ = llmq_curl_easy_setopt_pointer(handle, CURLOPT_ERRORBUFFER, errorBuffer)
+        _ = llmq_curl_easy_setopt_write_function(handle, writeCallback)
+        _ = llmq_curl_easy_setopt_pointer(handle, CURLOPT_WRITEDATA, me)
+        _ = llmq_curl_easy_setopt_header_function(handle, headerCallback)
+        _ = llmq_curl_easy_setopt_pointer(handle, CURLOPT_HEADERDATA, me)
+
+        // curl would send "Expect: 100-continue" for bodies over 1 KiB and wait for the server's
+        // go-ahead: one more round trip per request for nothing. An empty "Expect:" turns it off.
+        var lines = ["Expect:"]
+        for header in request.headers { lines.append("\(header.name): \(header.value)") }
+        for line in lines { headerList = curl_slist_append(headerList, line) }
+        _ = llmq_curl_easy_setopt_slist(handle, CURLOPT_HTTPHEADER, headerList)
+
+        if request.method == .post {
+            let body = request.body ?? []
+            _ = llmq_curl_easy_setopt_long(handle, CURLOPT_POST, 1)
+            _ = llmq_curl_easy_setopt_long(handle, CURLOPT_POSTFIELDSIZE, body.count)
+            // COPYPOSTFIELDS: curl keeps its own copy, so the Swift array need not outlive this call.
+            body.withUnsafeBufferPointer { buffer in
+                buffer.withMemoryRebound(to: CChar.self) { chars in
+                    let empty: [CChar] = [0]
+                    if let base = chars.baseAddress {
+                        result = llmq_curl_easy_setopt_string(handle, CURLOPT_COPYPOSTFIELDS, base)
+                    } else {
+                        result = llmq_curl_easy_setopt_string(handle, CURLOPT_COPYPOSTFIELDS, empty)
+                    }
+                }
+            }
+        }
+        guard result == CURLE_OK else {
+            return HTTPClientError(.invalidRequest, "invalid request for \(request.url): \(String(cString: curl_easy_strerror(result)))")
+        }
+        return nil
+    }
+
+    fileprivate func receive(_ data: UnsafeRawBufferPointer) -> Bool {
+        if body.count + data.count > configuration.maxResponseBytes {
+            tooLarge = true
+            return false
+        }
+        body.append(contentsOf: data)
+        return true
+    }
+
+    fileprivate func receiveHeader(_ line: UnsafeRawBufferPointer) {
+        let text = String(decoding: line, as: UTF8.self)
+        if text.hasPrefix("HTTP/") {
+            // A new response (after a 100 Continue or a redirect): start its headers afresh.
+            responseHeaders.removeAll()
+            return
+        }
+        guard let colon = text.firstIndex(of: ":") else { return }
+        let name = text[..<colon].lowercased()
+        let value = text[text.index(after: colon)...].trimmingCharacters(in: .whitespacesAndNewlines)
+        responseHeaders[name] = value
+    }
+
+    /// Called on the client's thread when curl reports the transfer done.
+    func complete(code: CURLcode) {
+        guard let easy else { return }
+        if code == CURLE_OK {
+            var status = 0
+            _ = llmq_curl_easy_getinfo_long(easy.handle, CURLINFO_RESPONSE_CODE, &status)
+            finish(.success(HTTPResponse(status: status, body: body, headers: responseHeaders)))
+            return
+        }
+        let detail = String(cString: errorBuffer)
+        let reason = detail.isEmpty ? String(cString: curl_easy_strerror(code)) : detail
+        let errorCode: HTTPClientError.Code
+        switch code {
+        case CURLE_COULDNT_CONNECT, CURLE_COULDNT_RESOLVE_HOST, CURLE_COULDNT_RESOLVE_PROXY:
+            errorCode = .connect
+        case CURLE_OPERATION_TIMEDOUT:
+            errorCode = .timeout
+        case CURLE_WRITE_ERROR where tooLarge:
+            errorCode = .responseTooLarge
+        case CURLE_URL_MALFORMAT, CURLE_UNSUPPORTED_PROTOCOL:
+            errorCode = .invalidRequest
+        default:
+            errorCode = .transport
+        }
+        let message = errorCode == .responseTooLarge
+            ? "response from \(request.url) is larger than \(configuration.maxResponseBytes) bytes"
+            : "\(request.method.rawValue) \(request.url): \(reason)"
+        finish(.failure(HTTPClientError(errorCode, message)))
+    }
+
+    /// Resumes the waiting task, once.
+    func finish(_ result: Result<HTTPResponse, HTTPClientError>) {
+        guard let continuation else { return }
+        self.continuation = nil
+        continuation.resume(returning: result)
+    }
+
+    /// Detaches the easy handle, resets it and hands it back for reuse.
+    func releaseHandle() -> EasyHandle? {
+        guard let easy else { return nil }
+        self.easy = nil
+        easy.transfer = nil
+        curl_easy_reset(easy.handle)
+        if let headerList {
+            curl_slist_free_all(headerList)
+            self.headerList = nil
+        }
+        return easy
+    }
+}
+
+private func milliseconds(_ duration: Duration) -> Int {
+    let (seconds, attoseconds) = duration.components
+    return max(1, Int(seconds) * 1000 + Int(attoseconds / 1_000_000_000_000_000))
+}
+
+private let writeCallback: llmq_curl_write_callback = { data, size, count, userdata in
+    guard let data, let userdata else { return 0 }
+    let transfer = Unmanaged<Transfer>.fromOpaque(userdata).takeUnretainedValue()
+    let length = size * count
+    return transfer.receive(UnsafeRawBufferPointer(start: data, count: length)) ? length : 0
+}
+
+private let headerCallback: llmq_curl_write_callback = { data, size, count, userdata in
+    guard let data, let userdata else { return 0 }
+    let transfer = Unmanaged<Transfer>.fromOpaque(userdata).takeUnretainedValue()
+    let length = size * count
+    transfer.receiveHeader(UnsafeRawBufferPointer(start: data, count: length))
+    return length
+}

@@ -1,0 +1,158 @@
+internal import CCurl
+import DequeModule
+import Foundation
+
+/// An HTTP/1.1 client that runs many transfers at once on one thread, using libcurl's multi
+/// interface.
+///
+/// Every transfer is added to one `CURLM` handle, which keeps a cache of open connections:
+/// finished transfers leave their connection there and the next request to the same host reuses
+/// it (keep-alive). The thread sleeps in `curl_multi_poll` and is woken by `curl_multi_wakeup`
+/// when a request is submitted, so no Swift task ever blocks.
+public final class HTTPClient: Sendable {
+    /// Limits of the client as a whole.
+    public struct Configuration: Sendable {
+        /// Time allowed to establish a connection.
+        public var connectTimeout: Duration
+        /// Connections kept open for reuse; set it to at least the number of concurrent requests.
+        public var maxCachedConnections: Int
+        /// Larger responses fail with ``HTTPClientError/Code/responseTooLarge``.
+        public var maxResponseBytes: Int
+
+        public init(connectTimeout: Duration = .seconds(5), maxCachedConnections: Int = 64, maxResponseBytes: Int = 32 << 20) {
+            self.connectTimeout = connectTimeout
+            self.maxCachedConnections = maxCachedConnections
+            self.maxResponseBytes = maxResponseBytes
+        }
+    }
+
+    private enum Command {
+        case start(Transfer)
+        case cancel(ObjectIdentifier)
+    }
+
+    private struct State {
+        var commands: Deque<Command> = []
+        var isShutdown = false
+    }
+
+    public let configuration: Configuration
+    private let multi: MultiHandle
+    private let lock = NSLock()
+    nonisolated(unsafe) private var state = State()  // guarded by `lock`
+
+    public init(configuration: Configuration = Configuration()) {
+        CurlGlobal.initialize()
+        self.configuration = configuration
+        self.multi = MultiHandle(maxCachedConnections: configuration.maxCachedConnections)
+        let thread = Thread { [multi, self] in
+            self.runLoop(multi)
+        }
+        thread.name = "llmq-http"
+        thread.start()
+    }
+
+    deinit {
+        shutdown()
+    }
+
+    /// Performs the request and returns the whole response, whatever its status.
+    /// - Throws: ``HTTPClientError`` when no response arrived.
+    public func execute(_ request: HTTPRequest) async throws(HTTPClientError) -> HTTPResponse {
+        let transfer = Transfer(request: request, configuration: configuration)
+        let id = ObjectIdentifier(transfer)
+        let result: Result<HTTPResponse, HTTPClientError> = await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                transfer.continuation = continuation
+                if !submit(.start(transfer)) {
+                    transfer.finish(.failure(HTTPClientError(.shutdown, "HTTP client is shut down")))
+                }
+            }
+        } onCancel: {
+            _ = submit(.cancel(id))
+        }
+        return try result.get()
+    }
+
+    /// Fails transfers in flight and stops the thread.
+    public func shutdown() {
+        lock.lock()
+        let wasShutdown = state.isShutdown
+        state.isShutdown = true
+        lock.unlock()
+        if !wasShutdown { multi.wakeup() }
+    }
+
+    private func submit(_ command: Command) -> Bool {
+        lock.lock()
+        guard !state.isShutdown else {
+            lock.unlock()
+            return false
+        }
+        state.commands.append(command)
+        lock.unlock()
+        multi.wakeup()
+        return true
+    }
+
+    // MARK: - The transfer thread
+
+    private func runLoop(_ multi: MultiHandle) {
+        var active: [ObjectIdentifier: Transfer] = [:]
+        var idleHandles: [EasyHandle] = []
+        while true {
+            lock.lock()
+            let commands = state.commands
+            state.commands.removeAll(keepingCapacity: true)
+            let isShutdown = state.isShutdown
+            lock.unlock()
+
+            if isShutdown {
+                for transfer in active.values {
+                    if let easy = transfer.easy { multi.remove(easy) }
+                    transfer.finish(.failure(HTTPClientError(.shutdown, "HTTP client is shut down")))
+                }
+                for command in commands {
+                    if case .start(let transfer) = command {
+                        transfer.finish(.failure(HTTPClientError(.shutdown, "HTTP client is shut down")))
+                    }
+                }
+                return
+            }
+
+            for command in commands {
+                switch command {
+                case .start(let transfer):
+                    let easy = idleHandles.popLast() ?? EasyHandle()
+                    if let error = transfer.configure(easy) {
+                        idleHandles.append(easy)
+                        transfer.finish(.failure(error))
+                        continue
+                    }
+                    multi.add(easy)
+                    active[ObjectIdentifier(transfer)] = transfer
+                case .cancel(let id):
+                    guard let transfer = active.removeValue(forKey: id), let easy = transfer.easy else { continue }
+                    multi.remove(easy)
+                    transfer.finish(.failure(HTTPClientError(.cancelled, "request cancelled")))
+                    if let reusable = transfer.releaseHandle() { idleHandles.append(reusable) }
+                }
+            }
+
+            multi.perform()
+            while let (easy, code) = multi.nextCompleted() {
+                guard let transfer = easy.transfer, active.removeValue(forKey: ObjectIdentifier(transfer)) != nil else {
+                    multi.remove(easy)
+                    continue
+                }
+                multi.remove(easy)
+                transfer.complete(code: code)
+                if let reusable = transfer.releaseHandle(), idleHandles.count < configuration.maxCachedConnections {
+                    idleHandles.append(reusable)
+                }
+            }
+            // Sleeps until a socket is ready, curl's next timeout, or a wakeup from `submit`.
+            multi.poll(timeoutMilliseconds: active.isEmpty ? 1000 : 100)
+        }
+    }
+}

@@ -1,0 +1,73 @@
+/// An HTTP request for ``HTTPClient``.
+public struct HTTPRequest: Sendable {
+    public enum Method: String, Sendable {
+        case get = "GET"
+        case post = "POST"
+    }
+
+    public var method: Method
+    public var url: String
+    /// Header lines as name and value; `Content-Type` and authorization belong here.
+    public var headers: [(name: String, value: String)]
+    public var body: [UInt8]?
+    /// The whole transfer, from connecting to the last byte of the response.
+    public var timeout: Duration
+
+    public init(
+        method: Method = .get,
+        url: String,
+        headers: [(name: String, value: String)] = [],
+        body: [UInt8]? = nil,
+        timeout: Duration = .seconds(60)
+    ) {
+        self.method = method
+        self.url = url
+        self.headers = headers
+        self.body = body
+        self.timeout = timeout
+    }
+}
+
+/// A complete HTTP response.
+public struct HTTPResponse: Sendable {
+    public var status: Int
+    public var body: [UInt8]
+    /// Header lines of the final response, names lowercased.
+    public var headers: [String: String]
+
+    public init(status: Int, body: [UInt8], headers: [String: String] = [:]) {
+        self.status = status
+        self.body = body
+        self.headers = headers
+    }
+}
+
+/// A transfer that produced no HTTP response.
+public struct HTTPClientError: Error, Sendable, Hashable, CustomStringConvertible {
+    public enum Code: Sendable, Hashable {
+        /// The connection could not be made (refused, unreachable, DNS, connect timeout).
+        case connect
+        /// The transfer did not finish within the request's timeout.
+        case timeout
+        /// The connection broke or the peer sent something that is not HTTP.
+        case transport
+        /// The response was larger than the client accepts.
+        case responseTooLarge
+        /// The request was malformed (e.g. a bad URL).
+        case invalidRequest
+        /// The task waiting for the response was cancelled.
+        case cancelled
+        /// The client was shut down.
+        case shutdown
+    }
+
+    public let code: Code
+    public let message: String
+
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public var description: String { message }
+}

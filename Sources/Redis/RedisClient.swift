@@ -1,0 +1,174 @@
+import DequeModule
+import Foundation
+
+/// A Redis client with one connection and one I/O thread of its own.
+///
+/// hiredis's calls block, and blocking calls must never run on Swift's cooperative thread pool,
+/// so every command is handed to the client's thread. Commands submitted while the thread is
+/// busy are written together and their replies read in order: concurrent callers are pipelined
+/// automatically, one round trip for many commands.
+///
+/// A blocking command (`XREADGROUP ... BLOCK`) holds the connection until it returns, so give
+/// blocking readers a client of their own. A broken connection fails the commands in flight with
+/// ``RedisError/Code/connection`` and is re-established on the next command; retrying with
+/// backoff is the caller's choice.
+public final class RedisClient: Sendable {
+    private struct Batch {
+        var commands: [RedisCommand]
+        var continuation: CheckedContinuation<[RESPValue], any Error>
+    }
+
+    private struct State {
+        var queue: Deque<Batch> = []
+        var isShutdown = false
+        /// The connected socket, kept under the lock so that ``interrupt()`` never shuts down
+        /// a descriptor that was already closed and reused.
+        var fileDescriptor: Int32?
+    }
+
+    public let configuration: RedisConfiguration
+    private let clientName: String?
+    // NSCondition is Sendable; `state` is only touched while holding it.
+    private let condition = NSCondition()
+    nonisolated(unsafe) private var state = State()
+
+    /// - Parameters:
+    ///   - configuration: Where to connect.
+    ///   - name: Sent as `CLIENT SETNAME`, so operators can tell connections apart in `CLIENT LIST`.
+    public init(configuration: RedisConfiguration, name: String? = nil) {
+        self.configuration = configuration
+        self.clientName = name.map { $0.replacingOccurrences(of: " ", with: "_") }
+        let thread = Thread { [self] in self.runLoop() }
+        thread.name = "llmq-redis"
+        thread.start()
+    }
+
+    /// Sends one command and returns its reply.
+    /// - Throws: ``RedisError`` with code `.server` for an error reply, `.connection` when the
+    ///   connection failed, `.shutdown` after ``shutdown()``.
+    public func send(_ command: RedisCommand) async throws(RedisError) -> RESPValue {
+        let reply = try await pipeline([command])[0]
+        if case .error(let message) = reply {
+            throw RedisError(.server, message)
+        }
+        return reply
+    }
+
+    public func send(_ arguments: String...) async throws(RedisError) -> RESPValue {
+        try await send(RedisCommand(arguments))
+    }
+
+    /// Sends several commands in one round trip. Error replies are returned as
+    /// ``RESPValue/error(_:)`` in their place; only connection failures throw.
+    public func pipeline(_ commands: [RedisCommand]) async throws(RedisError) -> [RESPValue] {
+        if commands.isEmpty { return [] }
+        do {
+            return try await withCheckedThrowingContinuation { continuation in
+                condition.lock()
+                if state.isShutdown {
+                    condition.unlock()
+                    continuation.resume(throwing: RedisError(.shutdown, "client is shut down"))
+                    return
+                }
+                state.queue.append(Batch(commands: commands, continuation: continuation))
+                condition.signal()
+                condition.unlock()
+            }
+        } catch let error as RedisError {
+            throw error
+        } catch {
+            throw RedisError(.connection, "\(error)")
+        }
+    }
+
+    /// Interrupts a command that is blocked waiting for the server (shutting down its socket):
+    /// it fails with a connection error, and the next command reconnects.
+    public func interrupt() {
+        condition.lock()
+        if let fileDescriptor = state.fileDescriptor { shutdownSocket(fileDescriptor) }
+        condition.unlock()
+    }
+
+    /// Fails queued commands, interrupts the running one and stops the I/O thread.
+    public func shutdown() {
+        condition.lock()
+        state.isShutdown = true
+        if let fileDescriptor = state.fileDescriptor { shutdownSocket(fileDescriptor) }
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    deinit {
+        shutdown()
+    }
+
+    // MARK: - I/O thread
+
+    private func runLoop() {
+        var connection: RedisConnection?
+        while true {
+            condition.lock()
+            while state.queue.isEmpty && !state.isShutdown {
+                condition.wait()
+            }
+            if state.isShutdown {
+                let abandoned = state.queue
+                state.queue.removeAll()
+                state.fileDescriptor = nil
+                condition.unlock()
+                for batch in abandoned {
+                    batch.continuation.resume(throwing: RedisError(.shutdown, "client is shut down"))
+                }
+                return
+            }
+            let batches = Array(state.queue)
+            state.queue.removeAll(keepingCapacity: true)
+            condition.unlock()
+
+            if connection == nil {
+                do {
+                    let connected = try RedisConnection(configuration: configuration, clientName: clientName)
+                    connection = connected
+                    condition.lock()
+                    state.fileDescriptor = connected.fileDescriptor
+                    condition.unlock()
+                } catch {
+                    for batch in batches { batch.continuation.resume(throwing: error) }
+                    continue
+                }
+            }
+            if let failure = execute(batches, on: connection!) {
+                // The connection is unusable after an I/O error: drop it, reconnect on demand.
+                condition.lock()
+                state.fileDescriptor = nil
+                condition.unlock()
+                connection = nil
+                _ = failure
+            }
+        }
+    }
+
+    /// Writes every command of every batch, then reads the replies in order and completes the
+    /// batches. Returns the error that broke the connection, if one did.
+    private func execute(_ batches: [Batch], on connection: RedisConnection) -> RedisError? {
+        var index = 0
+        do throws(RedisError) {
+            for batch in batches {
+                for command in batch.commands { try connection.append(command) }
+            }
+            while index < batches.count {
+                var replies: [RESPValue] = []
+                replies.reserveCapacity(batches[index].commands.count)
+                for _ in batches[index].commands {
+                    replies.append(try connection.readReply())
+                }
+                batches[index].continuation.resume(returning: replies)
+                index += 1
+            }
+            return nil
+        } catch {
+            for batch in batches[index...] { batch.continuation.resume(throwing: error) }
+            return error
+        }
+    }
+}
