@@ -1,0 +1,94 @@
+import Foundation
+import LLMQHTTP
+
+/// What the OpenAI-compatible and the Ollama backends share: posting JSON, and turning
+/// transport failures and HTTP statuses into ``BackendError``s.
+struct JSONPoster: Sendable {
+    let client: HTTPClient
+    let url: String
+    let headers: [(name: String, value: String)]
+    let timeout: Duration
+
+    init(client: HTTPClient, url: String, apiKey: String?, timeout: Duration) {
+        self.client = client
+        self.url = url
+        var headers: [(name: String, value: String)] = [("Content-Type", "application/json"), ("Accept", "application/json")]
+        if let apiKey, !apiKey.isEmpty { headers.append(("Authorization", "Bearer \(apiKey)")) }
+        self.headers = headers
+        self.timeout = timeout
+    }
+
+    func post(_ body: some Encodable) async throws(BackendError) -> HTTPResponse {
+        let data: Data
+        do {
+            data = try JSONEncoder().encode(body)
+        } catch {
+            throw BackendError(.rejected, "could not encode the request: \(error)")
+        }
+        let request = HTTPRequest(method: .post, url: url, headers: headers, body: Array(data), timeout: timeout)
+        do {
+            return try await client.execute(request)
+        } catch {
+            switch error.code {
+            case .connect: throw BackendError(.unavailable, error.message)
+            case .timeout: throw BackendError(.timeout, "no complete answer within \(timeout): \(error.message)")
+            case .responseTooLarge: throw BackendError(.badResponse, error.message)
+            case .invalidRequest: throw BackendError(.rejected, error.message)
+            case .cancelled, .shutdown, .transport: throw BackendError(.unavailable, error.message)
+            }
+        }
+    }
+}
+
+/// The `error` member of an error body, in any of the shapes servers use:
+/// `{"error": "text"}` (Ollama) or `{"error": {"message", "type", "code"}}` (OpenAI, llama-server).
+struct ErrorBody: Decodable {
+    struct Detail: Decodable {
+        var message: String?
+        var type: String?
+    }
+
+    var message: String?
+    var type: String?
+
+    private enum CodingKeys: String, CodingKey { case error }
+
+    init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        if let text = try? container.decode(String.self, forKey: .error) {
+            message = text
+        } else if let detail = try? container.decode(Detail.self, forKey: .error) {
+            message = detail.message
+            type = detail.type
+        }
+    }
+
+    static func parse(_ body: [UInt8]) -> ErrorBody? {
+        try? JSONDecoder().decode(ErrorBody.self, from: Data(body))
+    }
+}
+
+/// Classifies an HTTP error status and body from any of the supported servers.
+func backendError(status: Int, body: [UInt8], headers: [String: String], backend: String) -> BackendError {
+    let parsed = ErrorBody.parse(body)
+    let detail = parsed?.message ?? String(decoding: body.prefix(300), as: UTF8.self)
+    let message = "\(backend) answered HTTP \(status): \(detail)"
+    let retryAfter = headers["retry-after"].flatMap(Double.init).map { Duration.milliseconds(Int($0 * 1000)) }
+    if parsed?.type == "exceed_context_size_error" || detail.contains("exceeds the available context size")
+        || detail.contains("context length") && status == 400
+    {
+        return BackendError(.contextExceeded, message, status: status)
+    }
+    switch status {
+    case 404 where detail.contains("model"):
+        return BackendError(.modelNotFound, message, status: status)
+    case 429, 503:
+        return BackendError(.busy, message, status: status, retryAfter: retryAfter)
+    case 408, 504:
+        return BackendError(.timeout, message, status: status)
+    case 500...:
+        return BackendError(.serverError, message, status: status)
+    default:
+        return BackendError(.rejected, message, status: status)
+    }
+}
