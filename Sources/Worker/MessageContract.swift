@@ -1,0 +1,241 @@
+import Foundation
+import LLMQBackends
+
+/// One entry of the request stream as Redis returned it.
+public struct StreamEntry: Sendable {
+    public var id: String
+    /// Field names and values in entry order; nil when the entry was deleted while pending.
+    public var fields: [(name: [UInt8], value: [UInt8])]?
+
+    public init(id: String, fields: [(name: [UInt8], value: [UInt8])]?) {
+        self.id = id
+        self.fields = fields
+    }
+
+    /// The entry's creation time in Unix milliseconds, from its ID (`<ms>-<seq>`).
+    public var timestampMilliseconds: Int64? {
+        guard let dash = id.firstIndex(of: "-") else { return Int64(id) }
+        return Int64(id[..<dash])
+    }
+}
+
+/// A request that passed validation.
+public struct ParsedRequest: Sendable {
+    public var entryID: String
+    /// The producer's correlation `id`, if it gave one.
+    public var callerID: String?
+    /// The stream the reply goes to, if not the default.
+    public var replyTo: String?
+    public var chat: ChatRequest
+    /// When the request stops being worth answering, in Unix milliseconds.
+    public var deadlineMilliseconds: Int64?
+}
+
+/// Why a request gets an error reply without reaching a backend.
+public struct RequestRejection: Error, Sendable {
+    public enum Code: String, Sendable {
+        case invalidRequest = "invalid_request"
+        case expired
+        case requestLost = "request_lost"
+    }
+
+    public var code: Code
+    public var message: String
+    /// Routing taken from the entry where it could be read, so the error reaches its producer.
+    public var callerID: String?
+    public var replyTo: String?
+}
+
+/// Reads request entries as the README's message contract describes them.
+///
+/// Fields: `prompt` or `messages` (exactly one), optional `system`, `model`, `max_tokens`,
+/// `temperature`, `top_p`, `top_k`, `seed`, `stop`, `id`, `reply_to`, `ttl_ms`, `deadline_ms`.
+/// Other fields are ignored, so producers may attach their own metadata.
+public struct RequestParser: Sendable {
+    public var limits: WorkerConfiguration.Limits
+    public var replyToPrefix: String
+
+    public init(limits: WorkerConfiguration.Limits, replyToPrefix: String) {
+        self.limits = limits
+        self.replyToPrefix = replyToPrefix
+    }
+
+    static let knownFields: Set<String> = [
+        "prompt", "messages", "system", "model", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop",
+        "id", "reply_to", "ttl_ms", "deadline_ms",
+    ]
+
+    /// - Parameter now: The current time in Unix milliseconds, for `ttl_ms` and `deadline_ms`.
+    public func parse(_ entry: StreamEntry, now: Int64) -> Result<ParsedRequest, RequestRejection> {
+        guard let rawFields = entry.fields else {
+            return .failure(RequestRejection(
+                code: .requestLost, message: "the request entry was deleted from the stream before it was answered"))
+        }
+        var fields: [String: [UInt8]] = [:]
+        var size = 0
+        var duplicate: String?
+        for (name, value) in rawFields {
+            size += name.count + value.count
+            let key = String(decoding: name, as: UTF8.self)
+            if Self.knownFields.contains(key), fields.updateValue(value, forKey: key) != nil, duplicate == nil {
+                duplicate = key
+            }
+        }
+
+        // Routing first: even a broken request should get its error where its producer listens.
+        var rejection = RequestRejection(code: .invalidRequest, message: "")
+        func reject(_ message: String) -> Result<ParsedRequest, RequestRejection> {
+            rejection.message = message
+            return .failure(rejection)
+        }
+        if let id = fields["id"] {
+            guard let text = String(validating: id, as: UTF8.self), id.count <= 256 else {
+                return reject("id must be UTF-8 text of at most 256 bytes")
+            }
+            rejection.callerID = text
+        }
+        if let target = fields["reply_to"] {
+            guard let text = String(validating: target, as: UTF8.self), !text.isEmpty, target.count <= 512 else {
+                return reject("reply_to must be a stream key of 1 to 512 bytes")
+            }
+            guard text.hasPrefix(replyToPrefix) else {
+                return reject("reply_to \"\(text)\" is not allowed: reply streams must start with \"\(replyToPrefix)\"")
+            }
+            rejection.replyTo = text
+        }
+        if size > limits.maxRequestBytes {
+            return reject("the request is \(size) bytes, over the limit of \(limits.maxRequestBytes) bytes")
+        }
+        if let duplicate {
+            return reject("field \"\(duplicate)\" is given more than once")
+        }
+
+        var chat = ChatRequest(messages: [])
+        switch (fields["prompt"], fields["messages"]) {
+        case (nil, nil):
+            return reject("missing field: give \"prompt\" (text) or \"messages\" (a JSON array of {\"role\",\"content\"})")
+        case (.some, .some):
+            return reject("give either \"prompt\" or \"messages\", not both")
+        case (let prompt?, nil):
+            guard let text = String(validating: prompt, as: UTF8.self) else { return reject("prompt is not valid UTF-8") }
+            guard !text.allSatisfy(\.isWhitespace) else { return reject("prompt is empty") }
+            chat.messages = [ChatMessage(role: .user, content: text)]
+        case (nil, let messages?):
+            switch Self.parseMessages(messages) {
+            case .success(let parsed): chat.messages = parsed
+            case .failure(let problem): return reject(problem.message)
+            }
+        }
+        if let system = fields["system"] {
+            guard let text = String(validating: system, as: UTF8.self) else { return reject("system is not valid UTF-8") }
+            chat.messages.insert(ChatMessage(role: .system, content: text), at: 0)
+        }
+        do {
+            if let model = try text(fields, "model") {
+                guard !model.isEmpty, model.utf8.count <= 256 else { return reject("model must be 1 to 256 bytes") }
+                chat.model = model
+            }
+            let maxTokens = try integer(fields, "max_tokens", in: 1...Int64(limits.maxTokens))
+            chat.maxTokens = maxTokens.map { Int($0) } ?? limits.defaultMaxTokens
+            chat.temperature = try number(fields, "temperature", in: 0...2)
+            chat.topP = try number(fields, "top_p", in: 0...1)
+            chat.topK = try integer(fields, "top_k", in: 0...100_000).map { Int($0) }
+            chat.seed = try integer(fields, "seed", in: Int64(Int32.min)...Int64(UInt32.max)).map { Int($0) }
+            if let stop = fields["stop"] {
+                chat.stop = try Self.parseStop(stop)
+            }
+            let entryTime = entry.timestampMilliseconds ?? now
+            var deadline: Int64?
+            if let ttl = try integer(fields, "ttl_ms", in: 1...Int64(365 * 86_400_000)) {
+                deadline = entryTime + ttl
+            }
+            if let absolute = try integer(fields, "deadline_ms", in: 1...Int64.max / 2) {
+                deadline = min(deadline ?? absolute, absolute)
+            }
+            if let deadline, now >= deadline {
+                rejection.code = .expired
+                return reject("the request expired \(now - deadline) ms before a worker took it (deadline \(deadline))")
+            }
+            return .success(ParsedRequest(
+                entryID: entry.id, callerID: rejection.callerID, replyTo: rejection.replyTo,
+                chat: chat, deadlineMilliseconds: deadline))
+        } catch {
+            return reject(error.message)
+        }
+    }
+
+    private struct Problem: Error {
+        var message: String
+    }
+
+    private func text(_ fields: [String: [UInt8]], _ name: String) throws(Problem) -> String? {
+        guard let value = fields[name] else { return nil }
+        guard let text = String(validating: value, as: UTF8.self) else { throw Problem(message: "\(name) is not valid UTF-8") }
+        return text
+    }
+
+    private func integer(_ fields: [String: [UInt8]], _ name: String, in range: ClosedRange<Int64>) throws(Problem) -> Int64? {
+        guard let raw = try text(fields, name) else { return nil }
+        guard let value = Int64(raw.trimmingCharacters(in: .whitespaces)) else {
+            throw Problem(message: "\(name) must be a whole number, got \"\(raw.prefix(40))\"")
+        }
+        guard range.contains(value) else {
+            throw Problem(message: "\(name) \(value) is out of range \(range.lowerBound)...\(range.upperBound)")
+        }
+        return value
+    }
+
+    private func number(_ fields: [String: [UInt8]], _ name: String, in range: ClosedRange<Double>) throws(Problem) -> Double? {
+        guard let raw = try text(fields, name) else { return nil }
+        guard let value = Double(raw.trimmingCharacters(in: .whitespaces)), value.isFinite else {
+            throw Problem(message: "\(name) must be a number, got \"\(raw.prefix(40))\"")
+        }
+        guard range.contains(value) else {
+            throw Problem(message: "\(name) \(raw) is out of range \(range.lowerBound)...\(range.upperBound)")
+        }
+        return value
+    }
+
+    /// `stop` is one stop string, or a JSON array of them when it starts with `[`.
+    private static func parseStop(_ raw: [UInt8]) throws(Problem) -> [String] {
+        guard let text = String(validating: raw, as: UTF8.self) else { throw Problem(message: "stop is not valid UTF-8") }
+        guard text.first == "[" else { return text.isEmpty ? [] : [text] }
+        guard let array = try? JSONDecoder().decode([String].self, from: Data(raw)) else {
+            throw Problem(message: "stop starts with \"[\" but is not a JSON array of strings")
+        }
+        guard array.count <= 16 else { throw Problem(message: "stop has \(array.count) strings, at most 16 are allowed") }
+        return array
+    }
+
+    private static func parseMessages(_ raw: [UInt8]) -> Result<[ChatMessage], Problem> {
+        let value: Any
+        do {
+            value = try JSONSerialization.jsonObject(with: Data(raw), options: [.fragmentsAllowed])
+        } catch {
+            return .failure(Problem(message: "messages is not valid JSON: \(jsonErrorSummary(error))"))
+        }
+        guard let array = value as? [Any] else {
+            return .failure(Problem(message: "messages must be a JSON array of {\"role\",\"content\"} objects"))
+        }
+        guard !array.isEmpty else { return .failure(Problem(message: "messages is empty")) }
+        var messages: [ChatMessage] = []
+        messages.reserveCapacity(array.count)
+        let roles = ChatMessage.Role.allCases.map(\.rawValue).joined(separator: ", ")
+        for (index, element) in array.enumerated() {
+            guard let object = element as? [String: Any] else {
+                return .failure(Problem(message: "messages[\(index)] must be an object with \"role\" and \"content\""))
+            }
+            guard let roleName = object["role"] as? String else {
+                return .failure(Problem(message: "messages[\(index)].role must be a string (\(roles))"))
+            }
+            guard let role = ChatMessage.Role(rawValue: roleName) else {
+                return .failure(Problem(message: "messages[\(index)].role \"\(roleName.prefix(40))\" is not one of \(roles)"))
+            }
+            guard let content = object["content"] as? String else {
+                return .failure(Problem(message: "messages[\(index)].content must be a string"))
+            }
+            messages.append(ChatMessage(role: role, content: content))
+        }
+        return .success(messages)
+    }
+}

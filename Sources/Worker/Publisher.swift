@@ -1,0 +1,56 @@
+import Foundation
+import LLMQRedis
+
+/// Publishes requests as a producer would, and waits for their replies.
+public struct Publisher: Sendable {
+    public let client: RedisClient
+    public let streams: WorkerConfiguration.Streams
+
+    public init(client: RedisClient, streams: WorkerConfiguration.Streams) {
+        self.client = client
+        self.streams = streams
+    }
+
+    /// Adds a request entry and returns its entry ID.
+    public func publish(_ fields: [(String, String)]) async throws(RedisError) -> String {
+        var command = RedisCommand("XADD", streams.requests, "*")
+        for (name, value) in fields {
+            command.append(name)
+            command.append(value)
+        }
+        guard let id = try await client.send(command).string else {
+            throw RedisError(.unexpectedReply, "XADD returned no ID")
+        }
+        return id
+    }
+
+    /// Waits for the reply to the request with entry ID `requestID` on `replyStream`.
+    /// - Returns: The reply's fields in order, or nil if none arrived within `timeout`.
+    public func waitForReply(to requestID: String, on replyStream: String? = nil, timeout: Duration) async throws(RedisError) -> [(String, String)]? {
+        let stream = replyStream ?? streams.replies
+        // Replies are added after their request on the same server clock, so start just before
+        // the request's millisecond.
+        let published = StreamEntry(id: requestID, fields: nil).timestampMilliseconds ?? 0
+        var cursor = "\(max(0, published - 1))-0"
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            let remaining = deadline - ContinuousClock.now
+            let block = max(1, min(1000, remaining.milliseconds))
+            let reply = try await client.send(
+                RedisCommand("XREAD", "COUNT", "500", "BLOCK", String(block), "STREAMS", stream, cursor))
+            guard let streamsReply = reply.array else { continue }
+            for item in streamsReply {
+                guard let pair = item.array, pair.count == 2, let entries = pair[1].array else { continue }
+                for value in entries {
+                    let entry = try RequestStream.entry(from: value)
+                    cursor = entry.id
+                    let fields = (entry.fields ?? []).map {
+                        (String(decoding: $0.name, as: UTF8.self), String(decoding: $0.value, as: UTF8.self))
+                    }
+                    if fields.contains(where: { $0.0 == "request" && $0.1 == requestID }) { return fields }
+                }
+            }
+        }
+        return nil
+    }
+}

@@ -1,0 +1,68 @@
+import Foundation
+import LLMQBackends
+
+/// The fields of a reply entry, in the order the README documents them.
+struct Reply {
+    var fields: [(String, String)] = []
+
+    mutating func add(_ name: String, _ value: String?) {
+        if let value { fields.append((name, value)) }
+    }
+
+    mutating func add(_ name: String, _ value: Int?) {
+        if let value { fields.append((name, String(value))) }
+    }
+
+    mutating func add(_ name: String, milliseconds value: Double?) {
+        if let value { fields.append((name, formatMilliseconds(value))) }
+    }
+
+    /// The head every reply starts with: the caller's `id` (else the entry ID), the request's
+    /// entry ID, and the status.
+    static func head(callerID: String?, entryID: String, status: String) -> Reply {
+        var reply = Reply()
+        reply.add("id", callerID ?? entryID)
+        reply.add("request", entryID)
+        reply.add("status", status)
+        return reply
+    }
+
+    static func success(
+        callerID: String?, entryID: String, completion: ChatCompletion, attempts: Int
+    ) -> Reply {
+        var reply = head(callerID: callerID, entryID: entryID, status: "ok")
+        reply.add("content", completion.content)
+        reply.add("finish_reason", completion.finishReason ?? "")
+        reply.add("model", completion.model ?? "")
+        reply.add("backend", completion.backend)
+        reply.add("prompt_tokens", completion.promptTokens)
+        reply.add("completion_tokens", completion.completionTokens)
+        reply.add("prompt_ms", milliseconds: completion.promptMilliseconds)
+        reply.add("generation_ms", milliseconds: completion.generationMilliseconds)
+        if let rate = completion.tokensPerSecond { reply.add("tokens_per_second", String(format: "%.2f", rate)) }
+        reply.add("attempts", attempts)
+        return reply
+    }
+
+    static func error(callerID: String?, entryID: String, code: String, message: String, backend: String? = nil, attempts: Int? = nil) -> Reply {
+        var reply = head(callerID: callerID, entryID: entryID, status: "error")
+        reply.add("error_code", code)
+        reply.add("error", message)
+        reply.add("backend", backend)
+        reply.add("attempts", attempts)
+        return reply
+    }
+
+    /// The fields every reply ends with.
+    mutating func addTimings(consumer: String, queueMilliseconds: Double?, backendMilliseconds: Double?, totalMilliseconds: Double) {
+        add("consumer", consumer)
+        add("queue_ms", milliseconds: queueMilliseconds.map { max(0, $0) })
+        add("backend_ms", milliseconds: backendMilliseconds ?? 0)
+        add("total_ms", milliseconds: totalMilliseconds)
+    }
+}
+
+/// Milliseconds with microsecond resolution: llmq's own overhead is well below one millisecond.
+func formatMilliseconds(_ value: Double) -> String {
+    String(format: "%.3f", value)
+}

@@ -1,0 +1,290 @@
+import Foundation
+import LLMQBackends
+import LLMQRedis
+import Logging
+import ServiceLifecycle
+import Synchronization
+
+/// A consumer in the request stream's group: it claims entries, runs up to `concurrency` of them
+/// at once against the backend, and replies to and acknowledges each exactly once.
+///
+/// On graceful shutdown (SIGTERM/SIGINT through a `ServiceGroup`) it stops reading, gives the
+/// requests in flight `shutdownGrace` to finish and reply, then cancels the rest, which stay
+/// pending for other consumers: an entry is never acknowledged without its reply.
+public final class Worker: Service, Sendable {
+    public let configuration: WorkerConfiguration
+    private let backend: ResilientBackend
+    private let stream: RequestStream
+    private let parser: RequestParser
+    private let slots: Slots
+    private let logger: Logger
+    private let isStopping = Atomic<Bool>(false)
+    /// Entries being worked on, refreshed so that no other consumer claims them meanwhile.
+    private let inFlight = Mutex<Set<String>>([])
+
+    /// - Parameters:
+    ///   - configuration: A validated configuration.
+    ///   - backend: The backend chain (primary, fallback, retries).
+    ///   - logger: Request logs carry `llmq.request.*` metadata; prompts are never logged.
+    public init(configuration: WorkerConfiguration, backend: ResilientBackend, logger: Logger) {
+        self.configuration = configuration
+        self.backend = backend
+        self.stream = RequestStream(
+            redis: configuration.redis, streams: configuration.streams, consumer: configuration.consumer,
+            readBlock: configuration.readBlock)
+        self.parser = RequestParser(limits: configuration.limits, replyToPrefix: configuration.streams.replyToPrefix)
+        self.slots = Slots(capacity: configuration.concurrency)
+        var logger = logger
+        logger[metadataKey: "llmq.consumer"] = "\(configuration.consumer)"
+        self.logger = logger
+    }
+
+    /// Builds the backends a configuration names and a worker over them.
+    /// - Throws: ``ConfigurationError`` when an endpoint cannot be used.
+    public convenience init(configuration: WorkerConfiguration, logger: Logger) throws(ConfigurationError) {
+        func make(_ backend: BackendConfiguration, key: String) throws(ConfigurationError) -> any ChatBackend {
+            do {
+                return try makeChatBackend(backend, maxConcurrentRequests: configuration.concurrency)
+            } catch {
+                throw ConfigurationError(key: key, source: "", problem: error.reason)
+            }
+        }
+        let primary = try make(configuration.backend, key: "backend.endpoint")
+        let fallback = try configuration.fallback.map { backend throws(ConfigurationError) in
+            try make(backend, key: "fallback.endpoint")
+        }
+        let resilient = ResilientBackend(
+            primary: primary, fallback: fallback,
+            retry: .init(
+                maxAttempts: configuration.retry.maxAttempts, initialBackoff: configuration.retry.initialBackoff,
+                maxBackoff: configuration.retry.maxBackoff),
+            breaker: .init(failureThreshold: configuration.breaker.failureThreshold, openDuration: configuration.breaker.openDuration),
+            logger: logger)
+        self.init(configuration: configuration, backend: resilient, logger: logger)
+    }
+
+    public func run() async throws {
+        defer { stream.shutdown() }
+        logger.info("worker starting", metadata: [
+            "llmq.stream": "\(configuration.streams.requests)", "llmq.group": "\(configuration.streams.group)",
+            "llmq.backend": "\(backend.primary.name)", "llmq.concurrency": "\(configuration.concurrency)",
+        ])
+        try await withGracefulShutdownHandler {
+            await withDiscardingTaskGroup { group in
+                group.addTask { await self.refreshLoop() }
+                await readLoop(group: &group)
+                if !(await slots.waitUntilIdle(timeout: configuration.shutdownGrace)) {
+                    logger.warning("shutdown grace period over; unfinished requests stay pending for other consumers", metadata: [
+                        "llmq.inflight": "\(slots.inUse)"
+                    ])
+                }
+                group.cancelAll()
+            }
+            try Task.checkCancellation()
+        } onGracefulShutdown: {
+            self.stop()
+        }
+        logger.info("worker stopped")
+    }
+
+    /// Stops taking new entries; requests in flight go on.
+    public func stop() {
+        isStopping.store(true, ordering: .relaxed)
+        stream.reader.interrupt()
+        slots.wakeReader()
+    }
+
+    private var stopping: Bool { isStopping.load(ordering: .relaxed) || Task.isCancelled }
+
+    // MARK: - Reading
+
+    private func readLoop(group: inout DiscardingTaskGroup) async {
+        var failures = 0
+        var groupReady = false
+        var claimCursor = "0-0"
+        var nextClaim = ContinuousClock.now
+        while !stopping {
+            do {
+                if !groupReady {
+                    try await stream.ensureGroup()
+                    groupReady = true
+                    if failures > 0 { logger.info("connected to Redis again") }
+                }
+                try await backend.waitUntilAvailable()
+                let free = await slots.waitForFree()
+                if stopping || free == 0 { continue }
+
+                var entries: [(entry: StreamEntry, deliveries: Int)] = []
+                if ContinuousClock.now >= nextClaim {
+                    // Entries abandoned by dead consumers go before new ones.
+                    entries = try await stream.claimIdle(
+                        minIdle: configuration.recovery.claimMinIdle, count: free, cursor: &claimCursor)
+                    nextClaim = ContinuousClock.now + configuration.recovery.claimInterval
+                    if !entries.isEmpty {
+                        logger.info("claimed entries idle on other consumers", metadata: ["llmq.count": "\(entries.count)"])
+                    }
+                }
+                if entries.isEmpty {
+                    entries = try await stream.readNew(count: free, block: configuration.readBlock).map { ($0, 1) }
+                }
+                failures = 0
+                let claimedAt = ContinuousClock.now
+                let claimedAtWall = Date().timeIntervalSince1970 * 1000
+                for (entry, deliveries) in entries {
+                    slots.take()
+                    inFlight.withLock { _ = $0.insert(entry.id) }
+                    group.addTask {
+                        await self.handle(entry, deliveries: deliveries, claimedAt: claimedAt, claimedAtWall: claimedAtWall)
+                        self.inFlight.withLock { _ = $0.remove(entry.id) }
+                        self.slots.release()
+                    }
+                }
+            } catch let error as RedisError {
+                if stopping { break }
+                if error.isServerError("NOGROUP") {
+                    // The stream or group was deleted (or Redis lost its data): create it again.
+                    groupReady = false
+                    logger.warning("consumer group missing; creating it again")
+                    continue
+                }
+                failures += 1
+                groupReady = groupReady && error.code != .connection
+                let wait = min(Duration.seconds(5), .milliseconds(100) * (1 << min(failures - 1, 6)))
+                logger.warning("Redis unavailable; retrying", metadata: [
+                    "llmq.error": "\(error)", "llmq.retry_in_ms": "\(wait.milliseconds)",
+                ])
+                try? await Task.sleep(for: wait)
+            } catch {
+                // Cancellation while waiting for the backend's circuit.
+                if stopping { break }
+            }
+        }
+        stream.reader.interrupt()
+    }
+
+    /// Every third of the claim idle time, resets the idle time of the entries in flight.
+    private func refreshLoop() async {
+        let interval = configuration.recovery.claimMinIdle / 3
+        while !Task.isCancelled {
+            do {
+                try await Task.sleep(for: interval)
+            } catch {
+                return
+            }
+            let ids = Array(inFlight.withLock { $0 })
+            guard !ids.isEmpty else { continue }
+            do {
+                let owned = try await stream.touch(ids)
+                if owned.count < ids.count {
+                    logger.warning("entries in flight were claimed by another consumer; their replies will be dropped", metadata: [
+                        "llmq.count": "\(ids.count - owned.count)"
+                    ])
+                }
+            } catch {
+                logger.warning("could not refresh entries in flight", metadata: ["llmq.error": "\(error)"])
+            }
+        }
+    }
+
+    // MARK: - One request
+
+    private func handle(_ entry: StreamEntry, deliveries: Int, claimedAt: ContinuousClock.Instant, claimedAtWall: Double) async {
+        var logger = self.logger
+        logger[metadataKey: "llmq.request.entry"] = "\(entry.id)"
+        let queueMilliseconds = entry.timestampMilliseconds.map { claimedAtWall - Double($0) }
+        var replyStream = configuration.streams.replies
+        var reply: Reply
+        var deadLetter: [(String, String)]?
+        var backendTime: Duration?
+
+        if deliveries > configuration.recovery.maxDeliveries {
+            let message = "delivered \(deliveries) times without an answer (the consumers handling it crashed or stalled); moved to \(configuration.streams.dead)"
+            var callerID: String?
+            if case .success(let request) = parser.parse(entry, now: Int64(claimedAtWall)) {
+                callerID = request.callerID
+                replyStream = request.replyTo ?? replyStream
+            }
+            reply = .error(callerID: callerID, entryID: entry.id, code: "dead_letter", message: message)
+            var record = [("request", entry.id), ("reason", message), ("deliveries", String(deliveries))]
+            for (name, value) in entry.fields ?? [] {
+                record.append(("field:" + String(decoding: name, as: UTF8.self), String(decoding: value, as: UTF8.self)))
+            }
+            deadLetter = record
+            logger.warning("request dead-lettered", metadata: ["llmq.request.deliveries": "\(deliveries)"])
+        } else {
+            switch parser.parse(entry, now: Int64(claimedAtWall)) {
+            case .failure(let rejection):
+                replyStream = rejection.replyTo ?? replyStream
+                reply = .error(callerID: rejection.callerID, entryID: entry.id, code: rejection.code.rawValue, message: rejection.message)
+                logger.notice("request rejected", metadata: [
+                    "llmq.request.error_code": "\(rejection.code.rawValue)", "llmq.request.error": "\(rejection.message)",
+                ])
+            case .success(let request):
+                replyStream = request.replyTo ?? replyStream
+                let deadline = request.deadlineMilliseconds.map { deadline in
+                    claimedAt + .milliseconds(deadline - Int64(claimedAtWall))
+                }
+                let started = ContinuousClock.now
+                do {
+                    let outcome = try await backend.complete(request.chat, deadline: deadline)
+                    backendTime = ContinuousClock.now - started
+                    reply = .success(callerID: request.callerID, entryID: entry.id, completion: outcome.completion, attempts: outcome.attempts)
+                } catch {
+                    backendTime = ContinuousClock.now - started
+                    if Task.isCancelled {
+                        // Shutdown past its grace period: no reply, no acknowledgement; the entry
+                        // stays pending and another consumer will take it.
+                        logger.notice("request abandoned at shutdown; it stays pending")
+                        return
+                    }
+                    reply = .error(
+                        callerID: request.callerID, entryID: entry.id, code: error.error.code.rawValue,
+                        message: error.error.message, backend: backend.primary.name, attempts: error.attempts)
+                    logger.warning("backend failed", metadata: [
+                        "llmq.request.error_code": "\(error.error.code.rawValue)", "llmq.request.error": "\(error.error.message)",
+                        "llmq.request.attempts": "\(error.attempts)",
+                    ])
+                }
+            }
+        }
+        reply.addTimings(
+            consumer: configuration.consumer, queueMilliseconds: queueMilliseconds,
+            backendMilliseconds: backendTime?.fractionalMilliseconds,
+            totalMilliseconds: (ContinuousClock.now - claimedAt).fractionalMilliseconds)
+        await publish(reply, for: entry.id, to: replyStream, deadLetter: deadLetter, logger: logger)
+    }
+
+    /// Replies and acknowledges, retrying while Redis is unreachable. Gives up only when the
+    /// task is cancelled; the entry then stays pending and is answered after a claim.
+    private func publish(_ reply: Reply, for entryID: String, to replyStream: String, deadLetter: [(String, String)]?, logger: Logger) async {
+        var failures = 0
+        var replyStream = replyStream
+        var reply = reply
+        while true {
+            do {
+                let owned = try await stream.reply(to: entryID, stream: replyStream, fields: reply.fields, deadLetter: deadLetter)
+                if owned {
+                    logger.debug("replied", metadata: ["llmq.request.status": "\(reply.fields[2].1)"])
+                } else {
+                    logger.warning("entry no longer ours (claimed by another consumer or acknowledged); reply dropped")
+                }
+                return
+            } catch where error.code == .server && replyStream != configuration.streams.replies {
+                // The producer's reply_to cannot take the reply (wrong type, other cluster slot):
+                // answer on the default stream and say why.
+                reply.add("reply_error", "could not write to reply_to \(replyStream): \(error.message)")
+                replyStream = configuration.streams.replies
+            } catch {
+                failures += 1
+                if Task.isCancelled || (failures > 3 && stopping && error.code == .shutdown) { return }
+                let wait = min(Duration.seconds(5), .milliseconds(50) * (1 << min(failures - 1, 7)))
+                logger.warning("could not publish reply; retrying", metadata: ["llmq.error": "\(error)"])
+                do {
+                    try await Task.sleep(for: wait)
+                } catch {
+                    return
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,90 @@
+import LLMQBackends
+import LLMQRedis
+import Logging
+
+/// Everything a worker needs, with the defaults a fresh install runs with.
+public struct WorkerConfiguration: Sendable {
+    /// Stream and group names.
+    public struct Streams: Sendable, Hashable {
+        /// The request stream producers `XADD` to.
+        public var requests = "llmq:requests"
+        /// The consumer group all workers share.
+        public var group = "llmq"
+        /// Where replies go, unless a request names its own `reply_to`.
+        public var replies = "llmq:replies"
+        /// Entries delivered `maxDeliveries` times without an answer end up here.
+        public var dead = "llmq:dead"
+        /// Replies are trimmed to about this many entries (`MAXLEN ~`); 0 keeps every reply.
+        public var replyMaxLength = 100_000
+        /// A request's `reply_to` must start with this, so producers cannot write to arbitrary keys.
+        public var replyToPrefix = "llmq:"
+        public init() {}
+    }
+
+    /// Bounds on what a request may ask for.
+    public struct Limits: Sendable, Hashable {
+        /// A request entry larger than this (all field names and values) is refused.
+        public var maxRequestBytes = 1 << 20
+        /// The largest `max_tokens` a request may ask for.
+        public var maxTokens = 8192
+        /// `max_tokens` sent when a request gives none, so no request generates without bound.
+        public var defaultMaxTokens = 1024
+        public init() {}
+    }
+
+    /// Retries of transient backend failures (refused, timeout, 5xx, 503, 429).
+    public struct Retry: Sendable, Hashable {
+        /// Tries per request and backend, the first included.
+        public var maxAttempts = 3
+        public var initialBackoff: Duration = .milliseconds(200)
+        public var maxBackoff: Duration = .seconds(5)
+        public init() {}
+    }
+
+    /// The circuit breaker in front of the primary backend.
+    public struct Breaker: Sendable, Hashable {
+        /// Consecutive failed requests that open the circuit.
+        public var failureThreshold = 5
+        /// How long the circuit stays open before one request probes the primary again.
+        public var openDuration: Duration = .seconds(10)
+        public init() {}
+    }
+
+    /// Taking over entries from consumers that died.
+    public struct Recovery: Sendable, Hashable {
+        /// An entry pending this long without its consumer refreshing it is claimed by another.
+        public var claimMinIdle: Duration = .seconds(60)
+        /// How often a worker looks for such entries.
+        public var claimInterval: Duration = .seconds(5)
+        /// An entry delivered this many times goes to the dead-letter stream.
+        public var maxDeliveries = 5
+        public init() {}
+    }
+
+    public var redis = RedisConfiguration()
+    /// This worker's consumer name; unique per process (default: hostname-pid).
+    public var consumer: String
+    /// Requests in flight at once in this process.
+    public var concurrency = 4
+    public var streams = Streams()
+    public var backend: BackendConfiguration
+    /// Takes over while the primary backend fails; optional.
+    public var fallback: BackendConfiguration?
+    public var limits = Limits()
+    public var retry = Retry()
+    public var breaker = Breaker()
+    public var recovery = Recovery()
+    /// On SIGTERM/SIGINT, in-flight requests get this long to finish.
+    public var shutdownGrace: Duration = .seconds(30)
+    /// How long one `XREADGROUP` waits for new entries.
+    public var readBlock: Duration = .seconds(2)
+    public var logLevel: Logger.Level = .info
+
+    public init(
+        consumer: String,
+        backend: BackendConfiguration = BackendConfiguration(kind: .llamaCpp, endpoint: "http://127.0.0.1:8080")
+    ) {
+        self.consumer = consumer
+        self.backend = backend
+    }
+}

@@ -1,0 +1,68 @@
+import ArgumentParser
+import Foundation
+import LLMQRedis
+import LLMQWorker
+import Logging
+
+@main
+struct LLMQCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "llmq",
+        abstract: "A pool of LLM workers behind a Redis stream.",
+        subcommands: [WorkerCommand.self, PublishCommand.self, StatusCommand.self, SimCommand.self]
+    )
+}
+
+/// Options every command that talks to Redis shares. Each sets the configuration key in
+/// brackets, over the file (`--config`, `LLMQ_CONFIG`) and the environment (`LLMQ_*`).
+struct ConnectionOptions: ParsableArguments {
+    @Option(name: .long, help: "JSON configuration file (or LLMQ_CONFIG).")
+    var config: String?
+
+    @Option(name: .long, help: "redis://[user:password@]host:port[/db] [redis.url]")
+    var redisUrl: String?
+
+    @Option(name: .long, help: "Request stream. [streams.requests]")
+    var stream: String?
+
+    @Option(name: .long, help: "Consumer group. [streams.group]")
+    var group: String?
+
+    @Option(name: .long, help: "Reply stream. [streams.replies]")
+    var replies: String?
+
+    var flags: [ConfigurationLoader.Flag] {
+        var flags: [ConfigurationLoader.Flag] = []
+        func add(_ key: String, _ flag: String, _ value: String?) {
+            if let value { flags.append(.init(key: key, flag: flag, value: value)) }
+        }
+        add("redis.url", "--redis-url", redisUrl)
+        add("streams.requests", "--stream", stream)
+        add("streams.group", "--group", group)
+        add("streams.replies", "--replies", replies)
+        return flags
+    }
+
+    /// Loads the configuration, or prints the problem on one line and exits with code 2.
+    func load(extra: [ConfigurationLoader.Flag] = []) throws -> WorkerConfiguration {
+        do {
+            return try ConfigurationLoader.load(file: config, flags: flags + extra)
+        } catch {
+            FileHandle.standardError.write(Data("llmq: invalid configuration: \(error)\n".utf8))
+            throw ExitCode(2)
+        }
+    }
+}
+
+func bootstrapLogging(level: Logger.Level) {
+    LoggingSystem.bootstrap { label in
+        var handler = StreamLogHandler.standardError(label: label)
+        handler.logLevel = level
+        return handler
+    }
+}
+
+func fail(_ message: String, code: Int32 = 1) -> ExitCode {
+    FileHandle.standardError.write(Data("llmq: \(message)\n".utf8))
+    return ExitCode(code)
+}

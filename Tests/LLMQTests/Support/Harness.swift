@@ -1,0 +1,149 @@
+import Foundation
+import LLMQBackends
+import LLMQRedis
+import LLMQSimulator
+import LLMQWorker
+import Logging
+import Synchronization
+
+/// A simulator running in this process on a free port.
+final class RunningSimulator: Sendable {
+    let port: Int
+    private let task: Task<Void, any Error>
+
+    private init(port: Int, task: Task<Void, any Error>) {
+        self.port = port
+        self.task = task
+    }
+
+    static func start(_ configuration: SimulatorConfiguration = SimulatorConfiguration()) async throws -> RunningSimulator {
+        var configuration = configuration
+        configuration.port = 0
+        let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
+        let simulator = Simulator(configuration: configuration, logger: Logger(label: "test.sim")) { port in
+            continuation.yield(port)
+            continuation.finish()
+        }
+        let task = Task { try await simulator.run() }
+        var iterator = ports.makeAsyncIterator()
+        guard let port = await iterator.next() else { throw TestFailure("simulator did not start") }
+        return RunningSimulator(port: port, task: task)
+    }
+
+    var url: String { "http://127.0.0.1:\(port)" }
+
+    func stop() async {
+        task.cancel()
+        _ = await task.result
+    }
+
+    /// `GET /sim/stats`.
+    func stats() async throws -> SimulatorStats {
+        try await getJSON("/sim/stats")
+    }
+
+    func reset() async throws {
+        _ = try await request("POST", "/sim/reset", body: Data())
+    }
+
+    func setFaults(_ faults: SimulatorFaults) async throws {
+        _ = try await request("POST", "/sim/faults", body: try JSONEncoder().encode(faults))
+    }
+
+    private func getJSON<T: Decodable>(_ path: String) async throws -> T {
+        try JSONDecoder().decode(T.self, from: try await request("GET", path, body: nil))
+    }
+
+    private func request(_ method: String, _ path: String, body: Data?) async throws -> Data {
+        let client = LLMQHTTPClientForTests.shared
+        let response = try await client.execute(.init(
+            method: method == "GET" ? .get : .post, url: url + path,
+            headers: [("Content-Type", "application/json")], body: body.map(Array.init), timeout: .seconds(10)))
+        return Data(response.body)
+    }
+}
+
+import LLMQHTTP
+
+enum LLMQHTTPClientForTests {
+    static let shared = HTTPClient()
+}
+
+/// A worker running in this process.
+final class RunningWorker: Sendable {
+    let worker: Worker
+    private let task: Task<Void, any Error>
+
+    init(_ configuration: WorkerConfiguration) throws {
+        var logger = Logger(label: "test.worker")
+        logger.logLevel = .warning
+        worker = try Worker(configuration: configuration, logger: logger)
+        let worker = self.worker
+        task = Task { try await worker.run() }
+    }
+
+    /// Graceful stop: stop reading, finish what is in flight.
+    func stop() async {
+        worker.stop()
+        _ = await task.result
+    }
+
+    /// Hard stop: cancel everything in flight.
+    func cancel() async {
+        task.cancel()
+        _ = await task.result
+    }
+}
+
+func workerConfiguration(
+    redis: RedisServer, backend: BackendConfiguration, consumer: String = "test-\(UUID().uuidString.prefix(6))",
+    concurrency: Int = 4
+) -> WorkerConfiguration {
+    var configuration = WorkerConfiguration(consumer: consumer, backend: backend)
+    configuration.redis = redis.configuration
+    configuration.concurrency = concurrency
+    configuration.readBlock = .milliseconds(200)
+    configuration.shutdownGrace = .seconds(10)
+    configuration.retry.initialBackoff = .milliseconds(20)
+    configuration.retry.maxBackoff = .milliseconds(200)
+    return configuration
+}
+
+/// Reads a whole reply stream as dictionaries.
+func readReplies(_ client: RedisClient, stream: String = "llmq:replies") async throws -> [[String: String]] {
+    let reply = try await client.send("XRANGE", stream, "-", "+")
+    return (reply.array ?? []).map { item in
+        var fields: [String: String] = [:]
+        let flat = item.array?[1].array ?? []
+        var index = 0
+        while index + 1 < flat.count {
+            fields[flat[index].string ?? ""] = flat[index + 1].string ?? ""
+            index += 2
+        }
+        return fields
+    }
+}
+
+/// Waits until the reply stream holds `count` replies (or fails after `timeout`).
+func waitForReplies(_ client: RedisClient, count: Int, stream: String = "llmq:replies", timeout: Duration = .seconds(30)) async throws -> [[String: String]] {
+    let deadline = ContinuousClock.now + timeout
+    while true {
+        let replies = try await readReplies(client, stream: stream)
+        if replies.count >= count { return replies }
+        if ContinuousClock.now > deadline {
+            throw TestFailure("only \(replies.count) of \(count) replies on \(stream) after \(timeout)")
+        }
+        try await Task.sleep(for: .milliseconds(20))
+    }
+}
+
+/// Publishes a request with the given fields; returns its entry ID.
+@discardableResult
+func publish(_ client: RedisClient, _ fields: [(String, String)], stream: String = "llmq:requests") async throws -> String {
+    var command = RedisCommand("XADD", stream, "*")
+    for (name, value) in fields {
+        command.append(name)
+        command.append(value)
+    }
+    return try await client.send(command).string ?? ""
+}
