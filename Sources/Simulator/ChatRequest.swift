@@ -1,0 +1,192 @@
+import Foundation
+import Hummingbird
+
+/// The two request dialects the simulator speaks, which decide error shapes and response formats.
+enum APIFlavor: Sendable {
+    /// OpenAI-compatible `/v1/chat/completions` (llama-server, and Ollama's compatibility layer).
+    case openAI
+    /// Ollama's native `/api/chat`.
+    case ollama
+}
+
+/// One chat message with its text flattened (content parts are joined; images are ignored).
+struct ChatMessage: Decodable, Sendable {
+    var role: String
+    var content: String
+
+    private enum CodingKeys: String, CodingKey { case role, content }
+
+    private struct ContentPart: Decodable {
+        var type: String?
+        var text: String?
+    }
+
+    init(role: String, content: String) {
+        self.role = role
+        self.content = content
+    }
+
+    init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        self.role = try container.decode(String.self, forKey: .role)
+        // OpenAI allows a string, an array of typed parts, or null (an assistant turn that only calls tools).
+        if try !container.contains(.content) || container.decodeNil(forKey: .content) {
+            self.content = ""
+        } else if let text = try? container.decode(String.self, forKey: .content) {
+            self.content = text
+        } else {
+            let parts = try container.decode([ContentPart].self, forKey: .content)
+            self.content = parts.compactMap(\.text).joined(separator: "\n")
+        }
+    }
+}
+
+/// `stop` as OpenAI allows it: one string or an array of strings.
+struct StopSequences: Decodable, Sendable {
+    var values: [String]
+
+    init(from decoder: any Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        if container.decodeNil() {
+            values = []
+        } else if let one = try? container.decode(String.self) {
+            values = [one]
+        } else {
+            values = try container.decode([String].self)
+        }
+    }
+}
+
+/// The body of `POST /v1/chat/completions`. Sampling fields are decoded only so a wrongly typed one is a 400,
+/// as on the real servers; the simulator's output does not depend on them.
+private struct OpenAIChatBody: Decodable {
+    var model: String?
+    var messages: [ChatMessage]
+    var max_tokens: Int?
+    var max_completion_tokens: Int?
+    var n_predict: Int?
+    var temperature: Double?
+    var top_p: Double?
+    var top_k: Double?
+    var seed: Int64?
+    var stop: StopSequences?
+    var stream: Bool?
+}
+
+/// The body of Ollama's `POST /api/chat`.
+private struct OllamaChatBody: Decodable {
+    struct Options: Decodable {
+        var num_predict: Int?
+        var num_ctx: Int?
+        var temperature: Double?
+        var top_p: Double?
+        var top_k: Double?
+        var seed: Int64?
+        var stop: StopSequences?
+    }
+
+    var model: String?
+    var messages: [ChatMessage]?
+    var stream: Bool?
+    var options: Options?
+}
+
+/// A chat request of either dialect, reduced to what the simulator acts on.
+struct ChatRequest: Sendable {
+    var model: String
+    var messages: [ChatMessage]
+    /// The request's completion limit, if it gave a positive one.
+    var maxTokens: Int?
+    var seed: Int64
+    var stop: [String]
+    var stream: Bool
+}
+
+/// A request body the simulator refuses, with a message for the client.
+struct BadRequest: Error {
+    var message: String
+}
+
+extension ChatRequest {
+    /// Decodes a request body of the given dialect.
+    /// - Throws: `BadRequest` with a message naming the offending field.
+    init(flavor: APIFlavor, body: ByteBuffer) throws(BadRequest) {
+        let data = body.withUnsafeReadableBytes { Data($0) }
+        let decoder = JSONDecoder()
+        do {
+            switch flavor {
+            case .openAI:
+                let decoded = try decoder.decode(OpenAIChatBody.self, from: data)
+                // llama-server reads max_tokens, then the newer max_completion_tokens, then its own n_predict.
+                let limit = decoded.max_completion_tokens ?? decoded.max_tokens ?? decoded.n_predict
+                self.init(
+                    model: decoded.model ?? "",
+                    messages: decoded.messages,
+                    maxTokens: limit.flatMap { $0 > 0 ? $0 : nil },
+                    seed: decoded.seed ?? 0,
+                    stop: decoded.stop?.values ?? [],
+                    stream: decoded.stream ?? false
+                )
+            case .ollama:
+                let decoded = try decoder.decode(OllamaChatBody.self, from: data)
+                self.init(
+                    model: decoded.model ?? "",
+                    messages: decoded.messages ?? [],
+                    // Ollama's -1 (no limit) and -2 (fill the context) fall back to the default length.
+                    maxTokens: decoded.options?.num_predict.flatMap { $0 > 0 ? $0 : nil },
+                    seed: decoded.options?.seed ?? 0,
+                    stop: decoded.options?.stop?.values ?? [],
+                    // Ollama streams unless told otherwise.
+                    stream: decoded.stream ?? true
+                )
+            }
+        } catch let error as DecodingError {
+            throw BadRequest(message: Self.describe(error))
+        } catch {
+            throw BadRequest(message: "invalid request body: \(error)")
+        }
+    }
+
+    /// Turns a `DecodingError` into one line naming the field, instead of Foundation's nested dump.
+    private static func describe(_ error: DecodingError) -> String {
+        func path(_ codingPath: [any CodingKey], _ last: (any CodingKey)? = nil) -> String {
+            var text = ""
+            for key in codingPath + (last.map { [$0] } ?? []) {
+                if let index = key.intValue {
+                    text += "[\(index)]"
+                } else {
+                    text += text.isEmpty ? key.stringValue : ".\(key.stringValue)"
+                }
+            }
+            return text.isEmpty ? "body" : "'\(text)'"
+        }
+        switch error {
+        case .dataCorrupted(let context) where context.codingPath.isEmpty:
+            let underlying = context.underlyingError.map { ": \($0.localizedDescription)" } ?? ""
+            return "invalid JSON in request body\(underlying)"
+        case .dataCorrupted(let context):
+            return "invalid value for \(path(context.codingPath)): \(context.debugDescription)"
+        case .keyNotFound(let key, let context):
+            return "missing field \(path(context.codingPath, key))"
+        case .typeMismatch(let type, let context):
+            return "wrong type for \(path(context.codingPath)): expected \(Self.jsonTypeName(type))"
+        case .valueNotFound(let type, let context):
+            return "\(path(context.codingPath)) must not be null (expected \(Self.jsonTypeName(type)))"
+        @unknown default:
+            return "invalid request body: \(error)"
+        }
+    }
+
+    private static func jsonTypeName(_ type: Any.Type) -> String {
+        switch type {
+        case is String.Type: return "a string"
+        case is Int.Type, is Int64.Type: return "an integer"
+        case is Double.Type: return "a number"
+        case is Bool.Type: return "a boolean"
+        case is [Any].Type: return "an array"
+        default:
+            let name = "\(type)"
+            return name.hasPrefix("Array") ? "an array" : (name.contains("Dictionary") || name.contains("Keyed")) ? "an object" : name
+        }
+    }
+}

@@ -1,0 +1,312 @@
+import Synchronization
+
+/// The fault chosen for one completion request.
+enum InjectedFault: Equatable, Sendable {
+    case failure
+    case busy
+    case rateLimit
+    case hang(milliseconds: Int)
+}
+
+/// What the fault generator decided for one request.
+struct FaultDecision: Sendable {
+    var fault: InjectedFault?
+    /// Only used when the response streams.
+    var midStreamError: Bool
+    /// Copied so one request sees one consistent fault set even if `/sim/faults` changes it meanwhile.
+    var slowFactor: Double
+}
+
+/// The answer of a non-waiting attempt to take a slot.
+enum SlotAdmission {
+    case granted(SlotLease)
+    case mustWait
+    case rejected
+}
+
+/// Thrown by `SimulatorState.waitForSlot()` when the queue filled up before this request got in.
+struct QueueFullError: Error {}
+
+/// Slots, the FIFO queue in front of them, the counters and the current faults, behind one lock.
+///
+/// Everything a test asserts (`/slots`, `/sim/stats`) is derived from this one state, updated under one lock,
+/// so the numbers are always consistent with each other. The critical sections are a few field updates, so
+/// one `Mutex` costs less than an actor hop on the zero-latency path.
+final class SimulatorState: Sendable {
+    private struct Waiter {
+        var continuation: CheckedContinuation<Int, any Error>
+        var taskID: Int
+    }
+
+    private struct State {
+        /// Free slot ids, lowest id last so it is taken first (as llama-server fills slot 0 first).
+        var freeSlots: [Int]
+        /// Task id occupying each slot, or -1.
+        var slotTask: [Int]
+        /// Waiters by ticket; a cancelled waiter is removed here and skipped in `order`.
+        var waiters: [UInt64: Waiter] = [:]
+        var order: [UInt64] = []
+        var orderHead = 0
+        var nextTicket: UInt64 = 0
+        var stats = SimulatorStats()
+        var faults: SimulatorFaults
+        var failFirstRemaining: Int
+
+        /// Takes the next live waiter off the queue.
+        mutating func popWaiter() -> Waiter? {
+            while orderHead < order.count {
+                let ticket = order[orderHead]
+                orderHead += 1
+                if let waiter = waiters.removeValue(forKey: ticket) {
+                    compactOrder()
+                    return waiter
+                }
+            }
+            compactOrder()
+            return nil
+        }
+
+        /// Drops consumed tickets so `order` does not grow without bound.
+        mutating func compactOrder() {
+            if orderHead == order.count {
+                order.removeAll(keepingCapacity: true)
+                orderHead = 0
+            } else if orderHead > 256 && orderHead * 2 > order.count {
+                order.removeFirst(orderHead)
+                orderHead = 0
+            }
+        }
+    }
+
+    let slotCount: Int
+    let maxQueue: Int
+    private let state: Mutex<State>
+
+    init(slots: Int, maxQueue: Int, faults: SimulatorFaults) {
+        self.slotCount = slots
+        self.maxQueue = maxQueue
+        self.state = Mutex(
+            State(
+                freeSlots: Array((0..<slots).reversed()),
+                slotTask: Array(repeating: -1, count: slots),
+                faults: faults,
+                failFirstRemaining: faults.failFirst
+            )
+        )
+    }
+
+    // MARK: Requests and faults
+
+    /// Counts a completion request on arrival and returns its task id (0, 1, 2, ...).
+    func recordRequest() -> Int {
+        state.withLock { state in
+            let id = state.stats.requests
+            state.stats.requests += 1
+            return id
+        }
+    }
+
+    func recordInvalid() { state.withLock { $0.stats.invalid += 1 } }
+    func recordCompleted() { state.withLock { $0.stats.completed += 1 } }
+    func recordCancelled() { state.withLock { $0.stats.cancelled += 1 } }
+    func recordFault() { state.withLock { $0.stats.faults += 1 } }
+
+    /// Decides the fault for request `taskID` and counts it. `failFirst` comes before the random draws.
+    func decideFault(taskID: Int, streaming: Bool) -> FaultDecision {
+        state.withLock { state in
+            let faults = state.faults
+            var decision = FaultDecision(fault: nil, midStreamError: false, slowFactor: faults.slowFactor)
+            if state.failFirstRemaining > 0 {
+                state.failFirstRemaining -= 1
+                decision.fault = .failure
+            } else if faults.failureRate > 0 || faults.busyRate > 0 || faults.rateLimitRate > 0 || faults.hangRate > 0 {
+                let draw = unitDraw(seed: faults.seed, index: UInt64(taskID), stream: 1)
+                // Cumulative bounds: each rate takes its own slice of [0, 1).
+                let failureBound = faults.failureRate
+                let busyBound = failureBound + faults.busyRate
+                let rateLimitBound = busyBound + faults.rateLimitRate
+                let hangBound = rateLimitBound + faults.hangRate
+                if draw < failureBound {
+                    decision.fault = .failure
+                } else if draw < busyBound {
+                    decision.fault = .busy
+                } else if draw < rateLimitBound {
+                    decision.fault = .rateLimit
+                } else if draw < hangBound {
+                    decision.fault = .hang(milliseconds: faults.hangMilliseconds)
+                }
+            }
+            if decision.fault == nil && streaming && faults.midStreamErrorRate > 0 {
+                decision.midStreamError =
+                    unitDraw(seed: faults.seed, index: UInt64(taskID), stream: 2) < faults.midStreamErrorRate
+            }
+            // A mid-stream error is counted when it is written: the request may yet be rejected or abandoned.
+            if decision.fault != nil {
+                state.stats.faults += 1
+            }
+            return decision
+        }
+    }
+
+    var faults: SimulatorFaults {
+        state.withLock { $0.faults }
+    }
+
+    /// Replaces the faults and re-arms `failFirst`.
+    func setFaults(_ faults: SimulatorFaults) {
+        state.withLock { state in
+            state.faults = faults
+            state.failFirstRemaining = faults.failFirst
+        }
+    }
+
+    // MARK: Stats
+
+    var stats: SimulatorStats {
+        state.withLock { state in
+            var stats = state.stats
+            stats.inFlight = slotCount - state.freeSlots.count
+            stats.queued = state.waiters.count
+            return stats
+        }
+    }
+
+    /// Zeroes the counters and re-arms `failFirst`. Requests generating or waiting right now stay counted in
+    /// `inFlight`, `queued` and `maxInFlight`, because they are still there.
+    func resetStats() {
+        state.withLock { state in
+            state.stats = SimulatorStats(maxInFlight: slotCount - state.freeSlots.count)
+            state.failFirstRemaining = state.faults.failFirst
+        }
+    }
+
+    /// The task id in each slot, -1 for an idle slot.
+    var slotTasks: [Int] {
+        state.withLock { $0.slotTask }
+    }
+
+    // MARK: Slots
+
+    /// Takes a free slot without waiting, or says whether the request may wait for one.
+    func tryAcquire(taskID: Int) -> SlotAdmission {
+        enum Outcome { case granted(Int), mustWait, rejected }
+        let outcome: Outcome = state.withLock { state in
+            if let slot = state.freeSlots.popLast() {
+                Self.occupy(&state, slot: slot, taskID: taskID, slotCount: slotCount)
+                return .granted(slot)
+            }
+            if state.waiters.count >= maxQueue {
+                state.stats.rejected += 1
+                return .rejected
+            }
+            return .mustWait
+        }
+        switch outcome {
+        case .granted(let slot): return .granted(SlotLease(slot: slot, state: self))
+        case .mustWait: return .mustWait
+        case .rejected: return .rejected
+        }
+    }
+
+    /// Waits in FIFO order for a slot. Throws `CancellationError` if the task is cancelled while waiting
+    /// (the waiter leaves the queue at once) and `QueueFullError` if the queue is full.
+    func waitForSlot(taskID: Int) async throws -> SlotLease {
+        let ticket = state.withLock { state in
+            state.nextTicket &+= 1
+            return state.nextTicket
+        }
+        let slot = try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Int, any Error>) in
+                enum Outcome { case granted(Int), rejected, cancelled, queued }
+                let outcome: Outcome = state.withLock { state in
+                    // A cancellation that ran before this point found no waiter to remove; seeing the flag under
+                    // the lock closes that gap, because the flag is set before the handler runs.
+                    if Task.isCancelled { return .cancelled }
+                    if let slot = state.freeSlots.popLast() {
+                        Self.occupy(&state, slot: slot, taskID: taskID, slotCount: slotCount)
+                        return .granted(slot)
+                    }
+                    if state.waiters.count >= maxQueue {
+                        state.stats.rejected += 1
+                        return .rejected
+                    }
+                    state.waiters[ticket] = Waiter(continuation: continuation, taskID: taskID)
+                    state.order.append(ticket)
+                    return .queued
+                }
+                switch outcome {
+                case .granted(let slot): continuation.resume(returning: slot)
+                case .rejected: continuation.resume(throwing: QueueFullError())
+                case .cancelled: continuation.resume(throwing: CancellationError())
+                case .queued: break
+                }
+            }
+        } onCancel: {
+            let waiter = state.withLock { $0.waiters.removeValue(forKey: ticket) }
+            waiter?.continuation.resume(throwing: CancellationError())
+        }
+        return SlotLease(slot: slot, state: self)
+    }
+
+    /// Gives the slot to the longest waiting request, or frees it.
+    fileprivate func release(slot: Int) {
+        let next: Waiter? = state.withLock { state in
+            if let waiter = state.popWaiter() {
+                // The slot passes straight to the waiter, so `inFlight` does not change.
+                state.slotTask[slot] = waiter.taskID
+                return waiter
+            }
+            state.slotTask[slot] = -1
+            state.freeSlots.append(slot)
+            return nil
+        }
+        next?.continuation.resume(returning: slot)
+    }
+
+    private static func occupy(_ state: inout State, slot: Int, taskID: Int, slotCount: Int) {
+        state.slotTask[slot] = taskID
+        let inFlight = slotCount - state.freeSlots.count
+        if inFlight > state.stats.maxInFlight {
+            state.stats.maxInFlight = inFlight
+        }
+    }
+}
+
+/// One request's hold on a slot. Released exactly once: explicitly when generation ends, or when the lease is
+/// dropped, so a response that is never written (client gone, write failed) cannot leak a slot.
+final class SlotLease: Sendable {
+    let slot: Int
+    private let state: SimulatorState
+    private let released = Atomic<Bool>(false)
+
+    fileprivate init(slot: Int, state: SimulatorState) {
+        self.slot = slot
+        self.state = state
+    }
+
+    func release() {
+        if !released.exchange(true, ordering: .acquiringAndReleasing) {
+            state.release(slot: slot)
+        }
+    }
+
+    deinit {
+        release()
+    }
+}
+
+/// A uniform draw in [0, 1) from (seed, index, stream), so a request's fault depends only on its arrival number.
+func unitDraw(seed: UInt64, index: UInt64, stream: UInt64) -> Double {
+    var x = seed ^ (index &* 0x9E37_79B9_7F4A_7C15) ^ (stream &* 0xD1B5_4A32_D192_ED03)
+    x = splitMix64(&x)
+    return Double(x >> 11) * 0x1p-53
+}
+
+/// SplitMix64's output function; enough mixing for fault dice and ids.
+func splitMix64(_ state: inout UInt64) -> UInt64 {
+    state &+= 0x9E37_79B9_7F4A_7C15
+    var z = state
+    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+    return z ^ (z >> 31)
+}
