@@ -6,7 +6,7 @@ import Testing
 struct RedisClientTests {
     @Test("commands are binary safe and replies are copied into Swift values")
     func binarySafeRoundTrip() async throws {
-        let server = try RedisServer()
+        let server = try await RedisServer.start()
         let client = RedisClient(configuration: server.configuration)
         defer { client.shutdown() }
         let value: [UInt8] = [0, 1, 2, 13, 10, 255, 0x24, 0x2A]
@@ -22,7 +22,7 @@ struct RedisClientTests {
 
     @Test("an error reply throws a server error; in a pipeline it stays in its place")
     func errorReplies() async throws {
-        let server = try RedisServer()
+        let server = try await RedisServer.start()
         let client = RedisClient(configuration: server.configuration)
         defer { client.shutdown() }
         await #expect(throws: RedisError.self) { try await client.send("NOSUCHCOMMAND") }
@@ -34,7 +34,7 @@ struct RedisClientTests {
 
     @Test("concurrent callers are pipelined and each gets its own reply")
     func concurrentCallers() async throws {
-        let server = try RedisServer()
+        let server = try await RedisServer.start()
         let client = RedisClient(configuration: server.configuration)
         defer { client.shutdown() }
         try await withThrowingTaskGroup(of: Void.self) { group in
@@ -50,11 +50,11 @@ struct RedisClientTests {
 
     @Test("a restarted server is reconnected to on the next command")
     func reconnects() async throws {
-        let server = try RedisServer()
+        let server = try await RedisServer.start()
         let client = RedisClient(configuration: server.configuration)
         defer { client.shutdown() }
         #expect(try await client.send("PING") == .simpleString("PONG"))
-        try server.restart()
+        try await server.restart()
         // The first command after the restart may find the old connection broken.
         var reply: RESPValue?
         for _ in 0..<5 {
@@ -91,8 +91,8 @@ struct RedisClientTests {
 
     @Test("AUTH with a password from the URL")
     func authenticates() async throws {
-        let server = try RedisServer()
-        try server.redisCLI(["CONFIG", "SET", "requirepass", "hunter2"])
+        let server = try await RedisServer.start()
+        try await server.redisCLI(["CONFIG", "SET", "requirepass", "hunter2"])
         var configuration = server.configuration
         configuration.password = "hunter2"
         let client = RedisClient(configuration: configuration)

@@ -3,30 +3,39 @@ import Glibc
 import LLMQRedis
 
 /// A real redis-server on a free loopback port, in a temporary directory of its own.
+///
+/// Nothing here blocks a thread: Swift's cooperative pool has as many threads as cores (two
+/// here), and a test that blocks one in `waitUntilExit` stalls every other test.
 final class RedisServer: @unchecked Sendable {
-    // @unchecked: `process` is replaced only by `restart()`, which tests call from one task.
+    // @unchecked: `process` is replaced only by `start()`/`restart()`, which a test calls from one task.
     let port: Int
     let directory: URL
     let appendOnly: Bool
     private var process: Process?
 
-    init(appendOnly: Bool = false) throws {
+    private init(appendOnly: Bool) throws {
         self.port = try freePort()
         self.appendOnly = appendOnly
         self.directory = FileManager.default.temporaryDirectory.appendingPathComponent("llmq-redis-\(port)-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        try start()
+    }
+
+    /// Starts a server and waits until it answers.
+    static func start(appendOnly: Bool = false) async throws -> RedisServer {
+        let server = try RedisServer(appendOnly: appendOnly)
+        try await server.start()
+        return server
     }
 
     deinit {
-        stop()
+        if let process, process.isRunning { Glibc.kill(process.processIdentifier, SIGKILL) }
         try? FileManager.default.removeItem(at: directory)
     }
 
     var url: String { "redis://127.0.0.1:\(port)" }
     var configuration: RedisConfiguration { RedisConfiguration(host: "127.0.0.1", port: port) }
 
-    func start() throws {
+    func start() async throws {
         let process = Process()
         process.executableURL = try executable("redis-server")
         process.arguments = [
@@ -38,50 +47,86 @@ final class RedisServer: @unchecked Sendable {
         process.standardError = FileHandle.nullDevice
         try process.run()
         self.process = process
-        try waitUntilReady()
-    }
-
-    /// Kills the server at once (SIGKILL: no final save), as a crash would.
-    func kill() {
-        guard let process, process.isRunning else { return }
-        Glibc.kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
-    }
-
-    func stop() {
-        guard let process, process.isRunning else { return }
-        process.terminate()
-        process.waitUntilExit()
-    }
-
-    func restart() throws {
-        kill()
-        try start()
-    }
-
-    private func waitUntilReady() throws {
-        let deadline = Date().addingTimeInterval(10)
-        while Date() < deadline {
-            if let reply = try? redisCLI(["PING"]), reply.contains("PONG") { return }
-            usleep(20_000)
+        let client = RedisClient(configuration: configuration)
+        defer { client.shutdown() }
+        let deadline = ContinuousClock.now + .seconds(10)
+        while ContinuousClock.now < deadline {
+            if (try? await client.send("PING")) == .simpleString("PONG") { return }
+            try await Task.sleep(for: .milliseconds(20))
         }
         throw TestFailure("redis-server on port \(port) did not start")
     }
 
-    /// Runs redis-cli against this server (handy for producing requests as users do).
-    @discardableResult
-    func redisCLI(_ arguments: [String]) throws -> String {
-        let process = Process()
-        process.executableURL = try executable("redis-cli")
-        process.arguments = ["-p", String(port)] + arguments
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        let data = output.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return String(decoding: data, as: UTF8.self)
+    /// Kills the server at once (SIGKILL: no final save), as a crash would.
+    func kill() async {
+        await signal(SIGKILL)
     }
+
+    func stop() async {
+        await signal(SIGTERM)
+    }
+
+    func restart() async throws {
+        await kill()
+        try await start()
+    }
+
+    private func signal(_ signal: Int32) async {
+        guard let process, process.isRunning else { return }
+        Glibc.kill(process.processIdentifier, signal)
+        while process.isRunning { try? await Task.sleep(for: .milliseconds(10)) }
+    }
+
+    /// Runs redis-cli against this server (to produce requests exactly as users do).
+    @discardableResult
+    func redisCLI(_ arguments: [String]) async throws -> String {
+        try await runProgram("redis-cli", ["-p", String(port)] + arguments).output
+    }
+}
+
+/// Runs a program to its end without blocking a thread; returns its exit status and output.
+func runProgram(_ name: String, _ arguments: [String], environment: [String: String]? = nil) async throws -> (status: Int32, output: String, error: String) {
+    let process = Process()
+    process.executableURL = name.hasPrefix("/") ? URL(fileURLWithPath: name) : try executable(name)
+    process.arguments = arguments
+    if let environment { process.environment = environment }
+    let output = Pipe()
+    let error = Pipe()
+    process.standardOutput = output
+    process.standardError = error
+    process.standardInput = FileHandle.nullDevice
+    let collected = OutputCollector()
+    output.fileHandleForReading.readabilityHandler = { handle in collected.append(handle.availableData, error: false) }
+    error.fileHandleForReading.readabilityHandler = { handle in collected.append(handle.availableData, error: true) }
+    await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+        process.terminationHandler = { _ in continuation.resume() }
+        do {
+            try process.run()
+        } catch {
+            process.terminationHandler = nil
+            continuation.resume()
+        }
+    }
+    output.fileHandleForReading.readabilityHandler = nil
+    error.fileHandleForReading.readabilityHandler = nil
+    collected.append(output.fileHandleForReading.readDataToEndOfFile(), error: false)
+    collected.append(error.fileHandleForReading.readDataToEndOfFile(), error: true)
+    return (process.terminationStatus, collected.output, collected.error)
+}
+
+final class OutputCollector: @unchecked Sendable {
+    private let lock = NSLock()
+    private var out = Data()
+    private var err = Data()
+
+    func append(_ data: Data, error: Bool) {
+        lock.lock()
+        if error { err.append(data) } else { out.append(data) }
+        lock.unlock()
+    }
+
+    var output: String { lock.lock(); defer { lock.unlock() }; return String(decoding: out, as: UTF8.self) }
+    var error: String { lock.lock(); defer { lock.unlock() }; return String(decoding: err, as: UTF8.self) }
 }
 
 struct TestFailure: Error, CustomStringConvertible {
