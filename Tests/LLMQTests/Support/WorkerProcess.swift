@@ -1,0 +1,77 @@
+import Foundation
+import Glibc
+
+/// The `llmq` executable SwiftPM built next to this test bundle.
+func llmqExecutable() throws -> URL {
+    let bundle = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
+    var directory = bundle.deletingLastPathComponent()
+    // On Linux the runner is `.build/<triple>/debug/<package>PackageTests.xctest`.
+    for _ in 0..<3 {
+        let candidate = directory.appendingPathComponent("llmq")
+        if FileManager.default.isExecutableFile(atPath: candidate.path) { return candidate }
+        directory = directory.deletingLastPathComponent()
+    }
+    throw TestFailure("llmq executable not found near \(bundle.path); run `swift build` first")
+}
+
+/// An `llmq worker` process, configured by environment as operators do, that a test can
+/// SIGKILL or SIGTERM.
+final class WorkerProcess: @unchecked Sendable {
+    // @unchecked: `process` is only replaced by `start()`, called from one task.
+    let name: String
+    let environment: [String: String]
+    private var process: Process?
+    private var log: FileHandle?
+    let logPath: String
+
+    init(name: String, environment: [String: String]) throws {
+        self.name = name
+        self.environment = environment
+        self.logPath = FileManager.default.temporaryDirectory.appendingPathComponent("llmq-\(name)-\(UUID().uuidString.prefix(6)).log").path
+        try start()
+    }
+
+    deinit {
+        if let process, process.isRunning { Glibc.kill(process.processIdentifier, SIGKILL) }
+    }
+
+    func start() throws {
+        let process = Process()
+        process.executableURL = try llmqExecutable()
+        process.arguments = ["worker", "--consumer", name]
+        var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("LLMQ_") }
+        environment.merge(self.environment) { $1 }
+        process.environment = environment
+        FileManager.default.createFile(atPath: logPath, contents: nil)
+        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
+        log.seekToEndOfFile()
+        process.standardError = log
+        process.standardOutput = log
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        self.process = process
+        self.log = log
+    }
+
+    var isRunning: Bool { process?.isRunning ?? false }
+
+    func signal(_ signal: Int32) {
+        guard let process, process.isRunning else { return }
+        Glibc.kill(process.processIdentifier, signal)
+    }
+
+    /// Waits for the process to exit and returns its status (nil after `timeout`).
+    func waitForExit(timeout: Duration = .seconds(30)) async -> Int32? {
+        guard let process else { return nil }
+        let deadline = ContinuousClock.now + timeout
+        while process.isRunning {
+            if ContinuousClock.now > deadline { return nil }
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+        return process.terminationStatus
+    }
+
+    var output: String {
+        (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
+    }
+}

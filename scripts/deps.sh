@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Installs the system packages llmq builds and tests with, if any is missing (Debian/Ubuntu).
+set -euo pipefail
+packages=(redis-server redis-tools libhiredis-dev libcurl4-openssl-dev pkg-config curl python3-venv)
+missing=()
+for package in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+echo "deps.sh: installing ${missing[*]}" >&2
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq "${missing[@]}" >/dev/null
