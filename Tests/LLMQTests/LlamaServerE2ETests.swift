@@ -1,0 +1,132 @@
+import Foundation
+import Glibc
+import LLMQBackends
+import LLMQRedis
+import LLMQWorker
+import Testing
+
+/// A real llama.cpp `llama-server` with the random-weight model from scripts/make-model.py,
+/// started by the tests on a free loopback port. `make test` builds both once per machine
+/// and passes their paths in LLAMA_SERVER_BIN and LLMQ_MODEL.
+final class LlamaServer: @unchecked Sendable {
+    let port: Int
+    private let process: Process
+
+    static var isConfigured: Bool {
+        let environment = ProcessInfo.processInfo.environment
+        return environment["LLAMA_SERVER_BIN"] != nil && environment["LLMQ_MODEL"] != nil
+    }
+
+    init(parallel: Int) async throws {
+        let environment = ProcessInfo.processInfo.environment
+        guard let binary = environment["LLAMA_SERVER_BIN"], let model = environment["LLMQ_MODEL"] else {
+            throw TestFailure("LLAMA_SERVER_BIN and LLMQ_MODEL are not set (make test sets them)")
+        }
+        port = try freePort()
+        process = Process()
+        process.executableURL = URL(fileURLWithPath: binary)
+        process.arguments = [
+            "-m", model, "--host", "127.0.0.1", "--port", String(port), "-np", String(parallel), "-kvu",
+            "-c", String(1024 * parallel), "-t", "2", "--no-webui",
+        ]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let client = LLMQHTTPClientForTests.shared
+        let deadline = ContinuousClock.now + .seconds(120)
+        while ContinuousClock.now < deadline {
+            if let response = try? await client.execute(.init(url: url + "/health", timeout: .seconds(2))), response.status == 200 {
+                return
+            }
+            guard process.isRunning else { throw TestFailure("llama-server exited at start") }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        throw TestFailure("llama-server not healthy after 120 s")
+    }
+
+    deinit {
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+    }
+
+    var url: String { "http://127.0.0.1:\(port)" }
+}
+
+@Suite("LlamaServer end to end (real llama.cpp server)", .serialized, .enabled(if: LlamaServer.isConfigured || ProcessInfo.processInfo.environment["CI"] != nil))
+struct LlamaServerE2ETests {
+    @Test("workers answer every request with status ok, usage and llama-server timings")
+    func completions() async throws {
+        let llama = try await LlamaServer(parallel: 4)
+        let redis = try await RedisServer.start()
+        let client = RedisClient(configuration: redis.configuration)
+        defer { client.shutdown() }
+        let workers = try (1...2).map {
+            try RunningWorker(workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: llama.url), consumer: "e2e-\($0)", concurrency: 2))
+        }
+        for index in 0..<8 {
+            try await publish(client, [("prompt", "Write a haiku about queue number \(index)"), ("max_tokens", "24"), ("id", "e\(index)")])
+        }
+        try await publish(client, [("messages", #"[{"role":"system","content":"Be brief."},{"role":"user","content":"Hi"}]"#), ("max_tokens", "8"), ("id", "chat")])
+        let replies = try await waitForReplies(client, count: 9, timeout: .seconds(120))
+        for reply in replies {
+            #expect(reply["status"] == "ok", "\(reply)")
+            #expect(reply["backend"] == "llama-cpp")
+            #expect(reply["content"]?.isEmpty == false)
+            #expect(Int(reply["prompt_tokens"] ?? "") ?? 0 > 0)
+            #expect(Double(reply["generation_ms"] ?? "") ?? 0 > 0, "llama-server timings missing")
+            #expect(Double(reply["tokens_per_second"] ?? "") ?? 0 > 0)
+        }
+        #expect(replies.first { $0["id"] == "e0" }?["completion_tokens"] == "24")
+        #expect(replies.first { $0["id"] == "chat" }?["completion_tokens"] == "8")
+        for worker in workers { await worker.stop() }
+    }
+
+    @Test("concurrency 4 against -np 4 is clearly faster than concurrency 1 (128-token completions)")
+    func parallelSpeedup() async throws {
+        let llama = try await LlamaServer(parallel: 4)
+        func run(concurrency: Int, requests: Int) async throws -> Duration {
+            let redis = try await RedisServer.start()
+            let client = RedisClient(configuration: redis.configuration)
+            defer { client.shutdown() }
+            let worker = try RunningWorker(workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: llama.url), concurrency: concurrency))
+            let start = ContinuousClock.now
+            for index in 0..<requests {
+                try await publish(client, [("prompt", "Tell a long story about request \(index)"), ("max_tokens", "128")])
+            }
+            let replies = try await waitForReplies(client, count: requests, timeout: .seconds(300))
+            let wall = ContinuousClock.now - start
+            #expect(replies.allSatisfy { $0["status"] == "ok" && $0["completion_tokens"] == "128" })
+            await worker.stop()
+            return wall
+        }
+        _ = try await run(concurrency: 4, requests: 4)  // warm up
+        let serial = try await run(concurrency: 1, requests: 8)
+        let parallel = try await run(concurrency: 4, requests: 8)
+        let speedup = serial / parallel
+        print("llama-server e2e: 8 x 128 tokens, concurrency 1: \(serial), concurrency 4: \(parallel), speedup \(String(format: "%.2f", speedup))x")
+        #expect(speedup > 1.3, "measured \(speedup)x; direct clients see about 1.9x on 2 cores")
+    }
+
+    @Test("the compose topology as processes: redis-server, llama-server, five worker processes")
+    func composeTopology() async throws {
+        let llama = try await LlamaServer(parallel: 4)
+        let redis = try await RedisServer.start(appendOnly: true)
+        let client = RedisClient(configuration: redis.configuration)
+        defer { client.shutdown() }
+        let environment = [
+            "LLMQ_REDIS_URL": redis.url, "LLMQ_BACKEND_TYPE": "llama-cpp", "LLMQ_BACKEND_ENDPOINT": llama.url,
+            "LLMQ_CONCURRENCY": "1", "LLMQ_READ_BLOCK_MS": "200",
+        ]
+        let workers = try (1...5).map { try WorkerProcess(name: "compose-worker-\($0)", environment: environment) }
+        for index in 0..<20 {
+            try await redis.redisCLI(["XADD", "llmq:requests", "*", "prompt", "compose \(index)", "max_tokens", "16", "id", "c\(index)"])
+        }
+        let replies = try await waitForReplies(client, count: 20, timeout: .seconds(180))
+        #expect(Set(replies.compactMap { $0["id"] }).count == 20)
+        #expect(replies.allSatisfy { $0["status"] == "ok" })
+        #expect(Set(replies.compactMap { $0["consumer"] }).count >= 3, "the requests should spread over the workers")
+        for worker in workers {
+            worker.signal(SIGTERM)
+            #expect(await worker.waitForExit() == 0)
+        }
+    }
+}
