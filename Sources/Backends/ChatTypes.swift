@@ -140,4 +140,7 @@ public protocol ChatBackend: Sendable {
 
     /// Sends one chat to the backend and waits for the whole completion.
     func complete(_ request: ChatRequest) async throws(BackendError) -> ChatCompletion
+
+    /// Closes the backend's connections; no request may follow.
+    func shutdown()
 }

@@ -44,6 +44,10 @@ public struct OllamaChatBackend: ChatBackend {
         var error: String?
     }
 
+    public func shutdown() {
+        poster.client.shutdown()
+    }
+
     public func complete(_ request: ChatRequest) async throws(BackendError) -> ChatCompletion {
         guard let model = request.model ?? defaultModel else {
             throw BackendError(.rejected, "no model: Ollama needs one (set backend.model or the request's model field)")

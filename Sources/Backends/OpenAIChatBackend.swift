@@ -52,6 +52,10 @@ public struct OpenAIChatBackend: ChatBackend {
         var timings: Timings?
     }
 
+    public func shutdown() {
+        poster.client.shutdown()
+    }
+
     public func complete(_ request: ChatRequest) async throws(BackendError) -> ChatCompletion {
         let body = Body(
             model: request.model ?? defaultModel,

@@ -69,6 +69,12 @@ public final class ResilientBackend: Sendable {
         self.logger = logger
     }
 
+    /// Closes the connections of the primary and the fallback.
+    public func shutdown() {
+        primary.shutdown()
+        fallback?.shutdown()
+    }
+
     /// Whether the primary's circuit is open now (for status and tests).
     public var isPrimaryOpen: Bool { breaker.isOpen(at: .now) }
 

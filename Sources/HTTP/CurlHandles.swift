@@ -20,6 +20,7 @@ enum CurlGlobal {
 final class MultiHandle: @unchecked Sendable {
     // @unchecked: used from the client's thread only, except `wakeup`, which is thread safe.
     private let handle: UnsafeMutableRawPointer
+    private var isClosed = false
 
     init(maxCachedConnections: Int) {
         handle = curl_multi_init()
@@ -27,6 +28,14 @@ final class MultiHandle: @unchecked Sendable {
     }
 
     deinit {
+        close()
+    }
+
+    /// Closes every cached connection and frees the handle. Only on the client's thread, after
+    /// all easy handles were removed, and under the client's lock (see `wakeup`).
+    func close() {
+        guard !isClosed else { return }
+        isClosed = true
         curl_multi_cleanup(handle)
     }
 
@@ -61,8 +70,9 @@ final class MultiHandle: @unchecked Sendable {
         curl_multi_poll(handle, nil, 0, timeoutMilliseconds, nil)
     }
 
+    /// Thread safe, but callers hold the client's lock so that it never overlaps `close`.
     func wakeup() {
-        curl_multi_wakeup(handle)
+        if !isClosed { curl_multi_wakeup(handle) }
     }
 }
 

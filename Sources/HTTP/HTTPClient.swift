@@ -45,15 +45,12 @@ public final class HTTPClient: Sendable {
         CurlGlobal.initialize()
         self.configuration = configuration
         self.multi = MultiHandle(maxCachedConnections: configuration.maxCachedConnections)
+        // The thread holds the client until `shutdown()` ends its loop.
         let thread = Thread { [multi, self] in
             self.runLoop(multi)
         }
         thread.name = "llmq-http"
         thread.start()
-    }
-
-    deinit {
-        shutdown()
     }
 
     /// Performs the request and returns the whole response, whatever its status.
@@ -74,13 +71,16 @@ public final class HTTPClient: Sendable {
         return try result.get()
     }
 
-    /// Fails transfers in flight and stops the thread.
+    /// Fails transfers in flight, closes every connection and stops the thread. Call it when
+    /// done: the thread keeps the client alive until then, and an idle keep-alive connection
+    /// holds a server thread on servers that have one per connection (llama-server).
     public func shutdown() {
         lock.lock()
-        let wasShutdown = state.isShutdown
-        state.isShutdown = true
+        if !state.isShutdown {
+            state.isShutdown = true
+            multi.wakeup()
+        }
         lock.unlock()
-        if !wasShutdown { multi.wakeup() }
     }
 
     private func submit(_ command: Command) -> Bool {
@@ -90,8 +90,10 @@ public final class HTTPClient: Sendable {
             return false
         }
         state.commands.append(command)
-        lock.unlock()
+        // Under the lock: the loop closes the multi handle under it too, so a wakeup never
+        // reaches a freed handle.
         multi.wakeup()
+        lock.unlock()
         return true
     }
 
@@ -117,6 +119,10 @@ public final class HTTPClient: Sendable {
                         transfer.finish(.failure(HTTPClientError(.shutdown, "HTTP client is shut down")))
                     }
                 }
+                idleHandles.removeAll()
+                lock.lock()
+                multi.close()
+                lock.unlock()
                 return
             }
 

@@ -89,17 +89,14 @@ public final class RedisClient: Sendable {
         condition.unlock()
     }
 
-    /// Fails queued commands, interrupts the running one and stops the I/O thread.
+    /// Fails queued commands, interrupts the running one, closes the connection and stops the
+    /// I/O thread. Call it when done: the thread keeps the client alive until then.
     public func shutdown() {
         condition.lock()
         state.isShutdown = true
         if let fileDescriptor = state.fileDescriptor { shutdownSocket(fileDescriptor) }
         condition.broadcast()
         condition.unlock()
-    }
-
-    deinit {
-        shutdown()
     }
 
     // MARK: - I/O thread

@@ -63,8 +63,13 @@ public final class Worker: Service, Sendable {
         self.init(configuration: configuration, backend: resilient, logger: logger)
     }
 
+    /// Serves until graceful shutdown or cancellation; then closes its Redis and backend
+    /// connections, so a worker runs once.
     public func run() async throws {
-        defer { stream.shutdown() }
+        defer {
+            stream.shutdown()
+            backend.shutdown()
+        }
         logger.info("worker starting", metadata: [
             "llmq.stream": "\(configuration.streams.requests)", "llmq.group": "\(configuration.streams.group)",
             "llmq.backend": "\(backend.primary.name)", "llmq.concurrency": "\(configuration.concurrency)",

@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import LLMQBackends
+import LLMQHTTP
 import LLMQRedis
 import LLMQWorker
 import Testing
@@ -35,7 +36,9 @@ final class LlamaServer: @unchecked Sendable {
         let client = LLMQHTTPClientForTests.shared
         let deadline = ContinuousClock.now + .seconds(120)
         while ContinuousClock.now < deadline {
-            if let response = try? await client.execute(.init(url: url + "/health", timeout: .seconds(2))), response.status == 200 {
+            // Connection: close, or the idle connection would hold one of llama-server's HTTP threads.
+            let health = HTTPRequest(url: url + "/health", headers: [("Connection", "close")], timeout: .seconds(2))
+            if let response = try? await client.execute(health), response.status == 200 {
                 return
             }
             guard process.isRunning else { throw TestFailure("llama-server exited at start") }
@@ -90,19 +93,28 @@ struct LlamaServerE2ETests {
             let worker = try RunningWorker(workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: llama.url), concurrency: concurrency))
             let start = ContinuousClock.now
             for index in 0..<requests {
-                try await publish(client, [("prompt", "Tell a long story about request \(index)"), ("max_tokens", "128")])
+                try await publish(client, [("prompt", "Run \(concurrency)-\(requests): tell a long story about request \(index)"), ("max_tokens", "128")])
             }
             let replies = try await waitForReplies(client, count: requests, timeout: .seconds(300))
             let wall = ContinuousClock.now - start
+            let backend = replies.compactMap { Double($0["backend_ms"] ?? "") }
+            let queue = replies.compactMap { Double($0["queue_ms"] ?? "") }
+            print("llama-server e2e: concurrency \(concurrency): wall \(wall), backend_ms max \(backend.max() ?? 0) sum \(backend.reduce(0, +)), queue_ms max \(queue.max() ?? 0)")
             #expect(replies.allSatisfy { $0["status"] == "ok" && $0["completion_tokens"] == "128" })
             await worker.stop()
             return wall
         }
         _ = try await run(concurrency: 4, requests: 4)  // warm up
-        let serial = try await run(concurrency: 1, requests: 8)
-        let parallel = try await run(concurrency: 4, requests: 8)
+        // Best of three: on 2 cores any other process preempts one of llama-server's two
+        // compute threads, and the minimum is the run with the least interference.
+        var serial = Duration.seconds(3600)
+        var parallel = Duration.seconds(3600)
+        for _ in 0..<3 {
+            serial = min(serial, try await run(concurrency: 1, requests: 8))
+            parallel = min(parallel, try await run(concurrency: 4, requests: 8))
+        }
         let speedup = serial / parallel
-        print("llama-server e2e: 8 x 128 tokens, concurrency 1: \(serial), concurrency 4: \(parallel), speedup \(String(format: "%.2f", speedup))x")
+        print("llama-server e2e: 8 x 128 tokens, best of 3: concurrency 1: \(serial), concurrency 4: \(parallel), speedup \(String(format: "%.2f", speedup))x")
         #expect(speedup > 1.3, "measured \(speedup)x; direct clients see about 1.9x on 2 cores")
     }
 
