@@ -126,7 +126,7 @@ public final class Worker: Service, Sendable {
                         minIdle: configuration.recovery.claimMinIdle, count: free, cursor: &claimCursor)
                     nextClaim = ContinuousClock.now + configuration.recovery.claimInterval
                     if !entries.isEmpty {
-                        logger.info("claimed entries idle on other consumers", metadata: ["llmq.count": "\(entries.count)"])
+                        logger.notice("claimed entries idle on other consumers", metadata: ["llmq.count": "\(entries.count)"])
                     }
                 }
                 if entries.isEmpty {
