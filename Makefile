@@ -13,7 +13,7 @@ build: deps
 	$(SWIFT) build
 
 release: deps
-	$(SWIFT) build -c release --product llmq
+	$(SWIFT) build -c release --static-swift-stdlib --product llmq
 
 ## make demo [BACKEND=sim|llama-cpp]: redis-server, a backend, two workers, requests, replies, status.
 demo: release

@@ -103,7 +103,9 @@ final class RequestStream: Sendable {
     }
 
     /// Resets the idle time of entries this consumer still owns, so that no other consumer
-    /// claims them while they are being worked on. Returns the ones still owned.
+    /// claims them while they are being worked on.
+    /// - Returns: The entries that another consumer has claimed meanwhile (entries already
+    ///   acknowledged, e.g. by this worker a moment ago, are neither refreshed nor returned).
     func touch(_ ids: [String]) async throws(RedisError) -> [String] {
         guard !ids.isEmpty else { return [] }
         let result = try await Scripts.touch.run(
@@ -189,17 +191,21 @@ enum Scripts {
             """)
 
     /// KEYS: request stream. ARGV: group, consumer, entry IDs...
+    /// Refreshes the entries still pending on this consumer; returns those pending on another.
     static let touch = Script(
         source: """
-            local owned = {}
+            local lost = {}
             for i = 3, #ARGV do
               local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
-              if #pending > 0 and pending[1][2] == ARGV[2] then
-                redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
-                owned[#owned + 1] = ARGV[i]
+              if #pending > 0 then
+                if pending[1][2] == ARGV[2] then
+                  redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+                else
+                  lost[#lost + 1] = ARGV[i]
+                end
               end
             end
-            return owned
+            return lost
             """)
 }
 

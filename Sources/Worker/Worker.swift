@@ -179,10 +179,10 @@ public final class Worker: Service, Sendable {
             let ids = Array(inFlight.withLock { $0 })
             guard !ids.isEmpty else { continue }
             do {
-                let owned = try await stream.touch(ids)
-                if owned.count < ids.count {
+                let lost = try await stream.touch(ids)
+                if !lost.isEmpty {
                     logger.warning("entries in flight were claimed by another consumer; their replies will be dropped", metadata: [
-                        "llmq.count": "\(ids.count - owned.count)"
+                        "llmq.count": "\(lost.count)"
                     ])
                 }
             } catch {

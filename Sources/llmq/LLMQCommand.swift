@@ -9,7 +9,7 @@ struct LLMQCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "llmq",
         abstract: "A pool of LLM workers behind a Redis stream.",
-        subcommands: [WorkerCommand.self, PublishCommand.self, StatusCommand.self, SimCommand.self]
+        subcommands: [WorkerCommand.self, PublishCommand.self, StatusCommand.self, SimCommand.self, BenchCommand.self]
     )
 }
 

@@ -1,0 +1,213 @@
+import ArgumentParser
+import Foundation
+import LLMQRedis
+import LLMQWorker
+
+struct BenchCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Publish N requests, collect their replies, and report throughput and latency percentiles.",
+        discussion: """
+            Replies go to a private reply stream (llmq:bench:<run>). Latencies come from the replies: \
+            queue (publish to claim), backend, total (claim to reply), and llmq's own added time \
+            (total - backend). Throughput is replies per second between the first and the last reply, \
+            by Redis's clock (the reply entry IDs), so a pre-filled stream (--prefill-only, then start \
+            workers, then --collect-only) measures the drain rate.
+            """
+    )
+
+    @OptionGroup var connection: ConnectionOptions
+
+    @Option(name: .shortAndLong, help: "Requests to publish.") var requests = 1000
+    @Option(help: "Requests per second to publish at (0: as fast as possible).") var rate: Double = 0
+    @Option(name: .customLong("max-tokens")) var maxTokens = 8
+    @Option(help: "Prompt text.") var prompt = "Write a haiku about queues"
+    @Option(help: "Seconds to wait for all replies.") var timeout: Double = 600
+    @Option(help: "Run name: the reply stream is llmq:bench:<run>.") var run: String?
+    @Flag(name: .customLong("prefill-only"), help: "Publish, print the run name, do not wait for replies.") var prefillOnly = false
+    @Flag(name: .customLong("collect-only"), help: "Do not publish; collect the replies of --run.") var collectOnly = false
+    @Flag(help: "Print JSON.") var json = false
+
+    func validate() throws {
+        if collectOnly && run == nil { throw ValidationError("--collect-only needs --run") }
+        if requests < 1 { throw ValidationError("--requests must be at least 1") }
+    }
+
+    func run() async throws {
+        let configuration = try connection.load()
+        let name = self.run ?? String(UUID().uuidString.prefix(8)).lowercased()
+        let replyStream = "llmq:bench:\(name)"
+        let client = RedisClient(configuration: configuration.redis, name: "llmq-bench")
+        defer { client.shutdown() }
+        do {
+            if !collectOnly {
+                try await publish(client: client, streams: configuration.streams, replyStream: replyStream)
+            }
+            if prefillOnly {
+                print(name)
+                return
+            }
+            let replies = try await collect(client: client, replyStream: replyStream)
+            let report = BenchReport(run: name, requested: requests, replies: replies)
+            if json {
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+                print(String(decoding: try encoder.encode(report), as: UTF8.self))
+            } else {
+                print(report.text)
+            }
+            if report.replies < requests { throw ExitCode(3) }
+        } catch let error as RedisError {
+            throw fail("\(error)")
+        }
+    }
+
+    private func publish(client: RedisClient, streams: WorkerConfiguration.Streams, replyStream: String) async throws(RedisError) {
+        let batch = rate > 0 ? max(1, min(100, Int(rate / 100))) : 200
+        let start = ContinuousClock.now
+        var sent = 0
+        while sent < requests {
+            let count = min(batch, requests - sent)
+            var commands: [RedisCommand] = []
+            commands.reserveCapacity(count)
+            for index in sent..<sent + count {
+                commands.append(RedisCommand(
+                    "XADD", streams.requests, "*", "prompt", prompt, "max_tokens", String(maxTokens),
+                    "id", "bench-\(index)", "reply_to", replyStream))
+            }
+            for reply in try await client.pipeline(commands) {
+                if let message = reply.errorMessage { throw RedisError(.server, message) }
+            }
+            sent += count
+            if rate > 0 {
+                // Pace against the schedule, not the last send, so the rate does not drift.
+                let due = start + .milliseconds(Int64(Double(sent) / rate * 1000))
+                if due > ContinuousClock.now { try? await Task.sleep(until: due, clock: .continuous) }
+            }
+        }
+    }
+
+    private func collect(client: RedisClient, replyStream: String) async throws(RedisError) -> [BenchReport.Reply] {
+        var replies: [BenchReport.Reply] = []
+        replies.reserveCapacity(requests)
+        var cursor = "0-0"
+        let deadline = ContinuousClock.now + .milliseconds(Int64(timeout * 1000))
+        var lastProgress = ContinuousClock.now
+        while replies.count < requests && ContinuousClock.now < deadline {
+            let result = try await client.send(
+                RedisCommand("XREAD", "COUNT", "5000", "BLOCK", "1000", "STREAMS", replyStream, cursor))
+            for stream in result.array ?? [] {
+                for item in stream.array?.last?.array ?? [] {
+                    guard let pair = item.array, pair.count == 2, let id = pair[0].string else { continue }
+                    cursor = id
+                    replies.append(BenchReport.Reply(id: id, fields: pair[1].array ?? []))
+                }
+            }
+            if ContinuousClock.now - lastProgress > .seconds(2) {
+                lastProgress = ContinuousClock.now
+                FileHandle.standardError.write(Data("bench: \(replies.count)/\(requests) replies\n".utf8))
+            }
+        }
+        return replies
+    }
+}
+
+/// Throughput and latency percentiles of one bench run.
+struct BenchReport: Encodable {
+    struct Reply {
+        var replyMilliseconds: Int64
+        var requestMilliseconds: Int64?
+        var ok: Bool
+        var queue: Double?
+        var backend: Double?
+        var total: Double?
+
+        init(id: String, fields: [RESPValue]) {
+            replyMilliseconds = Int64(id.split(separator: "-").first ?? "") ?? 0
+            var values: [String: String] = [:]
+            var index = 0
+            while index + 1 < fields.count {
+                if let name = fields[index].string { values[name] = fields[index + 1].string }
+                index += 2
+            }
+            ok = values["status"] == "ok"
+            requestMilliseconds = values["request"].flatMap { Int64($0.split(separator: "-").first ?? "") }
+            queue = values["queue_ms"].flatMap(Double.init)
+            backend = values["backend_ms"].flatMap(Double.init)
+            total = values["total_ms"].flatMap(Double.init)
+        }
+    }
+
+    struct Percentiles: Encodable {
+        var p50: Double
+        var p90: Double
+        var p99: Double
+        var max: Double
+
+        init(_ values: [Double]) {
+            let sorted = values.sorted()
+            func at(_ fraction: Double) -> Double {
+                guard !sorted.isEmpty else { return 0 }
+                return sorted[min(sorted.count - 1, Int((Double(sorted.count) * fraction).rounded(.up)) - 1)]
+            }
+            p50 = at(0.50)
+            p90 = at(0.90)
+            p99 = at(0.99)
+            max = sorted.last ?? 0
+        }
+    }
+
+    var run: String
+    var requested: Int
+    var replies: Int
+    var errors: Int
+    /// Replies per second between the first and the last reply (Redis clock): the drain rate.
+    var throughputPerSecond: Double
+    /// Replies per second from the first request's publication to the last reply (Redis clock):
+    /// what a producer sees, including the pipeline filling up.
+    var endToEndPerSecond: Double
+    var queueMilliseconds: Percentiles
+    var backendMilliseconds: Percentiles
+    var totalMilliseconds: Percentiles
+    /// total - backend: what llmq itself adds between claiming a request and replying.
+    var addedMilliseconds: Percentiles
+
+    init(run: String, requested: Int, replies: [Reply]) {
+        self.run = run
+        self.requested = requested
+        self.replies = replies.count
+        errors = replies.filter { !$0.ok }.count
+        let times = replies.map(\.replyMilliseconds)
+        if let first = times.min(), let last = times.max(), last > first {
+            throughputPerSecond = Double(replies.count - 1) * 1000 / Double(last - first)
+        } else {
+            throughputPerSecond = 0
+        }
+        if let first = replies.compactMap(\.requestMilliseconds).min(), let last = times.max(), last > first {
+            endToEndPerSecond = Double(replies.count) * 1000 / Double(last - first)
+        } else {
+            endToEndPerSecond = 0
+        }
+        queueMilliseconds = Percentiles(replies.compactMap(\.queue))
+        backendMilliseconds = Percentiles(replies.compactMap(\.backend))
+        totalMilliseconds = Percentiles(replies.compactMap(\.total))
+        addedMilliseconds = Percentiles(replies.compactMap { reply in
+            reply.total.flatMap { total in reply.backend.map { total - $0 } }
+        })
+    }
+
+    var text: String {
+        func row(_ name: String, _ p: Percentiles) -> String {
+            name.padding(toLength: 10, withPad: " ", startingAt: 0)
+                + [p.p50, p.p90, p.p99, p.max].map { String(format: "%12.3f", $0) }.joined()
+        }
+        return """
+            run \(run): \(replies)/\(requested) replies, \(errors) errors, \(String(format: "%.1f", throughputPerSecond)) replies/s (first to last reply), \(String(format: "%.1f", endToEndPerSecond)) replies/s (first publish to last reply)
+            ms               p50         p90         p99         max
+            \(row("queue", queueMilliseconds))
+            \(row("backend", backendMilliseconds))
+            \(row("total", totalMilliseconds))
+            \(row("added", addedMilliseconds))
+            """
+    }
+}

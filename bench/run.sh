@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# llmq's benchmarks, each a ratio measured side by side in one run (see docs/BENCHMARKS.md).
+#   bench/run.sh [latency|drain|slots|llama|memory|all]
+# Needs a release build (make release); `drain` also the Python baseline's packages
+# (pip install -r bench/python-consumer/requirements.txt), `llama` a llama-server
+# (scripts/llama-server.sh build). Everything listens on 127.0.0.1 and stops by itself.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+LLMQ=${LLMQ:-.build/release/llmq}
+REDIS_PORT=${REDIS_PORT:-16700}
+SIM_PORT=${SIM_PORT:-18700}
+REDIS=redis://127.0.0.1:$REDIS_PORT
+pids=()
+
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    redis-cli -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+fresh_redis() {
+    redis-cli -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
+    sleep 0.2
+    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --daemonize yes >/dev/null
+    until redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; do sleep 0.05; done
+}
+
+sim() {  # sim SLOTS TOKEN_MS
+    "$LLMQ" sim --port "$SIM_PORT" --slots "$1" --token-ms "$2" --max-queue 100000 2>/dev/null &
+    pids+=($!)
+    until curl -sf "http://127.0.0.1:$SIM_PORT/health" >/dev/null; do sleep 0.05; done
+}
+
+stop_all() {
+    # Workers (started last) first, so they do not see the simulator go away.
+    for ((i = ${#pids[@]} - 1; i >= 0; i--)); do kill "${pids[$i]}" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    pids=()
+}
+
+worker() {  # worker NAME CONCURRENCY
+    "$LLMQ" worker --redis-url "$REDIS" --endpoint "http://127.0.0.1:$SIM_PORT" --consumer "$1" \
+        --concurrency "$2" --log-level warning &
+    pids+=($!)
+}
+
+json_field() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
+
+latency() {
+    echo "## added latency at 1,000 requests/s (sim with zero model time, 1 worker, concurrency 64)"
+    fresh_redis; sim 256 0; worker lat 64; sleep 0.5
+    "$LLMQ" bench --redis-url "$REDIS" --requests 2000 --rate 1000 >/dev/null 2>&1  # warm up
+    "$LLMQ" bench --redis-url "$REDIS" --requests 20000 --rate 1000 2>/dev/null
+    stop_all
+}
+
+drain() {
+    local n=${DRAIN_REQUESTS:-30000} c=${DRAIN_CONCURRENCY:-64}
+    echo "## drain rate: $n pre-filled requests, one consumer, concurrency $c, sim with zero model time"
+    fresh_redis; sim 1024 0
+    local run; run=$("$LLMQ" bench --redis-url "$REDIS" --requests "$n" --prefill-only)
+    worker drain "$c"
+    local llmq_rate; llmq_rate=$("$LLMQ" bench --redis-url "$REDIS" --requests "$n" --collect-only --run "$run" --json 2>/dev/null | json_field 'round(d["throughputPerSecond"])')
+    echo "llmq worker:     $llmq_rate requests/s"
+    stop_all
+    if [ -f bench/python-consumer/consumer.py ] && python3 -c "import redis, aiohttp" 2>/dev/null; then
+        fresh_redis; sim 1024 0
+        run=$("$LLMQ" bench --redis-url "$REDIS" --requests "$n" --prefill-only)
+        python3 bench/python-consumer/consumer.py --redis-url "$REDIS" --endpoint "http://127.0.0.1:$SIM_PORT" \
+            --concurrency "$c" --consumer py --exit-when-idle 3 &
+        pids+=($!)
+        local python_rate; python_rate=$("$LLMQ" bench --redis-url "$REDIS" --requests "$n" --collect-only --run "$run" --json 2>/dev/null | json_field 'round(d["throughputPerSecond"])')
+        echo "python consumer: $python_rate requests/s"
+        python3 -c "print(f'ratio: {$llmq_rate / $python_rate:.2f}x')"
+        stop_all
+    else
+        echo "(python baseline skipped: pip install -r bench/python-consumer/requirements.txt)"
+    fi
+}
+
+slots() {
+    local token_ms=10 tokens=20  # L = 200 ms per completion
+    echo "## slot efficiency: sim --slots S, completion time L = 200 ms, workers x concurrency = S"
+    for spec in "4 1 4" "24 2 12" "128 4 32"; do
+        set -- $spec
+        local s=$1 workers=$2 concurrency=$3
+        fresh_redis; sim "$s" "$token_ms"
+        for i in $(seq "$workers"); do worker "slot$i" "$concurrency"; done
+        sleep 0.5
+        local n=$((s * 25))
+        local rate; rate=$("$LLMQ" bench --redis-url "$REDIS" --requests "$n" --max-tokens "$tokens" --json 2>/dev/null | json_field 'd["endToEndPerSecond"]')
+        python3 -c "ideal = $s / 0.2; print(f'S={$s:>3} ({$workers} x {$concurrency}): {$rate:8.1f} requests/s, ideal S/L {ideal:6.1f}, efficiency {$rate / ideal:.3f}')"
+        stop_all
+    done
+}
+
+llama() {
+    local bin model n=16 port=18790
+    bin=$(scripts/llama-server.sh build); model=$(scripts/llama-server.sh model)
+    echo "## real llama-server -np 4: llmq pool (1 worker x 4) vs 4 direct HTTP clients, $n x 128 tokens, best of 3"
+    "$bin" -m "$model" --host 127.0.0.1 --port "$port" -np 4 -kvu -c 4096 -t 2 --no-webui >/dev/null 2>&1 &
+    pids+=($!)
+    until curl -sf "http://127.0.0.1:$port/health" >/dev/null; do sleep 0.2; done
+    local best_direct=0 best_llmq=0
+    for round in 1 2 3; do
+        local direct; direct=$(python3 scripts/direct-bench.py "http://127.0.0.1:$port" --requests "$n" --concurrency 4 --max-tokens 128 --tag "d$round " --no-ignore-eos | json_field 'd["throughput_rps"]')
+        fresh_redis
+        "$LLMQ" worker --redis-url "$REDIS" --endpoint "http://127.0.0.1:$port" --consumer llama --concurrency 4 --log-level warning &
+        local w=$!
+        local pooled; pooled=$("$LLMQ" bench --redis-url "$REDIS" --requests "$n" --max-tokens 128 --prompt "l$round tell a long story" --json 2>/dev/null | json_field 'd["endToEndPerSecond"]')
+        kill "$w"; wait "$w" 2>/dev/null || true
+        echo "round $round: direct $direct requests/s, llmq $pooled requests/s"
+        best_direct=$(python3 -c "print(max($best_direct, $direct))"); best_llmq=$(python3 -c "print(max($best_llmq, $pooled))")
+    done
+    python3 -c "print(f'best: direct {$best_direct:.3f}, llmq {$best_llmq:.3f} requests/s, ratio {$best_llmq / $best_direct:.3f}')"
+    stop_all
+}
+
+memory() {
+    echo "## worker memory (RSS): idle, and with 256 requests in flight"
+    fresh_redis; sim 256 100
+    worker mem 256
+    local w=${pids[-1]}
+    sleep 2
+    echo "idle:            $(awk '/VmRSS/ {print $2, $3}' /proc/$w/status)"
+    "$LLMQ" bench --redis-url "$REDIS" --requests 256 --max-tokens 100 --prefill-only >/dev/null
+    sleep 3
+    echo "256 in flight:   $(awk '/VmRSS/ {print $2, $3}' /proc/$w/status) (sim: $(curl -s http://127.0.0.1:$SIM_PORT/sim/stats))"
+    stop_all
+}
+
+case "${1:-all}" in
+    latency) latency ;;
+    drain) drain ;;
+    slots) slots ;;
+    llama) llama ;;
+    memory) memory ;;
+    all) latency; drain; slots; memory; llama ;;
+    *) sed -n '2,7p' "$0"; exit 2 ;;
+esac
