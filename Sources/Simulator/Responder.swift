@@ -112,13 +112,7 @@ struct SimulatorResponder: HTTPResponder {
                 return failure(flavor, .badRequest, type: "invalid_request_error", "model is required")
             }
             if !knownModels.contains(Self.normalizedModelName(chat.model)) {
-                state.recordInvalid()
-                return failure(
-                    flavor,
-                    .notFound,
-                    type: "not_found_error",
-                    "model \"\(chat.model)\" not found, try pulling it first"
-                )
+                return modelNotFound(flavor, chat.model)
             }
             if chat.messages.isEmpty {
                 state.recordCompleted()
@@ -132,13 +126,7 @@ struct SimulatorResponder: HTTPResponder {
             if configuration.strictModels && !chat.model.isEmpty
                 && !knownModels.contains(Self.normalizedModelName(chat.model))
             {
-                state.recordInvalid()
-                return failure(
-                    flavor,
-                    .notFound,
-                    type: "not_found_error",
-                    "model \"\(chat.model)\" not found, try pulling it first"
-                )
+                return modelNotFound(flavor, chat.model)
             }
             if chat.messages.isEmpty {
                 state.recordInvalid()
@@ -328,6 +316,12 @@ struct SimulatorResponder: HTTPResponder {
     private static let idAlphabet = Array("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789".utf8)
 
     // MARK: Errors
+
+    /// Ollama's answer for a model it does not have, in the dialect's shape.
+    private func modelNotFound(_ flavor: APIFlavor, _ model: String) -> Response {
+        state.recordInvalid()
+        return failure(flavor, .notFound, type: "not_found_error", "model \"\(model)\" not found, try pulling it first")
+    }
 
     /// An error in the dialect's shape; `fault` marks injected faults with an `X-Sim-Fault` header.
     private func failure(

@@ -33,13 +33,10 @@ struct ConnectionOptions: ParsableArguments {
 
     var flags: [ConfigurationLoader.Flag] {
         var flags: [ConfigurationLoader.Flag] = []
-        func add(_ key: String, _ flag: String, _ value: String?) {
-            if let value { flags.append(.init(key: key, flag: flag, value: value)) }
-        }
-        add("redis.url", "--redis-url", redisUrl)
-        add("streams.requests", "--stream", stream)
-        add("streams.group", "--group", group)
-        add("streams.replies", "--replies", replies)
+        flags.add("redis.url", "--redis-url", redisUrl)
+        flags.add("streams.requests", "--stream", stream)
+        flags.add("streams.group", "--group", group)
+        flags.add("streams.replies", "--replies", replies)
         return flags
     }
 
@@ -51,6 +48,13 @@ struct ConnectionOptions: ParsableArguments {
             FileHandle.standardError.write(Data("llmq: invalid configuration: \(error)\n".utf8))
             throw ExitCode(2)
         }
+    }
+}
+
+extension [ConfigurationLoader.Flag] {
+    /// Adds the flag's value for `key`, if the flag was given.
+    mutating func add(_ key: String, _ flag: String, _ value: String?) {
+        if let value { append(.init(key: key, flag: flag, value: value)) }
     }
 }
 

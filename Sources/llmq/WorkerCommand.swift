@@ -36,15 +36,12 @@ struct WorkerCommand: AsyncParsableCommand {
 
     func run() async throws {
         var flags: [ConfigurationLoader.Flag] = []
-        func add(_ key: String, _ flag: String, _ value: String?) {
-            if let value { flags.append(.init(key: key, flag: flag, value: value)) }
-        }
-        add("backend.type", "--backend", backend)
-        add("backend.endpoint", "--endpoint", endpoint)
-        add("backend.model", "--model", model)
-        add("concurrency", "--concurrency", concurrency)
-        add("consumer", "--consumer", consumer)
-        add("logLevel", "--log-level", logLevel)
+        flags.add("backend.type", "--backend", backend)
+        flags.add("backend.endpoint", "--endpoint", endpoint)
+        flags.add("backend.model", "--model", model)
+        flags.add("concurrency", "--concurrency", concurrency)
+        flags.add("consumer", "--consumer", consumer)
+        flags.add("logLevel", "--log-level", logLevel)
         let configuration = try connection.load(extra: flags)
 
         bootstrapLogging(level: configuration.logLevel)
