@@ -50,13 +50,20 @@ done
 
 step "publishing requests with redis-cli"
 cli() { redis-cli -p "$REDIS_PORT" "$@"; }
-set -x
-cli XADD llmq:requests '*' prompt "Write a haiku about queues" max_tokens 24 id haiku
-cli XADD llmq:requests '*' prompt hi max_tokens 8
-cli XADD llmq:requests '*' messages '[{"role":"system","content":"Be brief."},{"role":"user","content":"Name a color."}]' max_tokens 8 id chat
+show() {  # prints the command as one would type it, then runs it
+    local line='$ redis-cli' arg
+    for arg in "$@"; do
+        if [[ "$arg" =~ ^[A-Za-z0-9_:.-]+$ ]]; then line+=" $arg"; else line+=" '$arg'"; fi
+    done
+    echo "$line"
+    cli "$@"
+}
+show XADD llmq:requests '*' prompt "Write a haiku about queues" max_tokens 24 id haiku
+show XADD llmq:requests '*' prompt hi max_tokens 8
+show XADD llmq:requests '*' messages '[{"role":"system","content":"Be brief."},{"role":"user","content":"Name a color."}]' max_tokens 8 id chat
+echo "\$ redis-cli XADD llmq:requests '*' prompt \"Request number \$i\" max_tokens 16 id batch-\$i   # for i in 1..5"
 for i in 1 2 3 4 5; do cli XADD llmq:requests '*' prompt "Request number $i" max_tokens 16 id "batch-$i" >/dev/null; done
-cli XADD llmq:requests '*' prompt "bad" max_tokens lots id broken
-set +x
+show XADD llmq:requests '*' prompt "bad" max_tokens lots id broken
 
 step "waiting for 9 replies"
 deadline=$((SECONDS + 120))
