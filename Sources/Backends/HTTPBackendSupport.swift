@@ -69,11 +69,11 @@ struct ErrorBody: Decodable {
 }
 
 /// Classifies an HTTP error status and body from any of the supported servers.
-func backendError(status: Int, body: [UInt8], headers: [String: String], backend: String) -> BackendError {
+func backendError(status: Int, body: [UInt8], retryAfter: String?, backend: String) -> BackendError {
     let parsed = ErrorBody.parse(body)
     let detail = parsed?.message ?? String(decoding: body.prefix(300), as: UTF8.self)
     let message = "\(backend) answered HTTP \(status): \(detail)"
-    let retryAfter = headers["retry-after"].flatMap(Double.init).map { Duration.milliseconds(Int($0 * 1000)) }
+    let retryAfter = retryAfter.flatMap(Double.init).map { Duration.milliseconds(Int($0 * 1000)) }
     if parsed?.type == "exceed_context_size_error" || detail.contains("exceeds the available context size")
         || detail.contains("context length") && status == 400
     {

@@ -62,7 +62,7 @@ public struct OllamaChatBackend: ChatBackend {
         )
         let response = try await poster.post(Body(model: model, messages: request.messages, options: options))
         guard response.status == 200 else {
-            throw backendError(status: response.status, body: response.body, headers: response.headers, backend: name)
+            throw backendError(status: response.status, body: response.body, retryAfter: response.header("retry-after"), backend: name)
         }
         return try Self.parse(response.body, model: model, backend: name)
     }

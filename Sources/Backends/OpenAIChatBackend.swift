@@ -69,7 +69,7 @@ public struct OpenAIChatBackend: ChatBackend {
         )
         let response = try await poster.post(body)
         guard response.status == 200 else {
-            throw backendError(status: response.status, body: response.body, headers: response.headers, backend: name)
+            throw backendError(status: response.status, body: response.body, retryAfter: response.header("retry-after"), backend: name)
         }
         let decoded: Response
         do {

@@ -102,7 +102,7 @@ final class Transfer: @unchecked Sendable {
     private(set) var easy: EasyHandle?
     private var headerList: UnsafeMutablePointer<curl_slist>?
     private var body: [UInt8] = []
-    private var responseHeaders: [String: String] = [:]
+    private var responseHeaders: [UInt8] = []
     private var tooLarge = false
     /// curl writes a readable reason here on failure; it must stay at one address for the
     /// whole transfer, hence a raw allocation rather than an array.
@@ -182,16 +182,12 @@ final class Transfer: @unchecked Sendable {
     }
 
     fileprivate func receiveHeader(_ line: UnsafeRawBufferPointer) {
-        let text = String(decoding: line, as: UTF8.self)
-        if text.hasPrefix("HTTP/") {
+        if line.starts(with: "HTTP/".utf8) {
             // A new response (after a 100 Continue or a redirect): start its headers afresh.
-            responseHeaders.removeAll()
+            responseHeaders.removeAll(keepingCapacity: true)
             return
         }
-        guard let colon = text.firstIndex(of: ":") else { return }
-        let name = text[..<colon].lowercased()
-        let value = text[text.index(after: colon)...].trimmingCharacters(in: .whitespacesAndNewlines)
-        responseHeaders[name] = value
+        responseHeaders.append(contentsOf: line)
     }
 
     /// Called on the client's thread when curl reports the transfer done.
@@ -200,7 +196,7 @@ final class Transfer: @unchecked Sendable {
         if code == CURLE_OK {
             var status = 0
             _ = llmq_curl_easy_getinfo_long(easy.handle, CURLINFO_RESPONSE_CODE, &status)
-            finish(.success(HTTPResponse(status: status, body: body, headers: responseHeaders)))
+            finish(.success(HTTPResponse(status: status, body: body, rawHeaders: responseHeaders)))
             return
         }
         let detail = String(cString: errorBuffer)

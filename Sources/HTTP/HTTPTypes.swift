@@ -32,13 +32,35 @@ public struct HTTPRequest: Sendable {
 public struct HTTPResponse: Sendable {
     public var status: Int
     public var body: [UInt8]
-    /// Header lines of the final response, names lowercased.
-    public var headers: [String: String]
+    /// The final response's header block as received; parsed only when asked, since most
+    /// callers never look at headers and parsing every response costs (it showed in profiles).
+    var rawHeaders: [UInt8]
 
     public init(status: Int, body: [UInt8], headers: [String: String] = [:]) {
         self.status = status
         self.body = body
-        self.headers = headers
+        self.rawHeaders = Array(headers.map { "\($0.key): \($0.value)\r\n" }.joined().utf8)
+    }
+
+    init(status: Int, body: [UInt8], rawHeaders: [UInt8]) {
+        self.status = status
+        self.body = body
+        self.rawHeaders = rawHeaders
+    }
+
+    /// The value of a header (case-insensitive name), if the response has it.
+    public func header(_ name: String) -> String? {
+        let wanted = Array(name.lowercased().utf8)
+        for line in rawHeaders.split(separator: UInt8(ascii: "\n")) {
+            guard let colon = line.firstIndex(of: UInt8(ascii: ":")), colon - line.startIndex == wanted.count else { continue }
+            let matches = zip(line[..<colon], wanted).allSatisfy { byte, expected in
+                (byte >= 65 && byte <= 90 ? byte + 32 : byte) == expected
+            }
+            guard matches else { continue }
+            let value = line[line.index(after: colon)...].drop { $0 == 32 || $0 == 9 }
+            return String(decoding: value.reversed().drop { $0 == 13 || $0 == 32 || $0 == 9 }.reversed(), as: UTF8.self)
+        }
+        return nil
     }
 }
 
