@@ -188,6 +188,37 @@ struct FaultTests {
         await secondary.stop()
     }
 
+    @Test("open circuit without a fallback: the worker stops taking requests, then a probe finds the backend back and they are served")
+    func circuitWithoutFallback() async throws {
+        let redis = try await RedisServer.start()
+        let sim = try await RunningSimulator.start(SimulatorConfiguration(tokenMilliseconds: 0, faults: SimulatorFaults(failureRate: 1)))
+        let client = RedisClient(configuration: redis.configuration)
+        defer { client.shutdown() }
+        var configuration = workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: sim.url), concurrency: 1)
+        configuration.retry.maxAttempts = 1
+        configuration.breaker.failureThreshold = 2
+        configuration.breaker.openDuration = .seconds(2)
+        let worker = try RunningWorker(configuration)
+        for index in 0..<2 {
+            try await publish(client, [("prompt", "fails"), ("max_tokens", "2"), ("id", "down\(index)")])
+        }
+        let failed = try await waitForReplies(client, count: 2)
+        #expect(failed.allSatisfy { $0["error_code"] == "backend_error" })
+        // The circuit is open: these wait in the stream instead of becoming errors.
+        for index in 0..<5 {
+            try await publish(client, [("prompt", "waits"), ("max_tokens", "2"), ("id", "held\(index)")])
+        }
+        try await Task.sleep(for: .milliseconds(800))
+        #expect(try await readReplies(client).count == 2)
+        #expect(try await sim.stats().requests == 2, "no request may reach the backend while the circuit is open")
+        try await sim.setFaults(SimulatorFaults())
+        let replies = try await waitForReplies(client, count: 7, timeout: .seconds(15))
+        #expect(replies.filter { $0["id"]?.hasPrefix("held") == true }.allSatisfy { $0["status"] == "ok" })
+        #expect(try await pendingCount(client) == 0)
+        await worker.stop()
+        await sim.stop()
+    }
+
     @Test("1,000 random malformed entries: no crash, exactly one reply each")
     func randomGarbage() async throws {
         let redis = try await RedisServer.start()
