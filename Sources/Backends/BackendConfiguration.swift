@@ -55,18 +55,18 @@ public struct BackendConfiguration: Sendable, Hashable {
     /// - Throws: ``EndpointError`` when the endpoint is not an http(s) URL or names an API llmq
     ///   does not speak.
     public func resolvedEndpoint() throws(EndpointError) -> (api: API, url: String) {
-        var url = endpoint.trimmingCharacters(in: .whitespaces)
-        guard url.hasPrefix("http://") || url.hasPrefix("https://") else {
+        let trimmed = endpoint.trimmingCharacters(in: .whitespaces)
+        guard let scheme = ["http://", "https://"].first(where: { trimmed.hasPrefix($0) }) else {
             throw EndpointError(reason: "\"\(endpoint)\" is not an http:// or https:// URL")
         }
-        let afterScheme = url.drop { $0 != ":" }.dropFirst(3)
-        guard let hostEnd = afterScheme.firstIndex(where: { $0 == "/" || $0 == "?" }) ?? Optional(afterScheme.endIndex),
-            afterScheme.startIndex < hostEnd
-        else {
+        var rest = trimmed.dropFirst(scheme.count)
+        while rest.hasSuffix("/") { rest = rest.dropLast() }
+        let hostEnd = rest.firstIndex(where: { $0 == "/" || $0 == "?" }) ?? rest.endIndex
+        guard rest.startIndex < hostEnd else {
             throw EndpointError(reason: "\"\(endpoint)\" has no host")
         }
-        while url.hasSuffix("/") { url.removeLast() }
-        let path = String(url[hostEnd...])
+        let url = scheme + rest
+        let path = String(rest[hostEnd...])
         if path.hasSuffix("/chat/completions") { return (.openAIChat, url) }
         if path.hasSuffix("/api/chat") { return (.ollamaChat, url) }
         if path.hasSuffix("/api/generate") || path.hasSuffix("/completions") || path.hasSuffix("/completion") {

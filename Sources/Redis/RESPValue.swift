@@ -41,6 +41,13 @@ public enum RESPValue: Sendable, Hashable {
         return nil
     }
 
+    /// A flat RESP2 array of alternating names and values (stream entry fields, `XINFO`
+    /// replies) as pairs; a trailing unpaired element is dropped. Nil if this is not an array.
+    public var pairs: [(name: RESPValue, value: RESPValue)]? {
+        guard let flat = array else { return nil }
+        return stride(from: 0, to: flat.count - 1, by: 2).map { (flat[$0], flat[$0 + 1]) }
+    }
+
     public var isNull: Bool {
         if case .null = self { return true }
         return false

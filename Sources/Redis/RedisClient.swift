@@ -134,20 +134,20 @@ public final class RedisClient: Sendable {
                     continue
                 }
             }
-            if let failure = execute(batches, on: connection!) {
+            if !execute(batches, on: connection!) {
                 // The connection is unusable after an I/O error: drop it, reconnect on demand.
                 condition.lock()
                 state.fileDescriptor = nil
                 condition.unlock()
                 connection = nil
-                _ = failure
             }
         }
     }
 
     /// Writes every command of every batch, then reads the replies in order and completes the
-    /// batches. Returns the error that broke the connection, if one did.
-    private func execute(_ batches: [Batch], on connection: RedisConnection) -> RedisError? {
+    /// batches. Returns false if an I/O error broke the connection (the batches not yet answered
+    /// fail with it).
+    private func execute(_ batches: [Batch], on connection: RedisConnection) -> Bool {
         var index = 0
         do throws(RedisError) {
             for batch in batches {
@@ -162,10 +162,10 @@ public final class RedisClient: Sendable {
                 batches[index].continuation.resume(returning: replies)
                 index += 1
             }
-            return nil
+            return true
         } catch {
             for batch in batches[index...] { batch.continuation.resume(throwing: error) }
-            return error
+            return false
         }
     }
 }

@@ -78,12 +78,9 @@ public struct QueueStatus: Sendable, Codable {
 
     /// XINFO replies are flat name/value arrays in RESP2.
     private static func dictionary(_ value: RESPValue) -> [String: RESPValue] {
-        guard let flat = value.array else { return [:] }
         var result: [String: RESPValue] = [:]
-        var index = 0
-        while index + 1 < flat.count {
-            if let key = flat[index].string { result[key] = flat[index + 1] }
-            index += 2
+        for (name, value) in value.pairs ?? [] {
+            if let key = name.string { result[key] = value }
         }
         return result
     }

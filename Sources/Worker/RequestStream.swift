@@ -117,14 +117,7 @@ final class RequestStream: Sendable {
         guard let pair = value.array, pair.count == 2, let id = pair[0].string else {
             throw RedisError(.unexpectedReply, "stream entry")
         }
-        guard let flat = pair[1].array else { return StreamEntry(id: id, fields: nil) }
-        var fields: [(name: [UInt8], value: [UInt8])] = []
-        fields.reserveCapacity(flat.count / 2)
-        var index = 0
-        while index + 1 < flat.count {
-            fields.append((flat[index].bytes ?? [], flat[index + 1].bytes ?? []))
-            index += 2
-        }
+        let fields = pair[1].pairs?.map { (name: $0.name.bytes ?? [], value: $0.value.bytes ?? []) }
         return StreamEntry(id: id, fields: fields)
     }
 }

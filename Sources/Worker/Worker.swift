@@ -154,7 +154,7 @@ public final class Worker: Service, Sendable {
                 }
                 failures += 1
                 groupReady = groupReady && error.code != .connection
-                let wait = min(Duration.seconds(5), .milliseconds(100) * (1 << min(failures - 1, 6)))
+                let wait = Self.backoff(failures: failures, initial: .milliseconds(100))
                 logger.warning("Redis unavailable; retrying", metadata: [
                     "llmq.error": "\(error)", "llmq.retry_in_ms": "\(wait.milliseconds)",
                 ])
@@ -259,6 +259,11 @@ public final class Worker: Service, Sendable {
         await publish(reply, for: entry.id, to: replyStream, deadLetter: deadLetter, logger: logger)
     }
 
+    /// Waits between Redis retries: doubling from `initial`, at most 5 s.
+    private static func backoff(failures: Int, initial: Duration) -> Duration {
+        min(.seconds(5), initial * (1 << min(failures - 1, 7)))
+    }
+
     /// Replies and acknowledges, retrying while Redis is unreachable. Gives up only when the
     /// task is cancelled; the entry then stays pending and is answered after a claim.
     private func publish(_ reply: Reply, for entryID: String, to replyStream: String, deadLetter: [(String, String)]?, logger: Logger) async {
@@ -282,7 +287,7 @@ public final class Worker: Service, Sendable {
             } catch {
                 failures += 1
                 if Task.isCancelled || (failures > 3 && stopping && error.code == .shutdown) { return }
-                let wait = min(Duration.seconds(5), .milliseconds(50) * (1 << min(failures - 1, 7)))
+                let wait = Self.backoff(failures: failures, initial: .milliseconds(50))
                 logger.warning("could not publish reply; retrying", metadata: ["llmq.error": "\(error)"])
                 do {
                     try await Task.sleep(for: wait)

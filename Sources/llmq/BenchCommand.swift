@@ -100,7 +100,7 @@ struct BenchCommand: AsyncParsableCommand {
                 for item in stream.array?.last?.array ?? [] {
                     guard let pair = item.array, pair.count == 2, let id = pair[0].string else { continue }
                     cursor = id
-                    replies.append(BenchReport.Reply(id: id, fields: pair[1].array ?? []))
+                    replies.append(BenchReport.Reply(id: id, fields: pair[1]))
                 }
             }
             if ContinuousClock.now - lastProgress > .seconds(2) {
@@ -122,13 +122,11 @@ struct BenchReport: Encodable {
         var backend: Double?
         var total: Double?
 
-        init(id: String, fields: [RESPValue]) {
+        init(id: String, fields: RESPValue) {
             replyMilliseconds = Int64(id.split(separator: "-").first ?? "") ?? 0
             var values: [String: String] = [:]
-            var index = 0
-            while index + 1 < fields.count {
-                if let name = fields[index].string { values[name] = fields[index + 1].string }
-                index += 2
+            for (name, value) in fields.pairs ?? [] {
+                if let name = name.string { values[name] = value.string }
             }
             ok = values["status"] == "ok"
             requestMilliseconds = values["request"].flatMap { Int64($0.split(separator: "-").first ?? "") }

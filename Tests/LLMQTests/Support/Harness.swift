@@ -114,11 +114,8 @@ func readReplies(_ client: RedisClient, stream: String = "llmq:replies") async t
     let reply = try await client.send("XRANGE", stream, "-", "+")
     return (reply.array ?? []).map { item in
         var fields: [String: String] = [:]
-        let flat = item.array?[1].array ?? []
-        var index = 0
-        while index + 1 < flat.count {
-            fields[flat[index].string ?? ""] = flat[index + 1].string ?? ""
-            index += 2
+        for (name, value) in item.array?[1].pairs ?? [] {
+            fields[name.string ?? ""] = value.string ?? ""
         }
         return fields
     }
