@@ -73,7 +73,7 @@ func backendError(status: Int, body: [UInt8], retryAfter: String?, backend: Stri
     let parsed = ErrorBody.parse(body)
     let detail = parsed?.message ?? String(decoding: body.prefix(300), as: UTF8.self)
     let message = "\(backend) answered HTTP \(status): \(detail)"
-    let retryAfter = retryAfter.flatMap(Double.init).map { Duration.milliseconds(Int($0 * 1000)) }
+    let retryAfter = retryAfter.flatMap(parseRetryAfter)
     if parsed?.type == "exceed_context_size_error" || detail.contains("exceeds the available context size")
         || detail.contains("context length") && status == 400
     {
@@ -91,4 +91,17 @@ func backendError(status: Int, body: [UInt8], retryAfter: String?, backend: Stri
     default:
         return BackendError(.rejected, message, status: status)
     }
+}
+
+/// The longest `Retry-After` honoured; the retry policy caps the wait further (`retry.maxBackoffMs`).
+let maxRetryAfter: Duration = .seconds(3600)
+
+/// A `Retry-After` header as delta-seconds (`120`, also `1.5` as some servers send it), at most
+/// ``maxRetryAfter``. Anything else is nil: negative, NaN, infinite or not a number (an HTTP
+/// date is ignored too), so a hostile or broken server can neither trap nor stall a worker.
+func parseRetryAfter(_ value: String) -> Duration? {
+    let trimmed = value.trimmingCharacters(in: .whitespaces)
+    guard trimmed.utf8.count <= 32, let seconds = Double(trimmed), seconds.isFinite, seconds >= 0 else { return nil }
+    let capped = min(seconds, Double(maxRetryAfter.components.seconds))
+    return .milliseconds(Int64((capped * 1000).rounded(.up)))
 }

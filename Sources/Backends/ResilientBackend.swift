@@ -115,7 +115,11 @@ public final class ResilientBackend: Sendable {
                     breaker.recordSuccess()
                     return Outcome(completion: completion, attempts: attempts)
                 } catch {
-                    if Task.isCancelled { throw Failure(error: error, attempts: attempts) }
+                    if Task.isCancelled {
+                        // A cancelled probe proved nothing: let the next request probe.
+                        if isProbe { breaker.releaseProbe() }
+                        throw Failure(error: error, attempts: attempts)
+                    }
                     guard error.isTransient else {
                         breaker.recordSuccess()
                         throw Failure(error: error, attempts: attempts)
@@ -208,6 +212,14 @@ final class CircuitBreaker: Sendable {
             if ContinuousClock.now < openUntil || state.probeInFlight { return .denied }
             state.probeInFlight = true
             return .granted(isProbe: true)
+        }
+    }
+
+    /// Gives up the probe without a verdict (its request was cancelled); the circuit stays
+    /// open, and the next caller after the open period probes.
+    func releaseProbe() {
+        state.withLock { state in
+            state.probeInFlight = false
         }
     }
 

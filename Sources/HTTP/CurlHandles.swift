@@ -1,5 +1,6 @@
 internal import CCurl
 import Foundation
+import Synchronization
 
 // All libcurl pointer code of llmq lives in this file. Each raw handle has one owner that
 // frees it; the handles are used only on the HTTP client's thread (but for curl_multi_wakeup,
@@ -95,9 +96,12 @@ final class EasyHandle {
 /// continuation of the task waiting for it.
 final class Transfer: @unchecked Sendable {
     // @unchecked: created by the caller, then touched only by the client's thread; the handoff
-    // goes through the client's lock.
+    // goes through the client's lock. `isCancelled` is the one exception, hence atomic.
     let request: HTTPRequest
     let configuration: HTTPClient.Configuration
+    /// Set by the waiting task's cancellation handler, so that a transfer whose task was
+    /// cancelled before the client's thread saw it never starts.
+    let isCancelled = Atomic<Bool>(false)
     var continuation: CheckedContinuation<Result<HTTPResponse, HTTPClientError>, Never>?
     private(set) var easy: EasyHandle?
     private var headerList: UnsafeMutablePointer<curl_slist>?
@@ -181,13 +185,20 @@ final class Transfer: @unchecked Sendable {
         return true
     }
 
-    fileprivate func receiveHeader(_ line: UnsafeRawBufferPointer) {
+    /// Returns false (which aborts the transfer) when the headers grow past ``maxHeaderBytes``:
+    /// a server that sends header lines without end must not fill the worker's memory.
+    fileprivate func receiveHeader(_ line: UnsafeRawBufferPointer) -> Bool {
         if line.starts(with: "HTTP/".utf8) {
             // A new response (after a 100 Continue or a redirect): start its headers afresh.
             responseHeaders.removeAll(keepingCapacity: true)
-            return
+            return true
+        }
+        if responseHeaders.count + line.count > maxHeaderBytes {
+            tooLarge = true
+            return false
         }
         responseHeaders.append(contentsOf: line)
+        return true
     }
 
     /// Called on the client's thread when curl reports the transfer done.
@@ -215,7 +226,7 @@ final class Transfer: @unchecked Sendable {
             errorCode = .transport
         }
         let message = errorCode == .responseTooLarge
-            ? "response from \(request.url) is larger than \(configuration.maxResponseBytes) bytes"
+            ? "response from \(request.url) is larger than \(configuration.maxResponseBytes) bytes (or its headers than \(maxHeaderBytes))"
             : "\(request.method.rawValue) \(request.url): \(reason)"
         finish(.failure(HTTPClientError(errorCode, message)))
     }
@@ -257,6 +268,8 @@ private let headerCallback: llmq_curl_write_callback = { data, size, count, user
     guard let data, let userdata else { return 0 }
     let transfer = Unmanaged<Transfer>.fromOpaque(userdata).takeUnretainedValue()
     let length = size * count
-    transfer.receiveHeader(UnsafeRawBufferPointer(start: data, count: length))
-    return length
+    return transfer.receiveHeader(UnsafeRawBufferPointer(start: data, count: length)) ? length : 0
 }
+
+/// The most response header bytes a transfer accepts.
+let maxHeaderBytes = 64 << 10

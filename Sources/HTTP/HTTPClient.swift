@@ -56,6 +56,8 @@ public final class HTTPClient: Sendable {
     /// Performs the request and returns the whole response, whatever its status.
     /// - Throws: ``HTTPClientError`` when no response arrived.
     public func execute(_ request: HTTPRequest) async throws(HTTPClientError) -> HTTPResponse {
+        // A task cancelled already (a worker shutting down) never starts a transfer.
+        if Task.isCancelled { throw HTTPClientError(.cancelled, "request cancelled before it started") }
         let transfer = Transfer(request: request, configuration: configuration)
         let id = ObjectIdentifier(transfer)
         let result: Result<HTTPResponse, HTTPClientError> = await withTaskCancellationHandler {
@@ -66,6 +68,9 @@ public final class HTTPClient: Sendable {
                 }
             }
         } onCancel: {
+            // The flag covers a cancellation that lands before the thread has started the
+            // transfer; the command stops one that is running.
+            transfer.isCancelled.store(true, ordering: .relaxed)
             _ = submit(.cancel(id))
         }
         return try result.get()
@@ -129,6 +134,10 @@ public final class HTTPClient: Sendable {
             for command in commands {
                 switch command {
                 case .start(let transfer):
+                    if transfer.isCancelled.load(ordering: .relaxed) {
+                        transfer.finish(.failure(HTTPClientError(.cancelled, "request cancelled before it started")))
+                        continue
+                    }
                     let easy = idleHandles.popLast() ?? EasyHandle()
                     if let error = transfer.configure(easy) {
                         idleHandles.append(easy)

@@ -5,6 +5,8 @@ public struct RedisError: Error, Sendable, Hashable, CustomStringConvertible {
         case connection
         /// The server answered with an error reply.
         case server
+        /// The server refused the credentials (wrong password or ACL user): retrying cannot help.
+        case authentication
         /// The reply had a shape the caller did not expect.
         case unexpectedReply
         /// The client was shut down.
@@ -24,10 +26,17 @@ public struct RedisError: Error, Sendable, Hashable, CustomStringConvertible {
         code == .server && message.hasPrefix(prefix)
     }
 
+    /// True when the server refused who we are or what we may do (`WRONGPASS`, `NOAUTH`,
+    /// `NOPERM`): a configuration problem that no retry fixes.
+    public var isAuthenticationFailure: Bool {
+        code == .authentication || isServerError("NOAUTH") || isServerError("WRONGPASS") || isServerError("NOPERM")
+    }
+
     public var description: String {
         switch code {
         case .connection: "Redis connection error: \(message)"
         case .server: "Redis error: \(message)"
+        case .authentication: "Redis refused the credentials: \(message)"
         case .unexpectedReply: "unexpected Redis reply: \(message)"
         case .shutdown: "Redis client shut down"
         }

@@ -12,7 +12,8 @@ public struct StreamEntry: Sendable {
         self.fields = fields
     }
 
-    /// The entry's creation time in Unix milliseconds, from its ID (`<ms>-<seq>`).
+    /// The entry's creation time in Unix milliseconds, from its ID (`<ms>-<seq>`); nil when the
+    /// ID's time does not fit an `Int64` (producers may give explicit IDs up to 2^64 - 1).
     public var timestampMilliseconds: Int64? {
         guard let dash = id.firstIndex(of: "-") else { return Int64(id) }
         return Int64(id[..<dash])
@@ -144,17 +145,21 @@ public struct RequestParser: Sendable {
             if let stop = fields["stop"] {
                 chat.stop = try Self.parseStop(stop)
             }
-            let entryTime = entry.timestampMilliseconds ?? now
+            // An explicit ID may lie anywhere up to 2^64 - 1 ms: a time from the future would only
+            // stretch the TTL, so it counts from now at the latest.
+            let entryTime = min(entry.timestampMilliseconds ?? now, now)
             var deadline: Int64?
             if let ttl = try integer(fields, "ttl_ms", in: 1...Int64(365 * 86_400_000)) {
-                deadline = entryTime + ttl
+                let (sum, overflow) = entryTime.addingReportingOverflow(ttl)
+                deadline = overflow ? .max : sum
             }
             if let absolute = try integer(fields, "deadline_ms", in: 1...Int64.max / 2) {
                 deadline = min(deadline ?? absolute, absolute)
             }
             if let deadline, now >= deadline {
                 rejection.code = .expired
-                return reject("the request expired \(now - deadline) ms before a worker took it (deadline \(deadline))")
+                let (late, overflow) = now.subtractingReportingOverflow(deadline)
+                return reject("the request expired \(overflow ? "long" : "\(late) ms") before a worker took it (deadline \(deadline))")
             }
             return .success(ParsedRequest(
                 entryID: entry.id, callerID: rejection.callerID, replyTo: rejection.replyTo,

@@ -34,6 +34,7 @@ struct BenchCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
+        ignoreBrokenPipes()
         let configuration = try connection.load()
         let name = self.run ?? String(UUID().uuidString.prefix(8)).lowercased()
         let replyStream = "llmq:bench:\(name)"

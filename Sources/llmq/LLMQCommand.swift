@@ -66,6 +66,12 @@ func bootstrapLogging(level: Logger.Level) {
     }
 }
 
+/// A peer that closes its socket while llmq writes to it (Redis, a backend, a proxy) must cause
+/// an error on that connection, not SIGPIPE's default: the end of the process.
+func ignoreBrokenPipes() {
+    signal(SIGPIPE, SIG_IGN)
+}
+
 func fail(_ message: String, code: Int32 = 1) -> ExitCode {
     FileHandle.standardError.write(Data("llmq: \(message)\n".utf8))
     return ExitCode(code)

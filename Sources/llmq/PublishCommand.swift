@@ -61,6 +61,7 @@ struct PublishCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
+        ignoreBrokenPipes()
         let configuration = try connection.load()
         var fields: [(String, String)] = []
         func add(_ name: String, _ value: CustomStringConvertible?) {

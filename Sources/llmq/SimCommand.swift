@@ -35,6 +35,7 @@ struct SimCommand: AsyncParsableCommand {
     @Option(help: "Seed for fault choices.") var seed: UInt64 = 1
 
     func run() async throws {
+        ignoreBrokenPipes()
         let faults = SimulatorFaults(
             failureRate: failRate, busyRate: busyRate, rateLimitRate: rateLimitRate, hangRate: hangRate,
             hangMilliseconds: hangMs, failFirst: failFirst, slowFactor: slowFactor,

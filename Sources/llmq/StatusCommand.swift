@@ -15,6 +15,7 @@ struct StatusCommand: AsyncParsableCommand {
     var json = false
 
     func run() async throws {
+        ignoreBrokenPipes()
         let configuration = try connection.load()
         let client = RedisClient(configuration: configuration.redis, name: "llmq-status")
         defer { client.shutdown() }

@@ -1,7 +1,9 @@
 import ArgumentParser
+import Foundation
 import LLMQWorker
 import Logging
 import ServiceLifecycle
+import Synchronization
 
 struct WorkerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -10,7 +12,9 @@ struct WorkerCommand: AsyncParsableCommand {
         discussion: """
             Configuration comes from a JSON file (--config or LLMQ_CONFIG), then LLMQ_* environment \
             variables, then these flags, each overriding the one before. SIGTERM or SIGINT stops \
-            reading and lets requests in flight finish (shutdownGraceSeconds).
+            reading and lets requests in flight finish (shutdownGraceSeconds); a second one ends \
+            the process at once (requests in flight stay pending for other workers).
+            Exit codes: 0 stopped, 2 invalid configuration, 3 Redis refused the credentials.
             """
     )
 
@@ -34,7 +38,12 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(name: .long, help: "trace, debug, info, notice, warning, error. [logLevel]")
     var logLevel: String?
 
+    /// The worker's exit code when Redis refuses its credentials: a restart with the same
+    /// configuration cannot help, and an orchestrator should be able to tell.
+    static let authenticationExitCode: Int32 = 3
+
     func run() async throws {
+        ignoreBrokenPipes()
         var flags: [ConfigurationLoader.Flag] = []
         flags.add("backend.type", "--backend", backend)
         flags.add("backend.endpoint", "--endpoint", endpoint)
@@ -60,6 +69,41 @@ struct WorkerCommand: AsyncParsableCommand {
                 logger: logger
             )
         )
-        try await group.run()
+        let secondSignal = SecondSignalExit(signals: [SIGTERM, SIGINT])
+        defer { secondSignal.cancel() }
+        do {
+            try await group.run()
+        } catch let error as WorkerError where error.code == .redisAuthentication {
+            throw fail("\(error)", code: Self.authenticationExitCode)
+        }
+    }
+}
+
+/// Ends the process at once on the second SIGTERM/SIGINT (in any mix): the first starts a
+/// graceful shutdown, which may wait up to `shutdownGraceSeconds`; an operator who presses
+/// Ctrl-C again, or an orchestrator that gave up, does not want to wait. Entries in flight stay
+/// pending in Redis and another worker claims them, as after a crash.
+final class SecondSignalExit: @unchecked Sendable {
+    // @unchecked: `sources` is set in init and only read by `cancel()`; the handlers share
+    // nothing but the atomic count.
+    private var sources: [any DispatchSourceSignal] = []
+    private let count = Atomic<Int>(0)
+
+    init(signals: [Int32]) {
+        sources = signals.map { signal in
+            let source = DispatchSource.makeSignalSource(signal: signal, queue: .global())
+            source.setEventHandler { [self] in
+                if count.add(1, ordering: .relaxed).newValue >= 2 {
+                    FileHandle.standardError.write(Data("llmq: second signal; exiting now, requests in flight stay pending\n".utf8))
+                    _exit(128 + signal)
+                }
+            }
+            source.resume()
+            return source
+        }
+    }
+
+    func cancel() {
+        for source in sources { source.cancel() }
     }
 }
