@@ -26,6 +26,13 @@ public struct RedisCommand: Sendable, Hashable, CustomStringConvertible {
         lengths.append(argument.count)
     }
 
+    /// Appends every argument of `other`, in order.
+    @inlinable
+    public mutating func append(contentsOf other: RedisCommand) {
+        storage.append(contentsOf: other.storage)
+        lengths.append(contentsOf: other.lengths)
+    }
+
     @inlinable
     public mutating func append(_ argument: Int) {
         append(String(argument))

@@ -42,6 +42,11 @@ public enum ConfigurationLoader {
         ("streams.dead", "dead-letter stream (default llmq:dead)"),
         ("streams.replyMaxLength", "approximate cap on reply stream length, 0 = none (default 100000)"),
         ("streams.replyToPrefix", "required prefix of a request's reply_to (default llmq:)"),
+        ("streams.deadMaxLength", "approximate cap on dead-letter stream length, 0 = none (default 10000)"),
+        ("streams.keepAnswered", "copy answered requests to streams.answered before deleting them (default false)"),
+        ("streams.answered", "history stream of answered requests (default llmq:answered)"),
+        ("streams.answeredMaxLength", "approximate cap on the history stream's length, 0 = none (default 100000)"),
+        ("streams.answeredMaxAgeSeconds", "trim history entries older than this, 0 = none (default 0)"),
         ("backend.type", "llama-cpp, ollama or openai (default llama-cpp)"),
         ("backend.endpoint", "base URL or full API path (default per type)"),
         ("backend.model", "model name (required for ollama and openai)"),
@@ -117,7 +122,8 @@ public enum ConfigurationLoader {
             try values.readFile(path)
         }
         for (key, _) in keys {
-            if let value = environment[environmentName(for: key)] {
+            // An empty value means "not set": compose files and shells pass `VAR=` for unset ones.
+            if let value = environment[environmentName(for: key)], !value.trimmingCharacters(in: .whitespaces).isEmpty {
                 values.set(key, .string(value), source: "environment \(environmentName(for: key))")
             }
         }
@@ -253,6 +259,21 @@ private struct Values {
         return .milliseconds(Int64((number * scale * 1000).rounded()))
     }
 
+    func bool(_ key: String) throws(ConfigurationError) -> Bool? {
+        guard let (value, _) = entries[key] else { return nil }
+        switch value {
+        case .bool(let flag): return flag
+        case .string(let text):
+            switch text.trimmingCharacters(in: .whitespaces).lowercased() {
+            case "true", "1", "yes", "on": return true
+            case "false", "0", "no", "off": return false
+            default: break
+            }
+        default: break
+        }
+        throw error(key, "expected true or false, got \(describe(value))")
+    }
+
     func choice<T>(_ key: String, _ options: [(String, T)]) throws(ConfigurationError) -> T? {
         guard let text = try string(key) else { return nil }
         let normalized = text.trimmingCharacters(in: .whitespaces).lowercased()
@@ -284,9 +305,19 @@ private struct Values {
         if let value = try nonEmptyString("streams.dead") { configuration.streams.dead = value }
         if let value = try int("streams.replyMaxLength", in: 0...Int(Int32.max)) { configuration.streams.replyMaxLength = value }
         if let value = try string("streams.replyToPrefix") { configuration.streams.replyToPrefix = value }
+        if let value = try int("streams.deadMaxLength", in: 0...Int(Int32.max)) { configuration.streams.deadMaxLength = value }
+        if let value = try bool("streams.keepAnswered") { configuration.streams.keepAnswered = value }
+        if let value = try nonEmptyString("streams.answered") { configuration.streams.answered = value }
+        if let value = try int("streams.answeredMaxLength", in: 0...Int(Int32.max)) { configuration.streams.answeredMaxLength = value }
+        if let value = try int("streams.answeredMaxAgeSeconds", in: 0...(100 * 365 * 86_400)) {
+            configuration.streams.answeredMaxAgeSeconds = value
+        }
         let streams = configuration.streams
         if streams.replies == streams.requests {
             throw error(has("streams.replies") ? "streams.replies" : "streams.requests", "the reply stream must differ from the request stream")
+        }
+        if streams.keepAnswered && [streams.requests, streams.replies, streams.dead].contains(streams.answered) {
+            throw error("streams.answered", "the history stream must differ from the request, reply and dead-letter streams")
         }
         if streams.dead == streams.requests {
             throw error(has("streams.dead") ? "streams.dead" : "streams.requests", "the dead-letter stream must differ from the request stream")

@@ -65,12 +65,12 @@ public struct QueueStatus: Sendable, Codable {
         }
         if status.pending > 0 {
             let oldest = try await client.send("XPENDING", streams.requests, streams.group, "-", "+", "1")
-            if let row = oldest.array?.first?.array, row.count >= 4, let id = row[0].string {
-                let published = StreamEntry(id: id, fields: nil).timestampMilliseconds ?? 0
+            if let row = oldest.array?.first.flatMap(PendingEntry.init) {
+                let published = StreamEntry(id: row.id, fields: nil).timestampMilliseconds ?? 0
                 let now = Int64(Date().timeIntervalSince1970 * 1000)
                 status.oldestPending = OldestPending(
-                    id: id, consumer: row[1].string ?? "?", ageMilliseconds: Int(max(0, now - published)),
-                    idleMilliseconds: row[2].int ?? 0, deliveries: row[3].int ?? 0)
+                    id: row.id, consumer: row.consumer, ageMilliseconds: Int(max(0, now - min(published, now))),
+                    idleMilliseconds: row.idleMilliseconds, deliveries: row.deliveries)
             }
         }
         return status

@@ -1,3 +1,4 @@
+import Foundation
 import LLMQRedis
 import Synchronization
 
@@ -51,10 +52,21 @@ final class RequestStream: Sendable {
         return entries
     }
 
+    /// An entry claimed from the group, with what the worker needs to answer it.
+    struct Delivery: Sendable {
+        var entry: StreamEntry
+        /// How often the group has delivered it, this time included.
+        var deliveries: Int
+        /// The entry was deleted from the stream while pending and `XAUTOCLAIM` took it out of
+        /// the pending list (Redis 7 does): no one owns it any more, so its reply is written
+        /// without an ownership check (``ReplyMode/lost``).
+        var removedFromGroup: Bool
+    }
+
     /// Takes over entries idle for at least `minIdle` from any consumer (`XAUTOCLAIM`), with
     /// each entry's delivery count. Entries deleted from the stream while pending come back
     /// with nil fields, so they can still be answered.
-    func claimIdle(minIdle: Duration, count: Int, cursor: inout String) async throws(RedisError) -> [(entry: StreamEntry, deliveries: Int)] {
+    func claimIdle(minIdle: Duration, count: Int, cursor: inout String) async throws(RedisError) -> [Delivery] {
         let reply = try await writer.send(
             RedisCommand(
                 "XAUTOCLAIM", streams.requests, streams.group, consumer, String(minIdle.milliseconds), cursor,
@@ -63,43 +75,68 @@ final class RequestStream: Sendable {
             throw RedisError(.unexpectedReply, "XAUTOCLAIM")
         }
         cursor = next
-        var entries: [StreamEntry] = []
-        for item in items where !item.isNull { entries.append(try Self.entry(from: item)) }
+        var claimed: [StreamEntry] = []
+        for item in items where !item.isNull { claimed.append(try Self.entry(from: item)) }
+        var deliveries: [Delivery] = []
+        if !claimed.isEmpty {
+            // XAUTOCLAIM does not say how often an entry was delivered; the PEL does.
+            let rows = try await writer.pipeline(claimed.map { entry in
+                RedisCommand("XPENDING", streams.requests, streams.group, entry.id, entry.id, "1")
+            })
+            for (entry, row) in zip(claimed, rows) {
+                let pending = row.array?.first.flatMap(PendingEntry.init)
+                deliveries.append(Delivery(entry: entry, deliveries: pending?.deliveries ?? 1, removedFromGroup: false))
+            }
+        }
         if parts.count >= 3, let deleted = parts[2].array {
-            for id in deleted { if let id = id.string { entries.append(StreamEntry(id: id, fields: nil)) } }
+            for id in deleted {
+                if let id = id.string {
+                    deliveries.append(Delivery(entry: StreamEntry(id: id, fields: nil), deliveries: 1, removedFromGroup: true))
+                }
+            }
         }
-        guard !entries.isEmpty else { return [] }
-        // XAUTOCLAIM does not say how often an entry was delivered; the PEL does.
-        let counts = try await writer.pipeline(entries.map { entry in
-            RedisCommand("XPENDING", streams.requests, streams.group, entry.id, entry.id, "1")
-        })
-        return zip(entries, counts).map { entry, count in
-            let deliveries = count.array?.first?.array?[3].int ?? 1
-            return (entry, deliveries)
-        }
+        return deliveries
+    }
+
+    /// How the reply script may write a reply.
+    enum ReplyMode: String {
+        /// Only while this consumer owns the entry in the group's pending list; acknowledges it.
+        case owned
+        /// For an entry that `XAUTOCLAIM` removed from the pending list because it was deleted:
+        /// no owner to check, so a marker key makes a retried script a no-op.
+        case lost
     }
 
     /// Publishes the reply (and a dead-letter record) and acknowledges the request in one
-    /// atomic step, only if this consumer still owns the entry.
+    /// atomic step, only if this consumer still owns the entry; then deletes the request entry
+    /// (with `streams.keepAnswered`, after copying it to the history stream).
+    /// - Parameter deadLetter: Field names and values of the dead-letter record, if any.
     /// - Returns: false if the entry was no longer ours (claimed by another consumer, or
-    ///   already acknowledged): nothing was written.
+    ///   already acknowledged, or already answered): nothing was written.
     func reply(
         to entryID: String, stream replyStream: String, fields: [(String, String)],
-        deadLetter: [(String, String)]? = nil
+        deadLetter: RedisCommand? = nil, mode: ReplyMode = .owned
     ) async throws(RedisError) -> Bool {
-        var arguments = [
-            streams.group, entryID, consumer, String(streams.replyMaxLength), String((deadLetter?.count ?? 0) * 2),
-        ]
-        for (name, value) in deadLetter ?? [] {
-            arguments.append(name)
-            arguments.append(value)
-        }
+        var arguments = RedisCommand(
+            streams.group, entryID, consumer, mode.rawValue, String(streams.replyMaxLength),
+            String(streams.deadMaxLength), streams.keepAnswered ? "keep" : "delete",
+            String(streams.answeredMaxLength), answeredMinimumID(), String(deadLetter?.argumentCount ?? 0))
+        if let deadLetter { arguments.append(contentsOf: deadLetter) }
         for (name, value) in fields {
             arguments.append(name)
             arguments.append(value)
         }
-        let result = try await Scripts.reply.run(on: writer, keys: [streams.requests, replyStream, streams.dead], arguments: arguments)
+        let marker = streams.requests + ":answered:" + entryID
+        let result = try await Scripts.reply.run(
+            on: writer, keys: [streams.requests, replyStream, streams.dead, streams.answered, marker], arguments: arguments)
         return result.int == 1
+    }
+
+    /// With `keepAnswered` and a maximum age: the oldest history ID to keep (`XTRIM MINID`).
+    private func answeredMinimumID() -> String {
+        guard streams.keepAnswered, streams.answeredMaxAgeSeconds > 0 else { return "" }
+        let now = Int64(Date().timeIntervalSince1970 * 1000)
+        return String(max(0, now - Int64(streams.answeredMaxAgeSeconds) * 1000)) + "-0"
     }
 
     /// Resets the idle time of entries this consumer still owns, so that no other consumer
@@ -109,7 +146,7 @@ final class RequestStream: Sendable {
     func touch(_ ids: [String]) async throws(RedisError) -> [String] {
         guard !ids.isEmpty else { return [] }
         let result = try await Scripts.touch.run(
-            on: writer, keys: [streams.requests], arguments: [streams.group, consumer] + ids)
+            on: writer, keys: [streams.requests], arguments: RedisCommand([streams.group, consumer] + ids))
         return result.array?.compactMap(\.string) ?? []
     }
 
@@ -132,7 +169,7 @@ final class Script: Sendable {
         self.source = source
     }
 
-    func run(on client: RedisClient, keys: [String], arguments: [String]) async throws(RedisError) -> RESPValue {
+    func run(on client: RedisClient, keys: [String], arguments: RedisCommand) async throws(RedisError) -> RESPValue {
         var sha1 = self.sha1.withLock { $0 }
         if sha1 == nil {
             sha1 = try await client.send("SCRIPT", "LOAD", source).string
@@ -145,61 +182,138 @@ final class Script: Sendable {
         }
     }
 
-    private func command(_ name: String, _ script: String, _ keys: [String], _ arguments: [String]) -> RedisCommand {
+    private func command(_ name: String, _ script: String, _ keys: [String], _ arguments: RedisCommand) -> RedisCommand {
         var command = RedisCommand(name, script, String(keys.count))
         for key in keys { command.append(key) }
-        for argument in arguments { command.append(argument) }
+        command.append(contentsOf: arguments)
         return command
     }
 }
 
 enum Scripts {
-    /// KEYS: request stream, reply stream, dead-letter stream.
-    /// ARGV: group, entry ID, consumer, reply max length, dead-letter argument count,
-    /// dead-letter fields..., reply fields...
+    /// KEYS: request stream, reply stream, dead-letter stream, history stream, "answered"
+    /// marker (lost mode).
+    /// ARGV: group, entry ID, consumer, mode (`owned`/`lost`), reply max length, dead-letter
+    /// max length, `delete`/`keep` (the answered request entry), history max length, history
+    /// minimum ID (or ""), dead-letter argument count, dead-letter fields..., reply fields...
     ///
-    /// Writes first and acknowledges last: a script is not rolled back when a command fails,
-    /// and an entry must never be acknowledged without its reply.
+    /// Checks everything before the first write, writes, and acknowledges last: a script is not
+    /// rolled back when a command fails, so no command that can fail may come after a write,
+    /// and an entry must never be acknowledged without its reply. A dead-letter or history
+    /// stream that is not a stream costs its record (the reply says so), never the reply.
     static let reply = Script(
         source: """
-            local owner = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
-            if #owner == 0 or owner[1][2] ~= ARGV[3] then return 0 end
-            local replyType = redis.call('TYPE', KEYS[2])['ok']
-            if replyType ~= 'stream' and replyType ~= 'none' then
-              return redis.error_reply('WRONGTYPE reply key ' .. KEYS[2] .. ' holds a ' .. replyType .. ', not a stream')
+            local group, id, consumer, mode = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+            local replyMax, deadMax = tonumber(ARGV[5]), tonumber(ARGV[6])
+            local keep, historyMax, historyMinID = ARGV[7] == 'keep', tonumber(ARGV[8]), ARGV[9]
+            local deadCount = tonumber(ARGV[10])
+            local function notStream(key)
+              local kind = redis.call('TYPE', key)['ok']
+              if kind == 'stream' or kind == 'none' then return nil end
+              return kind
             end
-            local deadCount = tonumber(ARGV[5])
-            local replyStart = 6 + deadCount
-            local maxLength = tonumber(ARGV[4])
-            if maxLength > 0 then
-              redis.call('XADD', KEYS[2], 'MAXLEN', '~', maxLength, '*', unpack(ARGV, replyStart))
+            local function add(key, maxLength, fields)
+              if maxLength > 0 then
+                redis.call('XADD', key, 'MAXLEN', '~', maxLength, '*', unpack(fields))
+              else
+                redis.call('XADD', key, '*', unpack(fields))
+              end
+            end
+            if mode == 'lost' then
+              if redis.call('EXISTS', KEYS[5]) == 1 then return 0 end
             else
-              redis.call('XADD', KEYS[2], '*', unpack(ARGV, replyStart))
+              local owner = redis.call('XPENDING', KEYS[1], group, id, id, 1)
+              if #owner == 0 or owner[1][2] ~= consumer then return 0 end
             end
+            local kind = notStream(KEYS[2])
+            if kind then
+              return redis.error_reply('WRONGTYPE reply key ' .. KEYS[2] .. ' holds a ' .. kind .. ', not a stream')
+            end
+            local reply = {}
+            for i = 11 + deadCount, #ARGV do reply[#reply + 1] = ARGV[i] end
             if deadCount > 0 then
-              redis.call('XADD', KEYS[3], '*', unpack(ARGV, 6, 5 + deadCount))
+              kind = notStream(KEYS[3])
+              if kind then
+                deadCount = 0
+                reply[#reply + 1] = 'dead_letter_error'
+                reply[#reply + 1] = 'the dead-letter stream ' .. KEYS[3] .. ' holds a ' .. kind .. ', not a stream; the record was not kept'
+              end
             end
-            redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+            local history = nil
+            if keep and mode == 'owned' then
+              kind = notStream(KEYS[4])
+              if kind then
+                reply[#reply + 1] = 'history_error'
+                reply[#reply + 1] = 'the history stream ' .. KEYS[4] .. ' holds a ' .. kind .. ', not a stream; the request was not kept'
+              else
+                local entry = redis.call('XRANGE', KEYS[1], id, id)
+                -- unpack() takes at most about 8000 values: a larger copy would fail after the reply.
+                if #entry == 1 and #entry[1][2] > 7000 then
+                  reply[#reply + 1] = 'history_error'
+                  reply[#reply + 1] = 'the request has too many fields to keep in ' .. KEYS[4]
+                elseif #entry == 1 then
+                  history = {'request', id}
+                  for _, value in ipairs(entry[1][2]) do history[#history + 1] = value end
+                end
+              end
+            end
+            add(KEYS[2], replyMax, reply)
+            if deadCount > 0 then
+              local record = {}
+              for i = 11, 10 + deadCount do record[#record + 1] = ARGV[i] end
+              add(KEYS[3], deadMax, record)
+            end
+            if mode == 'lost' then
+              redis.call('SET', KEYS[5], '1', 'PX', 86400000)
+              return 1
+            end
+            redis.call('XACK', KEYS[1], group, id)
+            if history then
+              add(KEYS[4], historyMax, history)
+              if historyMinID ~= '' then redis.call('XTRIM', KEYS[4], 'MINID', '~', historyMinID) end
+            end
+            redis.call('XDEL', KEYS[1], id)
             return 1
             """)
 
     /// KEYS: request stream. ARGV: group, consumer, entry IDs...
     /// Refreshes the entries still pending on this consumer; returns those pending on another.
+    /// An entry deleted from the stream is left alone: Redis 7's `XCLAIM` would drop it from
+    /// the pending list, and the reply for it would then find it no longer ours.
     static let touch = Script(
         source: """
             local lost = {}
             for i = 3, #ARGV do
               local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
               if #pending > 0 then
-                if pending[1][2] == ARGV[2] then
-                  redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
-                else
+                if pending[1][2] ~= ARGV[2] then
                   lost[#lost + 1] = ARGV[i]
+                elseif #redis.call('XRANGE', KEYS[1], ARGV[i], ARGV[i]) > 0 then
+                  redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
                 end
               end
             end
             return lost
             """)
+}
+
+/// One row of `XPENDING key group start end count`: ID, consumer, idle time, delivery count.
+struct PendingEntry: Sendable {
+    var id: String
+    var consumer: String
+    var idleMilliseconds: Int
+    var deliveries: Int
+
+    /// Nil unless the row has the four members Redis documents, with their types.
+    init?(_ row: RESPValue) {
+        guard let members = row.array, members.count >= 4, let id = members[0].string,
+            let consumer = members[1].string, let idle = members[2].int, let deliveries = members[3].int
+        else { return nil }
+        self.id = id
+        self.consumer = consumer
+        self.idleMilliseconds = idle
+        self.deliveries = deliveries
+    }
 }
 
 extension Duration {

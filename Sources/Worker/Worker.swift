@@ -20,7 +20,10 @@ public final class Worker: Service, Sendable {
     private let logger: Logger
     private let isStopping = Atomic<Bool>(false)
     /// Entries being worked on, refreshed so that no other consumer claims them meanwhile.
-    private let inFlight = Mutex<Set<String>>([])
+    /// The value is true once this worker's own `XAUTOCLAIM` took the entry out of the group
+    /// (it was deleted from the stream while running): its reply then goes out in
+    /// ``RequestStream/ReplyMode/lost`` mode.
+    private let inFlight = Mutex<[String: Bool]>([:])
 
     /// - Parameters:
     ///   - configuration: A validated configuration.
@@ -74,10 +77,14 @@ public final class Worker: Service, Sendable {
             "llmq.stream": "\(configuration.streams.requests)", "llmq.group": "\(configuration.streams.group)",
             "llmq.backend": "\(backend.primary.name)", "llmq.concurrency": "\(configuration.concurrency)",
         ])
+        let fatal = Mutex<WorkerError?>(nil)
         try await withGracefulShutdownHandler {
             await withDiscardingTaskGroup { group in
                 group.addTask { await self.refreshLoop() }
-                await readLoop(group: &group)
+                if let error = await readLoop(group: &group) {
+                    // Nothing more is read; requests in flight finish and reply as on shutdown.
+                    fatal.withLock { $0 = error }
+                }
                 if !(await slots.waitUntilIdle(timeout: configuration.shutdownGrace)) {
                     logger.warning("shutdown grace period over; unfinished requests stay pending for other consumers", metadata: [
                         "llmq.inflight": "\(slots.inUse)"
@@ -88,6 +95,10 @@ public final class Worker: Service, Sendable {
             try Task.checkCancellation()
         } onGracefulShutdown: {
             self.stop()
+        }
+        if let error = fatal.withLock({ $0 }) {
+            logger.critical("worker stopped: \(error)")
+            throw error
         }
         logger.info("worker stopped")
     }
@@ -103,7 +114,9 @@ public final class Worker: Service, Sendable {
 
     // MARK: - Reading
 
-    private func readLoop(group: inout DiscardingTaskGroup) async {
+    /// Reads until stopped. Returns an error that no retry can fix (Redis refused the
+    /// credentials), after which the worker must stop.
+    private func readLoop(group: inout DiscardingTaskGroup) async -> WorkerError? {
         var failures = 0
         var groupReady = false
         var claimCursor = "0-0"
@@ -119,7 +132,7 @@ public final class Worker: Service, Sendable {
                 let free = await slots.waitForFree()
                 if stopping || free == 0 { continue }
 
-                var entries: [(entry: StreamEntry, deliveries: Int)] = []
+                var entries: [RequestStream.Delivery] = []
                 if ContinuousClock.now >= nextClaim {
                     // Entries abandoned by dead consumers go before new ones.
                     entries = try await stream.claimIdle(
@@ -130,22 +143,39 @@ public final class Worker: Service, Sendable {
                     }
                 }
                 if entries.isEmpty {
-                    entries = try await stream.readNew(count: free, block: configuration.readBlock).map { ($0, 1) }
+                    entries = try await stream.readNew(count: free, block: configuration.readBlock).map {
+                        RequestStream.Delivery(entry: $0, deliveries: 1, removedFromGroup: false)
+                    }
                 }
                 failures = 0
                 let claimedAt = ContinuousClock.now
                 let claimedAtWall = Date().timeIntervalSince1970 * 1000
-                for (entry, deliveries) in entries {
+                for delivery in entries {
+                    let id = delivery.entry.id
+                    let isOurs = inFlight.withLock { inFlight in
+                        if delivery.removedFromGroup {
+                            // Deleted while this worker runs it: the running task answers it.
+                            guard inFlight[id] != nil else { return false }
+                            inFlight[id] = true
+                            return true
+                        }
+                        inFlight[id] = false
+                        return false
+                    }
+                    if isOurs { continue }
                     slots.take()
-                    inFlight.withLock { _ = $0.insert(entry.id) }
                     group.addTask {
-                        await self.handle(entry, deliveries: deliveries, claimedAt: claimedAt, claimedAtWall: claimedAtWall)
-                        self.inFlight.withLock { _ = $0.remove(entry.id) }
+                        await self.handle(delivery, claimedAt: claimedAt, claimedAtWall: claimedAtWall)
+                        self.inFlight.withLock { _ = $0.removeValue(forKey: id) }
                         self.slots.release()
                     }
                 }
             } catch let error as RedisError {
                 if stopping { break }
+                if error.isAuthenticationFailure {
+                    stream.reader.interrupt()
+                    return WorkerError(.redisAuthentication, error.message)
+                }
                 if error.isServerError("NOGROUP") {
                     // The stream or group was deleted (or Redis lost its data): create it again.
                     groupReady = false
@@ -165,6 +195,7 @@ public final class Worker: Service, Sendable {
             }
         }
         stream.reader.interrupt()
+        return nil
     }
 
     /// Every third of the claim idle time, resets the idle time of the entries in flight.
@@ -176,7 +207,7 @@ public final class Worker: Service, Sendable {
             } catch {
                 return
             }
-            let ids = Array(inFlight.withLock { $0 })
+            let ids = inFlight.withLock { $0.filter { !$0.value }.map(\.key) }
             guard !ids.isEmpty else { continue }
             do {
                 let lost = try await stream.touch(ids)
@@ -193,31 +224,29 @@ public final class Worker: Service, Sendable {
 
     // MARK: - One request
 
-    private func handle(_ entry: StreamEntry, deliveries: Int, claimedAt: ContinuousClock.Instant, claimedAtWall: Double) async {
+    private func handle(_ delivery: RequestStream.Delivery, claimedAt: ContinuousClock.Instant, claimedAtWall: Double) async {
+        let entry = delivery.entry
         var logger = self.logger
         logger[metadataKey: "llmq.request.entry"] = "\(entry.id)"
         let queueMilliseconds = entry.timestampMilliseconds.map { claimedAtWall - Double($0) }
+        let now = Int64(claimedAtWall)
         var replyStream = configuration.streams.replies
         var reply: Reply
-        var deadLetter: [(String, String)]?
+        var deadLetter: RedisCommand?
         var backendTime: Duration?
 
-        if deliveries > configuration.recovery.maxDeliveries {
-            let message = "delivered \(deliveries) times without an answer (the consumers handling it crashed or stalled); moved to \(configuration.streams.dead)"
+        if delivery.deliveries > configuration.recovery.maxDeliveries {
+            let message = "delivered \(delivery.deliveries) times without an answer (the consumers handling it crashed or stalled); moved to \(configuration.streams.dead)"
             var callerID: String?
-            if case .success(let request) = parser.parse(entry, now: Int64(claimedAtWall)) {
+            if case .success(let request) = parser.parse(entry, now: now) {
                 callerID = request.callerID
                 replyStream = request.replyTo ?? replyStream
             }
             reply = .error(callerID: callerID, entryID: entry.id, code: "dead_letter", message: message)
-            var record = [("request", entry.id), ("reason", message), ("deliveries", String(deliveries))]
-            for (name, value) in entry.fields ?? [] {
-                record.append(("field:" + String(decoding: name, as: UTF8.self), String(decoding: value, as: UTF8.self)))
-            }
-            deadLetter = record
-            logger.warning("request dead-lettered", metadata: ["llmq.request.deliveries": "\(deliveries)"])
+            deadLetter = DeadLetter.record(of: entry, reason: message, deliveries: delivery.deliveries)
+            logger.warning("request dead-lettered", metadata: ["llmq.request.deliveries": "\(delivery.deliveries)"])
         } else {
-            switch parser.parse(entry, now: Int64(claimedAtWall)) {
+            switch parser.parse(entry, now: now) {
             case .failure(let rejection):
                 replyStream = rejection.replyTo ?? replyStream
                 reply = .error(callerID: rejection.callerID, entryID: entry.id, code: rejection.code.rawValue, message: rejection.message)
@@ -227,7 +256,8 @@ public final class Worker: Service, Sendable {
             case .success(let request):
                 replyStream = request.replyTo ?? replyStream
                 let deadline = request.deadlineMilliseconds.map { deadline in
-                    claimedAt + .milliseconds(deadline - Int64(claimedAtWall))
+                    // Both are non-negative (the contract bounds deadline_ms), so this cannot overflow.
+                    claimedAt + .milliseconds(deadline.subtractingReportingOverflow(now).partialValue)
                 }
                 let started = ContinuousClock.now
                 do {
@@ -256,25 +286,38 @@ public final class Worker: Service, Sendable {
             consumer: configuration.consumer, queueMilliseconds: queueMilliseconds,
             backendMilliseconds: backendTime?.fractionalMilliseconds,
             totalMilliseconds: (ContinuousClock.now - claimedAt).fractionalMilliseconds)
-        await publish(reply, for: entry.id, to: replyStream, deadLetter: deadLetter, logger: logger)
+        await publish(
+            reply, for: entry.id, to: replyStream, deadLetter: deadLetter,
+            mode: delivery.removedFromGroup ? .lost : .owned, logger: logger)
     }
 
-    /// Waits between Redis retries: doubling from `initial`, at most 5 s.
+    /// Waits between Redis retries: doubling from `initial`, at most 5 s, with jitter (half to
+    /// all of the step), so that workers that lost Redis together do not return together.
     private static func backoff(failures: Int, initial: Duration) -> Duration {
-        min(.seconds(5), initial * (1 << min(failures - 1, 7)))
+        min(.seconds(5), initial * (1 << min(max(failures, 1) - 1, 7))) * Double.random(in: 0.5...1.0)
     }
 
     /// Replies and acknowledges, retrying while Redis is unreachable. Gives up only when the
     /// task is cancelled; the entry then stays pending and is answered after a claim.
-    private func publish(_ reply: Reply, for entryID: String, to replyStream: String, deadLetter: [(String, String)]?, logger: Logger) async {
+    private func publish(
+        _ reply: Reply, for entryID: String, to replyStream: String, deadLetter: RedisCommand?,
+        mode: RequestStream.ReplyMode, logger: Logger
+    ) async {
+        var mode = mode
         var failures = 0
         var replyStream = replyStream
         var reply = reply
         while true {
             do {
-                let owned = try await stream.reply(to: entryID, stream: replyStream, fields: reply.fields, deadLetter: deadLetter)
+                let owned = try await stream.reply(
+                    to: entryID, stream: replyStream, fields: reply.fields, deadLetter: deadLetter, mode: mode)
                 if owned {
-                    logger.debug("replied", metadata: ["llmq.request.status": "\(reply.fields[2].1)"])
+                    logger.debug("replied")
+                } else if mode == .owned, inFlight.withLock({ $0.removeValue(forKey: entryID) }) == true {
+                    // Our own XAUTOCLAIM took the entry out of the group meanwhile (it was
+                    // deleted from the stream): answer it as a lost entry, once.
+                    mode = .lost
+                    continue
                 } else {
                     logger.warning("entry no longer ours (claimed by another consumer or acknowledged); reply dropped")
                 }
@@ -287,6 +330,12 @@ public final class Worker: Service, Sendable {
             } catch {
                 failures += 1
                 if Task.isCancelled || (failures > 3 && stopping && error.code == .shutdown) { return }
+                if error.isAuthenticationFailure {
+                    // The read loop sees the same refusal and stops the worker; the entry stays
+                    // pending for a worker that can write.
+                    logger.error("Redis refused the credentials; reply not written, the entry stays pending")
+                    return
+                }
                 let wait = Self.backoff(failures: failures, initial: .milliseconds(50))
                 logger.warning("could not publish reply; retrying", metadata: ["llmq.error": "\(error)"])
                 do {

@@ -18,6 +18,20 @@ public struct WorkerConfiguration: Sendable {
         public var replyMaxLength = 100_000
         /// A request's `reply_to` must start with this, so producers cannot write to arbitrary keys.
         public var replyToPrefix = "llmq:"
+        /// Dead letters are trimmed to about this many entries (`MAXLEN ~`); 0 keeps every one.
+        public var deadMaxLength = 10_000
+        /// By default a request entry is deleted when it is answered, so the request stream holds
+        /// only work not yet answered and Redis memory is bounded by what is outstanding. True
+        /// copies each answered request to ``answered`` (with its entry ID as `request`) before
+        /// deleting it: history, trimmed by ``answeredMaxLength`` and ``answeredMaxAgeSeconds``,
+        /// which can never cut off a request that is not answered yet.
+        public var keepAnswered = false
+        /// The history stream of answered requests (with ``keepAnswered``).
+        public var answered = "llmq:answered"
+        /// The history stream is trimmed to about this many entries (`MAXLEN ~`); 0 = no length bound.
+        public var answeredMaxLength = 100_000
+        /// History entries older than this are trimmed (`MINID ~`); 0 = no age bound.
+        public var answeredMaxAgeSeconds = 0
         public init() {}
     }
 
