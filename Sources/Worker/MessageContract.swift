@@ -55,10 +55,14 @@ public struct RequestRejection: Error, Sendable {
 public struct RequestParser: Sendable {
     public var limits: WorkerConfiguration.Limits
     public var replyToPrefix: String
+    /// Streams a `reply_to` may not name even under the prefix: the request stream (a reply
+    /// there would come back as a request), the dead-letter and history streams.
+    public var reservedStreams: Set<String>
 
-    public init(limits: WorkerConfiguration.Limits, replyToPrefix: String) {
+    public init(limits: WorkerConfiguration.Limits, replyToPrefix: String, reservedStreams: Set<String> = []) {
         self.limits = limits
         self.replyToPrefix = replyToPrefix
+        self.reservedStreams = reservedStreams
     }
 
     static let knownFields: Set<String> = [
@@ -101,6 +105,9 @@ public struct RequestParser: Sendable {
             }
             guard text.hasPrefix(replyToPrefix) else {
                 return reject("reply_to \"\(text)\" is not allowed: reply streams must start with \"\(replyToPrefix)\"")
+            }
+            guard !reservedStreams.contains(text) else {
+                return reject("reply_to \"\(text)\" is not allowed: it is one of llmq's own streams")
             }
             rejection.replyTo = text
         }

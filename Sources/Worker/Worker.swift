@@ -35,7 +35,10 @@ public final class Worker: Service, Sendable {
         self.stream = RequestStream(
             redis: configuration.redis, streams: configuration.streams, consumer: configuration.consumer,
             readBlock: configuration.readBlock)
-        self.parser = RequestParser(limits: configuration.limits, replyToPrefix: configuration.streams.replyToPrefix)
+        let streams = configuration.streams
+        self.parser = RequestParser(
+            limits: configuration.limits, replyToPrefix: streams.replyToPrefix,
+            reservedStreams: [streams.requests, streams.dead, streams.answered])
         self.slots = Slots(capacity: configuration.concurrency)
         var logger = logger
         logger[metadataKey: "llmq.consumer"] = "\(configuration.consumer)"
