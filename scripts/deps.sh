@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system packages llmq builds and tests with, if any is missing (Debian/Ubuntu).
 set -euo pipefail
-packages=(redis-server redis-tools libhiredis-dev libcurl4-openssl-dev pkg-config curl python3-venv)
+# docker-compose: the compose tests resolve docker-compose.yml with it (no Docker engine is needed).
+packages=(redis-server redis-tools libhiredis-dev libcurl4-openssl-dev pkg-config curl python3-venv docker-compose)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

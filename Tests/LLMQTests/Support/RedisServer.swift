@@ -11,18 +11,23 @@ final class RedisServer: @unchecked Sendable {
     let port: Int
     let directory: URL
     let appendOnly: Bool
+    /// Options given after the defaults (so they override them) and before the port, bind
+    /// address and directory (which always win).
+    let options: [String]
     private var process: Process?
 
-    private init(appendOnly: Bool) throws {
+    private init(appendOnly: Bool, options: [String]) throws {
         self.port = try freePort()
         self.appendOnly = appendOnly
+        self.options = options
         self.directory = FileManager.default.temporaryDirectory.appendingPathComponent("llmq-redis-\(port)-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
     }
 
     /// Starts a server and waits until it answers.
-    static func start(appendOnly: Bool = false) async throws -> RedisServer {
-        let server = try RedisServer(appendOnly: appendOnly)
+    /// - Parameter options: More `redis-server` options, e.g. a compose service's command.
+    static func start(appendOnly: Bool = false, options: [String] = []) async throws -> RedisServer {
+        let server = try RedisServer(appendOnly: appendOnly, options: options)
         try await server.start()
         return server
     }
@@ -38,11 +43,11 @@ final class RedisServer: @unchecked Sendable {
     func start() async throws {
         let process = Process()
         process.executableURL = try executable("redis-server")
+        // Later options win: the defaults, then `options`, then where it listens and writes.
         process.arguments = [
-            "--port", String(port), "--bind", "127.0.0.1", "--dir", directory.path, "--save", "",
-            "--appendonly", appendOnly ? "yes" : "no", "--appendfsync", "always", "--daemonize", "no",
+            "--save", "", "--appendonly", appendOnly ? "yes" : "no", "--appendfsync", "always", "--daemonize", "no",
             "--loglevel", "warning",
-        ]
+        ] + options + ["--port", String(port), "--bind", "127.0.0.1", "--dir", directory.path]
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()
@@ -52,9 +57,10 @@ final class RedisServer: @unchecked Sendable {
         let deadline = ContinuousClock.now + .seconds(10)
         while ContinuousClock.now < deadline {
             if (try? await client.send("PING")) == .simpleString("PONG") { return }
+            guard process.isRunning else { break }
             try await Task.sleep(for: .milliseconds(20))
         }
-        throw TestFailure("redis-server on port \(port) did not start")
+        throw TestFailure("redis-server \(process.arguments ?? []) did not start")
     }
 
     /// Kills the server at once (SIGKILL: no final save), as a crash would.
