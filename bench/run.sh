@@ -1,28 +1,38 @@
 #!/usr/bin/env bash
 # llmq's benchmarks, each a ratio measured side by side in one run (see docs/BENCHMARKS.md).
-#   bench/run.sh [latency|drain|slots|llama|memory|all]
+#   bench/run.sh [latency|drain|slots|llama|memory|redis-memory|all]
 # Needs a release build (make release); `drain` also the Python baseline's packages
 # (pip install -r bench/python-consumer/requirements.txt), `llama` a llama-server
 # (scripts/llama-server.sh build). Everything listens on 127.0.0.1 and stops by itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LLMQ=${LLMQ:-.build/release/llmq}
-REDIS_PORT=${REDIS_PORT:-16700}
-SIM_PORT=${SIM_PORT:-18700}
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+REDIS_PORT=${REDIS_PORT:-$(free_port)}
+SIM_PORT=${SIM_PORT:-$(free_port)}
 REDIS=redis://127.0.0.1:$REDIS_PORT
 pids=()
+redis_pid=""  # the redis-server this script started: the only one it ever stops
+
+stop_redis() {
+    if [ -n "$redis_pid" ]; then kill "$redis_pid" 2>/dev/null || true; wait "$redis_pid" 2>/dev/null || true; fi
+    redis_pid=""
+}
 
 cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    redis-cli -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
+    stop_all
+    stop_redis
 }
 trap cleanup EXIT
 
 fresh_redis() {
-    redis-cli -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
-    sleep 0.2
-    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --daemonize yes >/dev/null
+    stop_redis
+    if (exec 3<>"/dev/tcp/127.0.0.1/$REDIS_PORT") 2>/dev/null; then
+        echo "bench/run.sh: something else listens on 127.0.0.1:$REDIS_PORT; set REDIS_PORT to a free port" >&2
+        exit 1
+    fi
+    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no >/dev/null &
+    redis_pid=$!
     until redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; do sleep 0.05; done
 }
 
@@ -35,7 +45,7 @@ sim() {  # sim SLOTS TOKEN_MS
 stop_all() {
     # Workers (started last) first, so they do not see the simulator go away.
     for ((i = ${#pids[@]} - 1; i >= 0; i--)); do kill "${pids[$i]}" 2>/dev/null || true; done
-    wait 2>/dev/null || true
+    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
     pids=()
 }
 
@@ -130,12 +140,39 @@ memory() {
     stop_all
 }
 
+used_memory() { redis-cli -p "$REDIS_PORT" info memory | awk -F: '/^used_memory:/ {print $2}' | tr -d '\r'; }
+mib() { python3 -c "print(f'{$1 / 1048576:.1f} MiB')"; }
+
+redis_memory() {
+    local n=${REDIS_MEMORY_REQUESTS:-100000}
+    local prompt; prompt=$(python3 -c "print(('queue ' * 410)[:2048])")
+    echo "## Redis memory: $n requests with 2 KiB prompts through 2 workers x 64 (sim, zero model time)"
+    fresh_redis; sim 1024 0
+    local empty; empty=$(used_memory)
+    local run; run=$("$LLMQ" bench --redis-url "$REDIS" --requests "$n" --prompt "$prompt" --prefill-only)
+    local filled; filled=$(used_memory)
+    echo "empty:                 $(mib "$empty")"
+    echo "$n requests queued: $(mib "$filled") (what Redis kept forever before: every request, answered or not)"
+    worker mem1 64; worker mem2 64
+    "$LLMQ" bench --redis-url "$REDIS" --requests "$n" --collect-only --run "$run" --json 2>/dev/null \
+        | json_field '"drained at %d requests/s" % round(d["throughputPerSecond"])'
+    stop_all
+    local drained; drained=$(used_memory)
+    local replies; replies=$(redis-cli -p "$REDIS_PORT" XLEN "llmq:bench:$run")
+    local reply_bytes; reply_bytes=$(redis-cli -p "$REDIS_PORT" MEMORY USAGE "llmq:bench:$run" SAMPLES 0)
+    echo "answered:              $(mib "$drained"); XLEN llmq:requests = $(redis-cli -p "$REDIS_PORT" XLEN llmq:requests), pending = $(redis-cli -p "$REDIS_PORT" XPENDING llmq:requests llmq | head -n 1)"
+    echo "reply stream:          $replies replies, $(mib "$reply_bytes") (MEMORY USAGE), $((reply_bytes / replies)) bytes per reply"
+    echo "answered - empty - replies: $(mib $((drained - empty - reply_bytes)))"
+    python3 -c "print(f'queued / answered: {$filled / $drained:.1f}x')"
+}
+
 case "${1:-all}" in
     latency) latency ;;
     drain) drain ;;
     slots) slots ;;
     llama) llama ;;
     memory) memory ;;
-    all) latency; drain; slots; memory; llama ;;
+    redis-memory) redis_memory ;;
+    all) latency; drain; slots; memory; redis_memory; llama ;;
     *) sed -n '2,7p' "$0"; exit 2 ;;
 esac
