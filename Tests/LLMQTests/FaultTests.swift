@@ -280,8 +280,7 @@ struct FaultTests {
         _ = try await client.send("XGROUP", "CREATE", "llmq:requests", "llmq", "0", "MKSTREAM")
         let id = try await publish(client, [("prompt", "poison"), ("id", "poison-1")])
         // A consumer that took it and died five times over.
-        _ = try await client.send("XREADGROUP", "GROUP", "llmq", "ghost", "COUNT", "1", "STREAMS", "llmq:requests", ">")
-        _ = try await client.send("XCLAIM", "llmq:requests", "llmq", "ghost", "0", id, "RETRYCOUNT", "5")
+        try await abandonNextEntries(client, deliveries: 5)
         var configuration = workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: sim.url))
         configuration.recovery.claimMinIdle = .milliseconds(200)
         configuration.recovery.claimInterval = .milliseconds(100)

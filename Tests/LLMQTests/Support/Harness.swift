@@ -144,3 +144,17 @@ func publish(_ client: RedisClient, _ fields: [(String, String)], stream: String
     }
     return try await client.send(command).string ?? ""
 }
+
+/// Hands the next `count` new entries of the request stream to a consumer named "ghost" that
+/// then vanishes, as a crashed worker leaves them: pending, owned by no live worker. With
+/// `deliveries`, as if that had happened that many times (the group's delivery count).
+func abandonNextEntries(_ client: RedisClient, count: Int = 1, deliveries: Int? = nil) async throws {
+    let read = try await client.send(
+        "XREADGROUP", "GROUP", "llmq", "ghost", "COUNT", String(count), "STREAMS", "llmq:requests", ">")
+    let entries = read.array?.first?.array?.last?.array ?? []
+    guard let deliveries else { return }
+    for entry in entries {
+        guard let id = entry.array?.first?.string else { continue }
+        _ = try await client.send("XCLAIM", "llmq:requests", "llmq", "ghost", "0", id, "RETRYCOUNT", String(deliveries))
+    }
+}
