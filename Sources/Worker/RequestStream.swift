@@ -98,6 +98,19 @@ final class RequestStream: Sendable {
         return deliveries
     }
 
+    /// What the reply script did.
+    enum ReplyResult {
+        /// The reply (and any record) is written, the entry acknowledged.
+        case written
+        /// Another consumer owns the entry now, or it was acknowledged, or (lost mode) it was
+        /// answered already.
+        case notOurs
+        /// The entry is neither pending nor in the stream: it was deleted and an `XAUTOCLAIM`
+        /// took it out of the group; or this worker's own earlier attempt, whose answer was lost
+        /// with its connection, acknowledged and deleted it.
+        case goneFromGroup
+    }
+
     /// How the reply script may write a reply.
     enum ReplyMode: String {
         /// Only while this consumer owns the entry in the group's pending list; acknowledges it.
@@ -111,12 +124,11 @@ final class RequestStream: Sendable {
     /// atomic step, only if this consumer still owns the entry; then deletes the request entry
     /// (with `streams.keepAnswered`, after copying it to the history stream).
     /// - Parameter deadLetter: Field names and values of the dead-letter record, if any.
-    /// - Returns: false if the entry was no longer ours (claimed by another consumer, or
-    ///   already acknowledged, or already answered): nothing was written.
+    /// - Returns: What happened; nothing was written unless ``ReplyResult/written``.
     func reply(
         to entryID: String, stream replyStream: String, fields: [(String, String)],
         deadLetter: RedisCommand? = nil, mode: ReplyMode = .owned
-    ) async throws(RedisError) -> Bool {
+    ) async throws(RedisError) -> ReplyResult {
         var arguments = RedisCommand(
             streams.group, entryID, consumer, mode.rawValue, String(streams.replyMaxLength),
             String(streams.deadMaxLength), streams.keepAnswered ? "keep" : "delete",
@@ -129,7 +141,11 @@ final class RequestStream: Sendable {
         let marker = streams.requests + ":answered:" + entryID
         let result = try await Scripts.reply.run(
             on: writer, keys: [streams.requests, replyStream, streams.dead, streams.answered, marker], arguments: arguments)
-        return result.int == 1
+        switch result.int {
+        case 1: return .written
+        case 2: return .goneFromGroup
+        default: return .notOurs
+        }
     }
 
     /// With `keepAnswered` and a maximum age: the oldest history ID to keep (`XTRIM MINID`).
@@ -192,7 +208,8 @@ final class Script: Sendable {
 
 enum Scripts {
     /// KEYS: request stream, reply stream, dead-letter stream, history stream, "answered"
-    /// marker (lost mode).
+    /// marker (lost mode). Returns 1 when written, 0 when the entry is not ours, 2 when it is
+    /// neither pending nor in the stream (``RequestStream/ReplyResult``).
     /// ARGV: group, entry ID, consumer, mode (`owned`/`lost`), reply max length, dead-letter
     /// max length, `delete`/`keep` (the answered request entry), history max length, history
     /// minimum ID (or ""), dead-letter argument count, dead-letter fields..., reply fields...
@@ -223,6 +240,7 @@ enum Scripts {
               if redis.call('EXISTS', KEYS[5]) == 1 then return 0 end
             else
               local owner = redis.call('XPENDING', KEYS[1], group, id, id, 1)
+              if #owner == 0 and #redis.call('XRANGE', KEYS[1], id, id) == 0 then return 2 end
               if #owner == 0 or owner[1][2] ~= consumer then return 0 end
             end
             local kind = notStream(KEYS[2])

@@ -20,10 +20,7 @@ public final class Worker: Service, Sendable {
     private let logger: Logger
     private let isStopping = Atomic<Bool>(false)
     /// Entries being worked on, refreshed so that no other consumer claims them meanwhile.
-    /// The value is true once this worker's own `XAUTOCLAIM` took the entry out of the group
-    /// (it was deleted from the stream while running): its reply then goes out in
-    /// ``RequestStream/ReplyMode/lost`` mode.
-    private let inFlight = Mutex<[String: Bool]>([:])
+    private let inFlight = Mutex<Set<String>>([])
 
     /// - Parameters:
     ///   - configuration: A validated configuration.
@@ -155,21 +152,16 @@ public final class Worker: Service, Sendable {
                 let claimedAtWall = Date().timeIntervalSince1970 * 1000
                 for delivery in entries {
                     let id = delivery.entry.id
-                    let isOurs = inFlight.withLock { inFlight in
-                        if delivery.removedFromGroup {
-                            // Deleted while this worker runs it: the running task answers it.
-                            guard inFlight[id] != nil else { return false }
-                            inFlight[id] = true
-                            return true
-                        }
-                        inFlight[id] = false
-                        return false
+                    let isRunningHere = inFlight.withLock { inFlight in
+                        // Deleted while this worker runs it, and taken out of the group by our own
+                        // XAUTOCLAIM: the running task answers it (see `publish`).
+                        delivery.removedFromGroup ? inFlight.contains(id) : !inFlight.insert(id).inserted
                     }
-                    if isOurs { continue }
+                    if isRunningHere { continue }
                     slots.take()
                     group.addTask {
                         await self.handle(delivery, claimedAt: claimedAt, claimedAtWall: claimedAtWall)
-                        self.inFlight.withLock { _ = $0.removeValue(forKey: id) }
+                        self.inFlight.withLock { _ = $0.remove(id) }
                         self.slots.release()
                     }
                 }
@@ -210,7 +202,7 @@ public final class Worker: Service, Sendable {
             } catch {
                 return
             }
-            let ids = inFlight.withLock { $0.filter { !$0.value }.map(\.key) }
+            let ids = Array(inFlight.withLock { $0 })
             guard !ids.isEmpty else { continue }
             do {
                 let lost = try await stream.touch(ids)
@@ -308,21 +300,25 @@ public final class Worker: Service, Sendable {
     ) async {
         var mode = mode
         var failures = 0
+        // After a connection error an attempt may have run without our hearing of it.
+        var mayHaveWritten = false
         var replyStream = replyStream
         var reply = reply
         while true {
             do {
-                let owned = try await stream.reply(
+                switch try await stream.reply(
                     to: entryID, stream: replyStream, fields: reply.fields, deadLetter: deadLetter, mode: mode)
-                if owned {
+                {
+                case .written:
                     logger.debug("replied")
-                } else if mode == .owned, inFlight.withLock({ $0.removeValue(forKey: entryID) }) == true {
-                    // Our own XAUTOCLAIM took the entry out of the group meanwhile (it was
-                    // deleted from the stream): answer it as a lost entry, once.
+                case .goneFromGroup where mode == .owned && !mayHaveWritten:
+                    // Deleted from the stream while we ran it, and an XAUTOCLAIM (ours or another
+                    // worker's) took it out of the group: answer it as a lost entry. The marker
+                    // the lost mode sets lets only the first answer through.
                     mode = .lost
                     continue
-                } else {
-                    logger.warning("entry no longer ours (claimed by another consumer or acknowledged); reply dropped")
+                case .notOurs, .goneFromGroup:
+                    logger.warning("entry no longer ours (claimed by another consumer, acknowledged or answered); reply dropped")
                 }
                 return
             } catch where error.code == .server && replyStream != configuration.streams.replies {
@@ -332,6 +328,7 @@ public final class Worker: Service, Sendable {
                 replyStream = configuration.streams.replies
             } catch {
                 failures += 1
+                mayHaveWritten = mayHaveWritten || error.code == .connection
                 if Task.isCancelled || (failures > 3 && stopping && error.code == .shutdown) { return }
                 if error.isAuthenticationFailure {
                     // The read loop sees the same refusal and stops the worker; the entry stays

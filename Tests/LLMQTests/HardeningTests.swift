@@ -147,6 +147,37 @@ struct HardeningTests {
         await sim.stop()
     }
 
+    @Test("deleted while running, taken over by another worker's claim: still exactly one reply")
+    func deletedWhileRunningWithTwoWorkers() async throws {
+        let redis = try await RedisServer.start()
+        let sim = try await RunningSimulator.start(SimulatorConfiguration(slots: 8, tokenMilliseconds: 100))
+        let client = RedisClient(configuration: redis.configuration)
+        defer { client.shutdown() }
+        var configuration = workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: sim.url))
+        configuration.recovery.claimMinIdle = .milliseconds(300)
+        configuration.recovery.claimInterval = .milliseconds(50)
+        let workers = try (0..<2).map { _ in try RunningWorker(configuration) }
+        // 15 tokens x 100 ms: five times the claim idle time, so a claim takes each deleted
+        // entry out of the group while it runs; the owner's answer and the claimer's
+        // request_lost race, and the lost mode's marker lets one through.
+        var ids: [String] = []
+        for index in 0..<6 {
+            ids.append(try await publish(client, [("prompt", "race \(index)"), ("max_tokens", "15")]))
+        }
+        try await Task.sleep(for: .milliseconds(200))
+        for id in ids { _ = try await client.send("XDEL", "llmq:requests", id) }
+        _ = try await waitForReplies(client, count: 6, timeout: .seconds(10))
+        try await Task.sleep(for: .milliseconds(2000))
+        let replies = try await readReplies(client)
+        print("deleted while running, two workers: \(replies.filter { $0["status"] == "ok" }.count) finished answers, \(replies.filter { $0["error_code"] == "request_lost" }.count) request_lost")
+        #expect(replies.count == 6, "\(replies)")
+        #expect(Set(replies.compactMap { $0["request"] }) == Set(ids))
+        #expect(replies.allSatisfy { $0["status"] == "ok" || $0["error_code"] == "request_lost" })
+        #expect(try await pending(client) == 0)
+        for worker in workers { await worker.stop() }
+        await sim.stop()
+    }
+
     @Test("an entry deleted while pending on a dead consumer gets request_lost, once")
     func deletedWhilePendingOnDeadConsumer() async throws {
         let redis = try await RedisServer.start()
