@@ -24,7 +24,8 @@ public struct QueueStatus: Sendable, Codable {
 
     public var stream: String
     public var group: String
-    /// Entries in the request stream (acknowledged entries stay until trimmed).
+    /// Entries in the request stream: the requests not yet answered (waiting or in flight),
+    /// since workers delete each request as they answer it.
     public var length: Int
     /// Entries not yet delivered to any consumer (Redis 7 `lag`); nil when Redis cannot tell.
     public var lag: Int?
@@ -88,7 +89,7 @@ public struct QueueStatus: Sendable, Codable {
     /// A table for people.
     public var text: String {
         var lines: [String] = []
-        lines.append("stream \(stream): \(length) entries")
+        lines.append("stream \(stream): \(length) entries (requests not yet answered)")
         guard groupExists else {
             lines.append("group \(group): not created yet (a worker creates it when it starts)")
             lines.append("replies \(replies): \(repliesLength) entries; dead letters \(dead): \(deadLength) entries")
