@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import LLMQBackends
 import LLMQRedis
 import LLMQSimulator
 import Testing
@@ -224,6 +225,35 @@ struct FuzzTests {
         for worker in workers {
             worker.signal(SIGTERM)
             #expect(await worker.waitForExit() == 0)
+        }
+    }
+
+    @Test("every HTTP status from 100 to 599, with and without a body, through both APIs: an answer or a classified error")
+    func everyStatus() async throws {
+        let server = try ScriptedHTTPServer { index, _ in
+            let status = 100 + index % 500
+            let body = index / 500 % 2 == 0 ? Array(#"{"error":{"message":"status test","type":"x"}}"#.utf8) : []
+            return .respond(httpResponse(status: status, headers: [("Retry-After", "0")], body: body))
+        }
+        defer { server.stop() }
+        for kind in [BackendConfiguration.Kind.llamaCpp, .ollama] {
+            var configuration = BackendConfiguration(kind: kind, endpoint: server.url)
+            configuration.model = "m"
+            configuration.requestTimeout = .seconds(2)
+            let backend = try makeChatBackend(configuration, maxConcurrentRequests: 16)
+            defer { backend.shutdown() }
+            var outcomes: [String: Int] = [:]
+            for _ in 0..<1000 {
+                do {
+                    _ = try await backend.complete(ChatRequest(messages: [ChatMessage(role: .user, content: "hi")], maxTokens: 2))
+                    outcomes["ok", default: 0] += 1
+                } catch {
+                    outcomes[error.code.rawValue, default: 0] += 1
+                }
+            }
+            print("everyStatus \(kind.rawValue): \(outcomes.sorted { $0.key < $1.key })")
+            #expect(outcomes.values.reduce(0, +) == 1000)
+            #expect(Set(outcomes.keys).isSubset(of: Self.backendErrorCodes), "200 with an error body is no completion")
         }
     }
 
