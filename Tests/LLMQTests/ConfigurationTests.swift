@@ -28,6 +28,38 @@ struct ConfigurationTests {
         #expect(configuration.redis.port == 2222)
     }
 
+    @Test("an empty environment variable means not set, as compose passes them")
+    func emptyEnvironmentValues() throws {
+        let environment = [
+            "LLMQ_BACKEND_MODEL": "", "LLMQ_CONCURRENCY": " ", "LLMQ_FALLBACK_TYPE": "", "LLMQ_REDIS_URL": "",
+            "LLMQ_STREAMS_KEEP_ANSWERED": "",
+        ]
+        let configuration = try ConfigurationLoader.load(file: nil, environment: environment, defaultConsumer: "c")
+        #expect(configuration.backend.model == nil)
+        #expect(configuration.concurrency == 4)
+        #expect(configuration.fallback == nil)
+        #expect(configuration.redis.port == 6379)
+        #expect(!configuration.streams.keepAnswered)
+    }
+
+    @Test("stream retention keys: history on, bounds, and a history stream that collides is refused")
+    func retention() throws {
+        let environment = [
+            "LLMQ_STREAMS_KEEP_ANSWERED": "true", "LLMQ_STREAMS_ANSWERED_MAX_LENGTH": "500",
+            "LLMQ_STREAMS_ANSWERED_MAX_AGE_SECONDS": "86400", "LLMQ_STREAMS_DEAD_MAX_LENGTH": "0",
+        ]
+        let configuration = try ConfigurationLoader.load(file: nil, environment: environment, defaultConsumer: "c")
+        #expect(configuration.streams.keepAnswered)
+        #expect(configuration.streams.answeredMaxLength == 500)
+        #expect(configuration.streams.answeredMaxAgeSeconds == 86400)
+        #expect(configuration.streams.deadMaxLength == 0)
+        let collides = try writeConfig(#"{"streams": {"keepAnswered": true, "answered": "llmq:replies"}}"#)
+        #expect(throws: ConfigurationError.self) { try ConfigurationLoader.load(file: collides, environment: [:], defaultConsumer: "c") }
+        #expect(throws: ConfigurationError.self) {
+            try ConfigurationLoader.load(file: nil, environment: ["LLMQ_STREAMS_KEEP_ANSWERED": "maybe"], defaultConsumer: "c")
+        }
+    }
+
     @Test("LLMQ_CONFIG names the file when --config is not given")
     func configFromEnvironment() throws {
         let file = try writeConfig(#"{"consumer": "from-file"}"#)
