@@ -138,7 +138,8 @@ final class RequestStream: Sendable {
             arguments.append(name)
             arguments.append(value)
         }
-        let marker = streams.requests + ":answered:" + entryID
+        // Lost mode only: set when the entry is answered, for a day, so the answer goes out once.
+        let marker = streams.requests + ":lost:" + entryID
         let result = try await Scripts.reply.run(
             on: writer, keys: [streams.requests, replyStream, streams.dead, streams.answered, marker], arguments: arguments)
         switch result.int {
