@@ -56,8 +56,6 @@ public final class HTTPClient: Sendable {
     /// Performs the request and returns the whole response, whatever its status.
     /// - Throws: ``HTTPClientError`` when no response arrived.
     public func execute(_ request: HTTPRequest) async throws(HTTPClientError) -> HTTPResponse {
-        // A task cancelled already (a worker shutting down) never starts a transfer.
-        if Task.isCancelled { throw HTTPClientError(.cancelled, "request cancelled before it started") }
         let transfer = Transfer(request: request, configuration: configuration)
         let id = ObjectIdentifier(transfer)
         let result: Result<HTTPResponse, HTTPClientError> = await withTaskCancellationHandler {
@@ -68,8 +66,8 @@ public final class HTTPClient: Sendable {
                 }
             }
         } onCancel: {
-            // The flag covers a cancellation that lands before the thread has started the
-            // transfer; the command stops one that is running.
+            // Runs at once for a task cancelled already. The flag stops a transfer the thread has
+            // not started yet (it never starts); the command stops one that is running.
             transfer.isCancelled.store(true, ordering: .relaxed)
             _ = submit(.cancel(id))
         }

@@ -42,9 +42,8 @@ final class RedisConnection {
         for command in setup {
             if case .error(let message) = try readReply() {
                 // Never echo AUTH's arguments: they hold the password.
-                let refused = ["WRONGPASS", "NOAUTH", "NOPERM", "ERR AUTH", "ERR invalid password", "ERR Client sent AUTH"]
-                    .contains { message.hasPrefix($0) }
-                throw RedisError(refused ? .authentication : .connection, "\(command.description) failed: \(message)")
+                let code: RedisError.Code = RedisError.isRefusal(message) ? .authentication : .connection
+                throw RedisError(code, "\(command.description) failed: \(message)")
             }
         }
     }

@@ -29,7 +29,13 @@ public struct RedisError: Error, Sendable, Hashable, CustomStringConvertible {
     /// True when the server refused who we are or what we may do (`WRONGPASS`, `NOAUTH`,
     /// `NOPERM`): a configuration problem that no retry fixes.
     public var isAuthenticationFailure: Bool {
-        code == .authentication || isServerError("NOAUTH") || isServerError("WRONGPASS") || isServerError("NOPERM")
+        code == .authentication || code == .server && Self.isRefusal(message)
+    }
+
+    /// Whether an error reply refuses the credentials or the ACL user's rights.
+    static func isRefusal(_ message: String) -> Bool {
+        ["WRONGPASS", "NOAUTH", "NOPERM", "ERR AUTH", "ERR invalid password", "ERR Client sent AUTH"]
+            .contains { message.hasPrefix($0) }
     }
 
     public var description: String {

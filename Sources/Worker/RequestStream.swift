@@ -208,8 +208,8 @@ final class Script: Sendable {
 }
 
 enum Scripts {
-    /// KEYS: request stream, reply stream, dead-letter stream, history stream, "answered"
-    /// marker (lost mode). Returns 1 when written, 0 when the entry is not ours, 2 when it is
+    /// KEYS: request stream, reply stream, dead-letter stream, history stream, lost-entry
+    /// marker (`<requests>:lost:<id>`, lost mode only). Returns 1 when written, 0 when the entry is not ours, 2 when it is
     /// neither pending nor in the stream (``RequestStream/ReplyResult``).
     /// ARGV: group, entry ID, consumer, mode (`owned`/`lost`), reply max length, dead-letter
     /// max length, `delete`/`keep` (the answered request entry), history max length, history
