@@ -47,6 +47,7 @@ public enum ConfigurationLoader {
         ("streams.answered", "history stream of answered requests (default llmq:answered)"),
         ("streams.answeredMaxLength", "approximate cap on the history stream's length, 0 = none (default 100000)"),
         ("streams.answeredMaxAgeSeconds", "trim history entries older than this, 0 = none (default 0)"),
+        ("streams.stats", "hash of reply counts by status and error code (default llmq:stats)"),
         ("backend.type", "llama-cpp, ollama or openai (default llama-cpp)"),
         ("backend.endpoint", "base URL or full API path (default per type)"),
         ("backend.model", "model name (required for ollama and openai)"),
@@ -72,9 +73,14 @@ public enum ConfigurationLoader {
         ("recovery.claimMinIdleMs", "idle time after which another worker takes over an entry (default 60000)"),
         ("recovery.claimIntervalMs", "how often to look for such entries (default 5000)"),
         ("recovery.maxDeliveries", "deliveries before an entry is dead-lettered (default 5)"),
+        ("recovery.deleteIdleConsumersAfterSeconds", "remove consumers idle this long with nothing pending, 0 = never (default 600)"),
         ("shutdownGraceSeconds", "time in-flight requests get to finish on SIGTERM (default 30)"),
         ("readBlockMs", "XREADGROUP BLOCK time (default 2000)"),
         ("logLevel", "trace, debug, info, notice, warning, error or critical (default info)"),
+        ("logFormat", "text or json (one JSON object per line) (default text)"),
+        ("metrics.port", "port for /metrics, /healthz and /readyz, 0 = no listener (default 0)"),
+        ("metrics.host", "address the metrics listener binds (default 127.0.0.1)"),
+        ("metrics.queueIntervalMs", "how often each worker reads the queue gauges from Redis (default 5000)"),
     ]
 
     /// The environment variable for a key: `backend.apiKeyFile` -> `LLMQ_BACKEND_API_KEY_FILE`.
@@ -312,12 +318,16 @@ private struct Values {
         if let value = try int("streams.answeredMaxAgeSeconds", in: 0...(100 * 365 * 86_400)) {
             configuration.streams.answeredMaxAgeSeconds = value
         }
+        if let value = try nonEmptyString("streams.stats") { configuration.streams.stats = value }
         let streams = configuration.streams
         if streams.replies == streams.requests {
             throw error(has("streams.replies") ? "streams.replies" : "streams.requests", "the reply stream must differ from the request stream")
         }
         if streams.keepAnswered && [streams.requests, streams.replies, streams.dead].contains(streams.answered) {
             throw error("streams.answered", "the history stream must differ from the request, reply and dead-letter streams")
+        }
+        if [streams.requests, streams.replies, streams.dead].contains(streams.stats) {
+            throw error("streams.stats", "the stats hash must differ from the request, reply and dead-letter streams")
         }
         if streams.dead == streams.requests {
             throw error(has("streams.dead") ? "streams.dead" : "streams.requests", "the dead-letter stream must differ from the request stream")
@@ -340,9 +350,20 @@ private struct Values {
         if let value = try seconds("recovery.claimMinIdleMs", scale: 0.001, in: 100...86_400_000) { configuration.recovery.claimMinIdle = value }
         if let value = try seconds("recovery.claimIntervalMs", scale: 0.001, in: 10...3_600_000) { configuration.recovery.claimInterval = value }
         if let value = try int("recovery.maxDeliveries", in: 1...1000) { configuration.recovery.maxDeliveries = value }
+        if let value = try seconds("recovery.deleteIdleConsumersAfterSeconds", in: 0...(365 * 86_400)) {
+            configuration.recovery.deleteIdleConsumersAfter = value == .zero ? nil : value
+        }
         if let value = try seconds("shutdownGraceSeconds", in: 0...86_400) { configuration.shutdownGrace = value }
         if let value = try seconds("readBlockMs", scale: 0.001, in: 1...60_000) { configuration.readBlock = value }
         if let value = try choice("logLevel", Logger.Level.allCases.map { ($0.rawValue, $0) }) { configuration.logLevel = value }
+        if let value = try choice("logFormat", WorkerConfiguration.LogFormat.allCases.map { ($0.rawValue, $0) }) {
+            configuration.logFormat = value
+        }
+        if let value = try int("metrics.port", in: 0...65535) { configuration.metrics.port = value == 0 ? nil : value }
+        if let value = try nonEmptyString("metrics.host") { configuration.metrics.host = value }
+        if let value = try seconds("metrics.queueIntervalMs", scale: 0.001, in: 100...3_600_000) {
+            configuration.metrics.queueInterval = value
+        }
         return configuration
     }
 

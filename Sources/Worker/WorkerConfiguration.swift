@@ -32,6 +32,10 @@ public struct WorkerConfiguration: Sendable {
         public var answeredMaxLength = 100_000
         /// History entries older than this are trimmed (`MINID ~`); 0 = no age bound.
         public var answeredMaxAgeSeconds = 0
+        /// A hash of reply counts that workers increment in the same atomic step as each reply:
+        /// `replies:ok`, `replies:error` and `error:<code>` (the totals `llmq status` turns into
+        /// rates). It counts every reply, wherever its `reply_to` sent it.
+        public var stats = "llmq:stats"
         public init() {}
     }
 
@@ -72,7 +76,29 @@ public struct WorkerConfiguration: Sendable {
         public var claimInterval: Duration = .seconds(5)
         /// An entry delivered this many times goes to the dead-letter stream.
         public var maxDeliveries = 5
+        /// A consumer with nothing pending and idle this long is removed from the group by the
+        /// other workers (scaled-down or killed workers leave their names behind); nil never.
+        public var deleteIdleConsumersAfter: Duration? = .seconds(600)
         public init() {}
+    }
+
+    /// The HTTP listener for `/metrics`, `/healthz` and `/readyz`.
+    public struct Metrics: Sendable, Hashable {
+        /// The port; nil (the default) serves no listener.
+        public var port: Int?
+        /// The address to bind. Loopback by default; the container image sets 0.0.0.0.
+        public var host = "127.0.0.1"
+        /// How often each worker reads the queue gauges (length, lag, pending) from Redis.
+        public var queueInterval: Duration = .seconds(5)
+        public init() {}
+    }
+
+    /// How log lines are written on stderr.
+    public enum LogFormat: String, Sendable, Hashable, CaseIterable {
+        /// `timestamp level label: metadata message`, for people.
+        case text
+        /// One JSON object per line, for Loki, Elasticsearch and other collectors.
+        case json
     }
 
     public var redis = RedisConfiguration()
@@ -93,6 +119,8 @@ public struct WorkerConfiguration: Sendable {
     /// How long one `XREADGROUP` waits for new entries.
     public var readBlock: Duration = .seconds(2)
     public var logLevel: Logger.Level = .info
+    public var logFormat: LogFormat = .text
+    public var metrics = Metrics()
 
     public init(
         consumer: String,
