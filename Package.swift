@@ -13,6 +13,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.1.0"),
     ],
     targets: [
         // C libraries, one thin system-library target each.
@@ -35,6 +37,7 @@ let package = Package(
             dependencies: [
                 "CHiredis",
                 .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "Metrics", package: "swift-metrics"),
             ],
             path: "Sources/Redis"
         ),
@@ -53,6 +56,7 @@ let package = Package(
             dependencies: [
                 "LLMQHTTP",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
             ],
             path: "Sources/Backends"
         ),
@@ -63,9 +67,23 @@ let package = Package(
                 "LLMQRedis",
                 "LLMQBackends",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             path: "Sources/Worker"
+        ),
+        // What operators watch: Prometheus metrics with their help texts, the HTTP listener for
+        // /metrics, /healthz and /readyz, and JSON log lines.
+        .target(
+            name: "LLMQTelemetry",
+            dependencies: [
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            path: "Sources/Telemetry"
         ),
         // An LLM server simulator speaking llama-server's and Ollama's HTTP APIs.
         .target(
@@ -81,7 +99,10 @@ let package = Package(
             dependencies: [
                 "LLMQWorker",
                 "LLMQSimulator",
+                "LLMQTelemetry",
+                "LLMQHTTP",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
@@ -95,7 +116,9 @@ let package = Package(
                 "LLMQBackends",
                 "LLMQWorker",
                 "LLMQSimulator",
+                "LLMQTelemetry",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             path: "Tests/LLMQTests"

@@ -1,4 +1,5 @@
 import Logging
+import Metrics
 import Synchronization
 
 /// Retries transient failures with exponential backoff and jitter, and moves to a fallback
@@ -65,7 +66,7 @@ public final class ResilientBackend: Sendable {
         self.primary = primary
         self.fallback = fallback
         self.retry = retry
-        self.breaker = CircuitBreaker(policy: breaker)
+        self.breaker = CircuitBreaker(policy: breaker, backend: primary.name)
         self.logger = logger
     }
 
@@ -110,11 +111,14 @@ public final class ResilientBackend: Sendable {
             case .granted(let isProbe):
                 attempt += 1
                 attempts += 1
+                if attempt > 1 { BackendMetrics.retry(primary.name) }
                 do {
                     let completion = try await primary.complete(request)
+                    BackendMetrics.attempt(primary.name, .ok)
                     breaker.recordSuccess()
                     return Outcome(completion: completion, attempts: attempts)
                 } catch {
+                    BackendMetrics.attempt(primary.name, error.isTransient ? .transientError : .permanentError)
                     if Task.isCancelled {
                         // A cancelled probe proved nothing: let the next request probe.
                         if isProbe { breaker.releaseProbe() }
@@ -138,11 +142,16 @@ public final class ResilientBackend: Sendable {
             }
         }
         if let fallback {
+            BackendMetrics.fallback(fallback.name)
             for attempt in 1...retry.maxAttempts {
                 attempts += 1
+                if attempt > 1 { BackendMetrics.retry(fallback.name) }
                 do {
-                    return Outcome(completion: try await fallback.complete(request), attempts: attempts)
+                    let completion = try await fallback.complete(request)
+                    BackendMetrics.attempt(fallback.name, .ok)
+                    return Outcome(completion: completion, attempts: attempts)
                 } catch {
+                    BackendMetrics.attempt(fallback.name, error.isTransient ? .transientError : .permanentError)
                     lastError = error
                     if !error.isTransient || Task.isCancelled { break }
                 }
@@ -183,9 +192,13 @@ final class CircuitBreaker: Sendable {
 
     private let policy: ResilientBackend.BreakerPolicy
     private let state = Mutex(State())
+    /// `llmq_backend_circuit_open`: 1 from the opening failure until a success closes it.
+    private let openGauge: Gauge
 
-    init(policy: ResilientBackend.BreakerPolicy) {
+    init(policy: ResilientBackend.BreakerPolicy, backend: String = "") {
         self.policy = policy
+        self.openGauge = Gauge(label: "llmq_backend_circuit_open", dimensions: [("backend", backend)])
+        openGauge.record(0)
     }
 
     func isOpen(at now: ContinuousClock.Instant) -> Bool {
@@ -224,14 +237,16 @@ final class CircuitBreaker: Sendable {
     }
 
     func recordSuccess() {
-        state.withLock { state in
-            state = State()
+        let wasOpen = state.withLock { state in
+            defer { state = State() }
+            return state.openUntil != nil
         }
+        if wasOpen { openGauge.record(0) }
     }
 
     /// Returns true when this failure opened the circuit.
     func recordFailure(wasProbe: Bool) -> Bool {
-        state.withLock { state in
+        let opened = state.withLock { state in
             state.consecutiveFailures += 1
             if wasProbe || (state.openUntil == nil && state.consecutiveFailures >= policy.failureThreshold) {
                 state.openUntil = ContinuousClock.now + policy.openDuration
@@ -240,5 +255,28 @@ final class CircuitBreaker: Sendable {
             }
             return false
         }
+        if opened { openGauge.record(1) }
+        return opened
+    }
+}
+
+/// The backend metrics (swift-metrics; `llmq worker` exports them to Prometheus).
+enum BackendMetrics {
+    enum Result: String {
+        case ok
+        case transientError = "transient_error"
+        case permanentError = "permanent_error"
+    }
+
+    static func attempt(_ backend: String, _ result: Result) {
+        Counter(label: "llmq_backend_attempts_total", dimensions: [("backend", backend), ("result", result.rawValue)]).increment()
+    }
+
+    static func retry(_ backend: String) {
+        Counter(label: "llmq_backend_retries_total", dimensions: [("backend", backend)]).increment()
+    }
+
+    static func fallback(_ backend: String) {
+        Counter(label: "llmq_fallbacks_total", dimensions: [("backend", backend)]).increment()
     }
 }

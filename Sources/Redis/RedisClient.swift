@@ -1,5 +1,6 @@
 import DequeModule
 import Foundation
+import Metrics
 
 /// A Redis client with one connection and one I/O thread of its own.
 ///
@@ -103,6 +104,7 @@ public final class RedisClient: Sendable {
 
     private func runLoop() {
         var connection: RedisConnection?
+        var hasConnected = false
         while true {
             condition.lock()
             while state.queue.isEmpty && !state.isShutdown {
@@ -126,6 +128,8 @@ public final class RedisClient: Sendable {
                 do {
                     let connected = try RedisConnection(configuration: configuration, clientName: clientName)
                     connection = connected
+                    if hasConnected { Counter(label: "llmq_redis_reconnects_total").increment() }
+                    hasConnected = true
                     condition.lock()
                     state.fileDescriptor = connected.fileDescriptor
                     condition.unlock()

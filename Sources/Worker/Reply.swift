@@ -4,6 +4,13 @@ import LLMQBackends
 /// The fields of a reply entry, in the order the README documents them.
 struct Reply {
     var fields: [(String, String)] = []
+    /// `ok` or `error`, as in the `status` field.
+    var status = ""
+    /// The `error_code` field of an error reply; empty for `ok`.
+    var errorCode = ""
+    /// The backend named in the reply (the one that answered, or that failed); empty when the
+    /// request never reached one (rejected, dead-lettered).
+    var backend = ""
 
     mutating func add(_ name: String, _ value: String?) {
         if let value { fields.append((name, value)) }
@@ -24,6 +31,7 @@ struct Reply {
         reply.add("id", callerID ?? entryID)
         reply.add("request", entryID)
         reply.add("status", status)
+        reply.status = status
         return reply
     }
 
@@ -35,6 +43,7 @@ struct Reply {
         reply.add("finish_reason", completion.finishReason ?? "")
         reply.add("model", completion.model ?? "")
         reply.add("backend", completion.backend)
+        reply.backend = completion.backend
         reply.add("prompt_tokens", completion.promptTokens)
         reply.add("completion_tokens", completion.completionTokens)
         reply.add("prompt_ms", milliseconds: completion.promptMilliseconds)
@@ -47,8 +56,10 @@ struct Reply {
     static func error(callerID: String?, entryID: String, code: String, message: String, backend: String? = nil, attempts: Int? = nil) -> Reply {
         var reply = head(callerID: callerID, entryID: entryID, status: "error")
         reply.add("error_code", code)
+        reply.errorCode = code
         reply.add("error", message)
         reply.add("backend", backend)
+        reply.backend = backend ?? ""
         reply.add("attempts", attempts)
         return reply
     }

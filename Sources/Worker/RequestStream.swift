@@ -125,14 +125,18 @@ final class RequestStream: Sendable {
     /// (with `streams.keepAnswered`, after copying it to the history stream).
     /// - Parameter deadLetter: Field names and values of the dead-letter record, if any.
     /// - Returns: What happened; nothing was written unless ``ReplyResult/written``.
+    /// - Parameters:
+    ///   - status: `ok` or `error`, counted in the stats hash with `errorCode`.
     func reply(
         to entryID: String, stream replyStream: String, fields: [(String, String)],
+        status: String, errorCode: String,
         deadLetter: RedisCommand? = nil, mode: ReplyMode = .owned
     ) async throws(RedisError) -> ReplyResult {
         var arguments = RedisCommand(
             streams.group, entryID, consumer, mode.rawValue, String(streams.replyMaxLength),
             String(streams.deadMaxLength), streams.keepAnswered ? "keep" : "delete",
-            String(streams.answeredMaxLength), answeredMinimumID(), String(deadLetter?.argumentCount ?? 0))
+            String(streams.answeredMaxLength), answeredMinimumID(), status, errorCode,
+            String(deadLetter?.argumentCount ?? 0))
         if let deadLetter { arguments.append(contentsOf: deadLetter) }
         for (name, value) in fields {
             arguments.append(name)
@@ -141,7 +145,8 @@ final class RequestStream: Sendable {
         // Lost mode only: set when the entry is answered, for a day, so the answer goes out once.
         let marker = streams.requests + ":lost:" + entryID
         let result = try await Scripts.reply.run(
-            on: writer, keys: [streams.requests, replyStream, streams.dead, streams.answered, marker], arguments: arguments)
+            on: writer, keys: [streams.requests, replyStream, streams.dead, streams.answered, marker, streams.stats],
+            arguments: arguments)
         switch result.int {
         case 1: return .written
         case 2: return .goneFromGroup
@@ -164,6 +169,18 @@ final class RequestStream: Sendable {
         guard !ids.isEmpty else { return [] }
         let result = try await Scripts.touch.run(
             on: writer, keys: [streams.requests], arguments: RedisCommand([streams.group, consumer] + ids))
+        return result.array?.compactMap(\.string) ?? []
+    }
+
+    /// Removes from the group the consumers that have nothing pending and have been idle for at
+    /// least `minIdle`, other than this one (`XGROUP DELCONSUMER`, checked and done in one
+    /// script, so a consumer that has just taken an entry is never removed with it).
+    /// - Parameter only: Consider only this consumer (a worker removing itself on shutdown).
+    /// - Returns: The names removed.
+    func deleteIdleConsumers(minIdle: Duration, only: String? = nil) async throws(RedisError) -> [String] {
+        let result = try await Scripts.deleteIdleConsumers.run(
+            on: writer, keys: [streams.requests],
+            arguments: RedisCommand(streams.group, String(minIdle.milliseconds), only == nil ? consumer : "", only ?? ""))
         return result.array?.compactMap(\.string) ?? []
     }
 
@@ -209,11 +226,17 @@ final class Script: Sendable {
 
 enum Scripts {
     /// KEYS: request stream, reply stream, dead-letter stream, history stream, lost-entry
-    /// marker (`<requests>:lost:<id>`, lost mode only). Returns 1 when written, 0 when the entry is not ours, 2 when it is
-    /// neither pending nor in the stream (``RequestStream/ReplyResult``).
+    /// marker (`<requests>:lost:<id>`, lost mode only), stats hash. Returns 1 when written, 0
+    /// when the entry is not ours, 2 when it is neither pending nor in the stream
+    /// (``RequestStream/ReplyResult``).
     /// ARGV: group, entry ID, consumer, mode (`owned`/`lost`), reply max length, dead-letter
     /// max length, `delete`/`keep` (the answered request entry), history max length, history
-    /// minimum ID (or ""), dead-letter argument count, dead-letter fields..., reply fields...
+    /// minimum ID (or ""), status, error code (or ""), dead-letter argument count, dead-letter
+    /// fields..., reply fields...
+    ///
+    /// The stats hash counts `replies:<status>` and `error:<code>` with each reply written; a
+    /// stats key of another type, or a field that is not a counter, is left alone (the counts
+    /// are a convenience, the reply is not).
     ///
     /// Checks everything before the first write, writes, and acknowledges last: a script is not
     /// rolled back when a command fails, so no command that can fail may come after a write,
@@ -224,7 +247,9 @@ enum Scripts {
             local group, id, consumer, mode = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
             local replyMax, deadMax = tonumber(ARGV[5]), tonumber(ARGV[6])
             local keep, historyMax, historyMinID = ARGV[7] == 'keep', tonumber(ARGV[8]), ARGV[9]
-            local deadCount = tonumber(ARGV[10])
+            local status, errorCode = ARGV[10], ARGV[11]
+            local deadCount = tonumber(ARGV[12])
+            local first = 13
             local function notStream(key)
               local kind = redis.call('TYPE', key)['ok']
               if kind == 'stream' or kind == 'none' then return nil end
@@ -249,7 +274,7 @@ enum Scripts {
               return redis.error_reply('WRONGTYPE reply key ' .. KEYS[2] .. ' holds a ' .. kind .. ', not a stream')
             end
             local reply = {}
-            for i = 11 + deadCount, #ARGV do reply[#reply + 1] = ARGV[i] end
+            for i = first + deadCount, #ARGV do reply[#reply + 1] = ARGV[i] end
             if deadCount > 0 then
               kind = notStream(KEYS[3])
               if kind then
@@ -276,10 +301,22 @@ enum Scripts {
                 end
               end
             end
+            local counters = {'replies:' .. status}
+            if errorCode ~= '' then counters[2] = 'error:' .. errorCode end
+            local statsKind = redis.call('TYPE', KEYS[6])['ok']
+            if statsKind == 'hash' then
+              for _, field in ipairs(counters) do
+                local count = redis.call('HGET', KEYS[6], field)
+                if count and not (string.match(count, '^%d+$') and #count < 18) then counters = {} end
+              end
+            elseif statsKind ~= 'none' then
+              counters = {}
+            end
             add(KEYS[2], replyMax, reply)
+            for _, field in ipairs(counters) do redis.call('HINCRBY', KEYS[6], field, 1) end
             if deadCount > 0 then
               local record = {}
-              for i = 11, 10 + deadCount do record[#record + 1] = ARGV[i] end
+              for i = first, first - 1 + deadCount do record[#record + 1] = ARGV[i] end
               add(KEYS[3], deadMax, record)
             end
             if mode == 'lost' then
@@ -313,6 +350,30 @@ enum Scripts {
               end
             end
             return lost
+            """)
+}
+
+extension Scripts {
+    /// KEYS: request stream. ARGV: group, minimum idle ms, a name to keep ("" none), the only
+    /// name to consider ("" all). Returns the names removed. A missing stream or group removes
+    /// nothing. `XINFO CONSUMERS` rows are flat name/value arrays (RESP2, as scripts see them).
+    static let deleteIdleConsumers = Script(
+        source: """
+            if redis.call('EXISTS', KEYS[1]) == 0 then return {} end
+            local ok, consumers = pcall(redis.call, 'XINFO', 'CONSUMERS', KEYS[1], ARGV[1])
+            if not ok then return {} end
+            local minIdle, keep, only = tonumber(ARGV[2]), ARGV[3], ARGV[4]
+            local removed = {}
+            for _, row in ipairs(consumers) do
+              local info = {}
+              for i = 1, #row, 2 do info[row[i]] = row[i + 1] end
+              local name = info['name']
+              if name ~= keep and (only == '' or name == only) and info['pending'] == 0 and info['idle'] >= minIdle then
+                redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], name)
+                removed[#removed + 1] = name
+              end
+            end
+            return removed
             """)
 }
 

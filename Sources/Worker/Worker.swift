@@ -21,6 +21,8 @@ public final class Worker: Service, Sendable {
     private let isStopping = Atomic<Bool>(false)
     /// Entries being worked on, refreshed so that no other consumer claims them meanwhile.
     private let inFlight = Mutex<Set<String>>([])
+    private let metrics: WorkerMetrics
+    private let health: WorkerHealth
 
     /// - Parameters:
     ///   - configuration: A validated configuration.
@@ -37,6 +39,8 @@ public final class Worker: Service, Sendable {
             limits: configuration.limits, replyToPrefix: streams.replyToPrefix,
             reservedStreams: [streams.requests, streams.dead, streams.answered])
         self.slots = Slots(capacity: configuration.concurrency)
+        self.metrics = WorkerMetrics(configuration: configuration)
+        self.health = WorkerHealth(configuration: configuration)
         var logger = logger
         logger[metadataKey: "llmq.consumer"] = "\(configuration.consumer)"
         self.logger = logger
@@ -81,6 +85,12 @@ public final class Worker: Service, Sendable {
         try await withGracefulShutdownHandler {
             await withDiscardingTaskGroup { group in
                 group.addTask { await self.refreshLoop() }
+                if configuration.metrics.port != nil {
+                    group.addTask { await self.queueGaugeLoop() }
+                }
+                if let idle = configuration.recovery.deleteIdleConsumersAfter {
+                    group.addTask { await self.tidyLoop(idle: idle) }
+                }
                 if let error = await readLoop(group: &group) {
                     // Nothing more is read; requests in flight finish and reply as on shutdown.
                     fatal.withLock { $0 = error }
@@ -92,6 +102,7 @@ public final class Worker: Service, Sendable {
                 }
                 group.cancelAll()
             }
+            await removeSelfFromGroup()
             try Task.checkCancellation()
         } onGracefulShutdown: {
             self.stop()
@@ -106,11 +117,29 @@ public final class Worker: Service, Sendable {
     /// Stops taking new entries; requests in flight go on.
     public func stop() {
         isStopping.store(true, ordering: .relaxed)
+        health.markStopping()
+        metrics.ready.record(0)
         stream.reader.interrupt()
         slots.wakeReader()
     }
 
     private var stopping: Bool { isStopping.load(ordering: .relaxed) || Task.isCancelled }
+
+    // MARK: - Health
+
+    /// `/healthz`: false when the read loop has been in one wait longer than it can legitimately
+    /// last (see ``WorkerHealth``).
+    public func liveness() -> (isHealthy: Bool, detail: String) {
+        health.liveness()
+    }
+
+    /// `/readyz`: Redis answered the last call, the group exists, and the backend can take
+    /// requests (its circuit is closed, or a fallback is configured). Also sets `llmq_ready`.
+    public func readiness() -> (isReady: Bool, detail: String) {
+        let verdict = health.readiness(circuitOpenWithoutFallback: backend.fallback == nil && backend.isPrimaryOpen)
+        metrics.ready.record(verdict.isReady ? 1 : 0)
+        return verdict
+    }
 
     // MARK: - Reading
 
@@ -122,14 +151,20 @@ public final class Worker: Service, Sendable {
         var claimCursor = "0-0"
         var nextClaim = ContinuousClock.now
         while !stopping {
+            health.enter(.working)
             do {
                 if !groupReady {
                     try await stream.ensureGroup()
                     groupReady = true
+                    health.redisSucceeded(groupReady: true)
+                    _ = readiness()
                     if failures > 0 { logger.info("connected to Redis again") }
                 }
+                health.enter(.waitingForBackend)
                 try await backend.waitUntilAvailable()
+                health.enter(.waitingForSlot)
                 let free = await slots.waitForFree()
+                health.enter(.working)
                 if stopping || free == 0 { continue }
 
                 var entries: [RequestStream.Delivery] = []
@@ -139,6 +174,7 @@ public final class Worker: Service, Sendable {
                         minIdle: configuration.recovery.claimMinIdle, count: free, cursor: &claimCursor)
                     nextClaim = ContinuousClock.now + configuration.recovery.claimInterval
                     if !entries.isEmpty {
+                        metrics.claims.increment(by: entries.count)
                         logger.notice("claimed entries idle on other consumers", metadata: ["llmq.count": "\(entries.count)"])
                     }
                 }
@@ -148,6 +184,7 @@ public final class Worker: Service, Sendable {
                     }
                 }
                 failures = 0
+                health.redisSucceeded(groupReady: true)
                 let claimedAt = ContinuousClock.now
                 let claimedAtWall = Date().timeIntervalSince1970 * 1000
                 for delivery in entries {
@@ -159,14 +196,17 @@ public final class Worker: Service, Sendable {
                     }
                     if isRunningHere { continue }
                     slots.take()
+                    metrics.inFlight.record(slots.inUse)
                     group.addTask {
                         await self.handle(delivery, claimedAt: claimedAt, claimedAtWall: claimedAtWall)
                         self.inFlight.withLock { _ = $0.remove(id) }
                         self.slots.release()
+                        self.metrics.inFlight.record(self.slots.inUse)
                     }
                 }
             } catch let error as RedisError {
                 if stopping { break }
+                health.redisFailed(error.description)
                 if error.isAuthenticationFailure {
                     stream.reader.interrupt()
                     return WorkerError(.redisAuthentication, error.message)
@@ -207,6 +247,7 @@ public final class Worker: Service, Sendable {
             do {
                 let lost = try await stream.touch(ids)
                 if !lost.isEmpty {
+                    metrics.leaseLosses.increment(by: lost.count)
                     logger.warning("entries in flight were claimed by another consumer; their replies will be dropped", metadata: [
                         "llmq.count": "\(lost.count)"
                     ])
@@ -214,6 +255,58 @@ public final class Worker: Service, Sendable {
             } catch {
                 logger.warning("could not refresh entries in flight", metadata: ["llmq.error": "\(error)"])
             }
+        }
+    }
+
+    /// Reads the queue's length, lag and pending entries for the gauges, every
+    /// `metrics.queueInterval`.
+    private func queueGaugeLoop() async {
+        while !Task.isCancelled {
+            do {
+                let status = try await QueueStatus.read(from: stream.writer, streams: configuration.streams)
+                metrics.queue.record(status)
+            } catch {
+                logger.debug("could not read the queue gauges", metadata: ["llmq.error": "\(error)"])
+            }
+            _ = readiness()
+            do {
+                try await Task.sleep(for: configuration.metrics.queueInterval)
+            } catch {
+                return
+            }
+        }
+    }
+
+    /// Removes consumers idle for `idle` with nothing pending, which scaled-down or killed
+    /// workers leave behind; checks a quarter as often as the threshold, between 1 s and 1 min.
+    private func tidyLoop(idle: Duration) async {
+        let interval = min(.seconds(60), max(.seconds(1), idle / 4))
+        while !Task.isCancelled {
+            do {
+                try await Task.sleep(for: interval * Double.random(in: 0.75...1.25))
+            } catch {
+                return
+            }
+            do {
+                let removed = try await stream.deleteIdleConsumers(minIdle: idle)
+                if !removed.isEmpty {
+                    metrics.consumersDeleted.increment(by: removed.count)
+                    logger.info("removed idle consumers with nothing pending from the group", metadata: [
+                        "llmq.count": "\(removed.count)", "llmq.consumers": "\(removed.joined(separator: ","))",
+                    ])
+                }
+            } catch {
+                logger.debug("could not tidy idle consumers", metadata: ["llmq.error": "\(error)"])
+            }
+        }
+    }
+
+    /// On a clean stop, a worker with nothing pending leaves the group, so that scaling down
+    /// leaves no names behind. With entries still pending it stays: they must be claimed.
+    private func removeSelfFromGroup() async {
+        guard configuration.recovery.deleteIdleConsumersAfter != nil else { return }
+        if (try? await stream.deleteIdleConsumers(minIdle: .zero, only: configuration.consumer))?.isEmpty == false {
+            logger.debug("left the consumer group")
         }
     }
 
@@ -259,6 +352,9 @@ public final class Worker: Service, Sendable {
                     let outcome = try await backend.complete(request.chat, deadline: deadline)
                     backendTime = ContinuousClock.now - started
                     reply = .success(callerID: request.callerID, entryID: entry.id, completion: outcome.completion, attempts: outcome.attempts)
+                    metrics.tokens(
+                        prompt: outcome.completion.promptTokens, completion: outcome.completion.completionTokens,
+                        backend: outcome.completion.backend)
                 } catch {
                     backendTime = ContinuousClock.now - started
                     if Task.isCancelled {
@@ -277,13 +373,22 @@ public final class Worker: Service, Sendable {
                 }
             }
         }
+        let total = ContinuousClock.now - claimedAt
         reply.addTimings(
             consumer: configuration.consumer, queueMilliseconds: queueMilliseconds,
             backendMilliseconds: backendTime?.fractionalMilliseconds,
-            totalMilliseconds: (ContinuousClock.now - claimedAt).fractionalMilliseconds)
-        await publish(
+            totalMilliseconds: total.fractionalMilliseconds)
+        let written = await publish(
             reply, for: entry.id, to: replyStream, deadLetter: deadLetter,
             mode: delivery.removedFromGroup ? .lost : .owned, logger: logger)
+        guard written else { return }
+        metrics.replied(reply)
+        if deadLetter != nil { metrics.deadLetters.increment() }
+        if let queueMilliseconds { metrics.queueWait.recordNanoseconds(Int64(max(0, queueMilliseconds) * 1_000_000)) }
+        if let backendTime {
+            metrics.backendTime(backendTime, backend: reply.backend.isEmpty ? backend.primary.name : reply.backend)
+        }
+        metrics.overhead.recordNanoseconds((total - (backendTime ?? .zero)).nanoseconds)
     }
 
     /// Waits between Redis retries: doubling from `initial`, at most 5 s, with jitter (half to
@@ -294,10 +399,12 @@ public final class Worker: Service, Sendable {
 
     /// Replies and acknowledges, retrying while Redis is unreachable. Gives up only when the
     /// task is cancelled; the entry then stays pending and is answered after a claim.
+    /// - Returns: Whether this call wrote the reply (false when the entry was no longer ours;
+    ///   also when a lost connection hid that an earlier try wrote it).
     private func publish(
         _ reply: Reply, for entryID: String, to replyStream: String, deadLetter: RedisCommand?,
         mode: RequestStream.ReplyMode, logger: Logger
-    ) async {
+    ) async -> Bool {
         var mode = mode
         var failures = 0
         // After a connection error an attempt may have run without our hearing of it.
@@ -307,10 +414,12 @@ public final class Worker: Service, Sendable {
         while true {
             do {
                 switch try await stream.reply(
-                    to: entryID, stream: replyStream, fields: reply.fields, deadLetter: deadLetter, mode: mode)
+                    to: entryID, stream: replyStream, fields: reply.fields, status: reply.status,
+                    errorCode: reply.errorCode, deadLetter: deadLetter, mode: mode)
                 {
                 case .written:
                     logger.debug("replied")
+                    return true
                 case .goneFromGroup where mode == .owned && !mayHaveWritten:
                     // Deleted from the stream while we ran it, and an XAUTOCLAIM (ours or another
                     // worker's) took it out of the group: answer it as a lost entry. The marker
@@ -320,7 +429,7 @@ public final class Worker: Service, Sendable {
                 case .notOurs, .goneFromGroup:
                     logger.warning("entry no longer ours (claimed by another consumer, acknowledged or answered); reply dropped")
                 }
-                return
+                return false
             } catch where error.code == .server && replyStream != configuration.streams.replies {
                 // The producer's reply_to cannot take the reply (wrong type, other cluster slot):
                 // answer on the default stream and say why.
@@ -328,20 +437,21 @@ public final class Worker: Service, Sendable {
                 replyStream = configuration.streams.replies
             } catch {
                 failures += 1
+                metrics.replyRetries.increment()
                 mayHaveWritten = mayHaveWritten || error.code == .connection
-                if Task.isCancelled || (failures > 3 && stopping && error.code == .shutdown) { return }
+                if Task.isCancelled || (failures > 3 && stopping && error.code == .shutdown) { return false }
                 if error.isAuthenticationFailure {
                     // The read loop sees the same refusal and stops the worker; the entry stays
                     // pending for a worker that can write.
                     logger.error("Redis refused the credentials; reply not written, the entry stays pending")
-                    return
+                    return false
                 }
                 let wait = Self.backoff(failures: failures, initial: .milliseconds(50))
                 logger.warning("could not publish reply; retrying", metadata: ["llmq.error": "\(error)"])
                 do {
                     try await Task.sleep(for: wait)
                 } catch {
-                    return
+                    return false
                 }
             }
         }

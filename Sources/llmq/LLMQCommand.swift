@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import LLMQRedis
+import LLMQTelemetry
 import LLMQWorker
 import Logging
 
@@ -9,7 +10,9 @@ struct LLMQCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "llmq",
         abstract: "A pool of LLM workers behind a Redis stream.",
-        subcommands: [WorkerCommand.self, PublishCommand.self, StatusCommand.self, SimCommand.self, BenchCommand.self]
+        subcommands: [
+            WorkerCommand.self, PublishCommand.self, StatusCommand.self, HealthCommand.self, SimCommand.self, BenchCommand.self,
+        ]
     )
 }
 
@@ -58,11 +61,18 @@ extension [ConfigurationLoader.Flag] {
     }
 }
 
-func bootstrapLogging(level: Logger.Level) {
+func bootstrapLogging(level: Logger.Level, format: WorkerConfiguration.LogFormat = .text) {
     LoggingSystem.bootstrap { label in
-        var handler = StreamLogHandler.standardError(label: label)
-        handler.logLevel = level
-        return handler
+        switch format {
+        case .text:
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        case .json:
+            var handler = JSONLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
     }
 }
 

@@ -1,7 +1,9 @@
 import ArgumentParser
 import Foundation
+import LLMQTelemetry
 import LLMQWorker
 import Logging
+import Metrics
 import ServiceLifecycle
 import Synchronization
 
@@ -38,6 +40,15 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(name: .long, help: "trace, debug, info, notice, warning, error. [logLevel]")
     var logLevel: String?
 
+    @Option(name: .long, help: "text or json. [logFormat]")
+    var logFormat: String?
+
+    @Option(name: .long, help: "Serve /metrics, /healthz and /readyz on this port (0 = off). [metrics.port]")
+    var metricsPort: String?
+
+    @Option(name: .long, help: "Address the metrics listener binds. [metrics.host]")
+    var metricsHost: String?
+
     /// The worker's exit code when Redis refuses its credentials: a restart with the same
     /// configuration cannot help, and an orchestrator should be able to tell.
     static let authenticationExitCode: Int32 = 3
@@ -51,19 +62,43 @@ struct WorkerCommand: AsyncParsableCommand {
         flags.add("concurrency", "--concurrency", concurrency)
         flags.add("consumer", "--consumer", consumer)
         flags.add("logLevel", "--log-level", logLevel)
+        flags.add("logFormat", "--log-format", logFormat)
+        flags.add("metrics.port", "--metrics-port", metricsPort)
+        flags.add("metrics.host", "--metrics-host", metricsHost)
         let configuration = try connection.load(extra: flags)
 
-        bootstrapLogging(level: configuration.logLevel)
+        bootstrapLogging(level: configuration.logLevel, format: configuration.logFormat)
         let logger = Logger(label: "llmq")
+        // Before the worker exists: its metrics are created with the factory in place.
+        let export = configuration.metrics.port.map { _ in PrometheusExport() }
+        if let export { MetricsSystem.bootstrap(export) }
         let worker: Worker
         do {
             worker = try Worker(configuration: configuration, logger: logger)
         } catch {
             throw fail("invalid configuration: \(error)", code: 2)
         }
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        if let export, let port = configuration.metrics.port {
+            // Listed first, so it stops last: /readyz answers "stopping" while requests drain.
+            let server = OperationsServer(
+                configuration: .init(host: configuration.metrics.host, port: port),
+                metrics: { export.render() },
+                liveness: {
+                    let verdict = worker.liveness()
+                    return HealthReport(isHealthy: verdict.isHealthy, detail: verdict.detail)
+                },
+                readiness: {
+                    let verdict = worker.readiness()
+                    return HealthReport(isHealthy: verdict.isReady, detail: verdict.detail)
+                },
+                logger: logger)
+            services.append(.init(service: server))
+        }
+        services.append(.init(service: worker))
         let group = ServiceGroup(
             configuration: .init(
-                services: [.init(service: worker)],
+                services: services,
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 cancellationSignals: [],
                 logger: logger

@@ -1,0 +1,83 @@
+import Metrics
+
+/// What a worker records, through swift-metrics: `llmq worker` exports it to Prometheus
+/// (`metrics.port`); without a metrics backend every call is a no-op. Names and help texts are
+/// listed in `MetricsCatalogue` (LLMQTelemetry) and the README.
+struct WorkerMetrics: Sendable {
+    let inFlight = Gauge(label: "llmq_requests_in_flight")
+    let concurrencyLimit = Gauge(label: "llmq_concurrency_limit")
+    let queueWait = Timer(label: "llmq_queue_wait_seconds")
+    let overhead = Timer(label: "llmq_overhead_seconds")
+    let claims = Counter(label: "llmq_claims_total")
+    let deadLetters = Counter(label: "llmq_dead_letters_total")
+    let leaseLosses = Counter(label: "llmq_lease_losses_total")
+    let replyRetries = Counter(label: "llmq_reply_retries_total")
+    let consumersDeleted = Counter(label: "llmq_consumers_deleted_total")
+    let ready = Gauge(label: "llmq_ready")
+    let queue: QueueGauges
+
+    /// The queue as Redis reports it. Every worker reads and exports the same values, labelled
+    /// by stream and group only, so a dashboard takes `max by (stream, group)`, never a sum.
+    struct QueueGauges: Sendable {
+        let length: Gauge
+        let lag: Gauge
+        let pending: Gauge
+        let consumers: Gauge
+        let oldestPendingAge: Gauge
+
+        init(streams: WorkerConfiguration.Streams) {
+            let labels = [("stream", streams.requests), ("group", streams.group)]
+            length = Gauge(label: "llmq_queue_length", dimensions: labels)
+            lag = Gauge(label: "llmq_queue_lag", dimensions: labels)
+            pending = Gauge(label: "llmq_queue_pending", dimensions: labels)
+            consumers = Gauge(label: "llmq_queue_consumers", dimensions: labels)
+            oldestPendingAge = Gauge(label: "llmq_queue_oldest_pending_age_seconds", dimensions: labels)
+        }
+
+        func record(_ status: QueueStatus) {
+            length.record(status.length)
+            lag.record(status.lag ?? 0)
+            pending.record(status.pending)
+            consumers.record(status.consumers.count)
+            oldestPendingAge.record(Double(status.oldestPending?.ageMilliseconds ?? 0) / 1000)
+        }
+    }
+
+    init(configuration: WorkerConfiguration) {
+        queue = QueueGauges(streams: configuration.streams)
+        concurrencyLimit.record(configuration.concurrency)
+        inFlight.record(0)
+        ready.record(0)
+    }
+
+    /// Counts a reply written to Redis; the labels are the reply's own fields.
+    func replied(_ reply: Reply) {
+        Counter(label: "llmq_replies_total", dimensions: [
+            ("status", reply.status), ("error_code", reply.errorCode), ("backend", reply.backend),
+        ]).increment()
+    }
+
+    /// Time in the backend for one request, by the backend named in its reply.
+    func backendTime(_ duration: Duration, backend: String) {
+        Timer(label: "llmq_backend_duration_seconds", dimensions: [("backend", backend)]).recordNanoseconds(duration.nanoseconds)
+    }
+
+    func tokens(prompt: Int?, completion: Int?, backend: String) {
+        if let prompt, prompt > 0 {
+            Counter(label: "llmq_backend_prompt_tokens_total", dimensions: [("backend", backend)]).increment(by: prompt)
+        }
+        if let completion, completion > 0 {
+            Counter(label: "llmq_backend_completion_tokens_total", dimensions: [("backend", backend)]).increment(by: completion)
+        }
+    }
+}
+
+extension Duration {
+    /// Whole nanoseconds, saturating (for timers).
+    var nanoseconds: Int64 {
+        let (seconds, attoseconds) = components
+        let (scaled, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
+        if overflow { return seconds < 0 ? .min : .max }
+        return scaled.addingReportingOverflow(attoseconds / 1_000_000_000).partialValue
+    }
+}
