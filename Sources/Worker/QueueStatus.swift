@@ -2,8 +2,46 @@ import Foundation
 import LLMQRedis
 
 /// What `llmq status` reports: the request stream, the group's backlog and pending entries,
-/// each consumer, and the reply and dead-letter streams.
+/// each consumer, the reply and dead-letter streams, and the reply counters workers keep.
 public struct QueueStatus: Sendable, Codable {
+    /// The totals in the stats hash (``WorkerConfiguration/Streams/stats``) that workers
+    /// increment with each reply they write. Totals since the hash was created; `llmq status
+    /// --watch` turns the difference between two readings into rates.
+    public struct ReplyCounts: Sendable, Codable, Hashable {
+        /// `replies:ok`: replies with status `ok`.
+        public var ok: Int
+        /// `replies:error`: replies with status `error`.
+        public var error: Int
+        /// `error:<code>`, by code (`timeout`, `dead_letter`, ...).
+        public var errorsByCode: [String: Int]
+
+        /// What a missing hash means: nothing counted yet.
+        public static let zero = ReplyCounts(ok: 0, error: 0, errorsByCode: [:])
+
+        public init(ok: Int, error: Int, errorsByCode: [String: Int]) {
+            self.ok = ok
+            self.error = error
+            self.errorsByCode = errorsByCode
+        }
+
+        /// Reads an `HGETALL` reply. Anything but an array (a key of another type answers
+        /// with an error) counts as no hash, and a field that is not a whole number >= 0 is
+        /// left out, so the rest of the code can trust every count.
+        init(hash reply: RESPValue) {
+            self = .zero
+            for (name, value) in reply.pairs ?? [] {
+                guard let field = name.string, let count = value.int, count >= 0 else { continue }
+                if field == "replies:ok" {
+                    ok = count
+                } else if field == "replies:error" {
+                    error = count
+                } else if field.hasPrefix("error:"), field.count > 6 {
+                    errorsByCode[String(field.dropFirst(6))] = count
+                }
+            }
+        }
+    }
+
     public struct Consumer: Sendable, Codable {
         public var name: String
         /// Entries delivered to it and not yet acknowledged.
@@ -38,16 +76,68 @@ public struct QueueStatus: Sendable, Codable {
     public var repliesLength: Int
     public var dead: String
     public var deadLength: Int
+    /// The stats hash the counts come from.
+    public var stats: String
+    /// Reply totals from the stats hash; zeros when it does not exist (or is not a hash).
+    public var replyCounts: ReplyCounts
+
+    /// - Parameters:
+    ///   - stats: The stats hash's key.
+    ///   - replyCounts: Totals read from it.
+    public init(
+        stream: String, group: String, length: Int, lag: Int?, pending: Int, groupExists: Bool,
+        consumers: [Consumer], oldestPending: OldestPending?, replies: String, repliesLength: Int,
+        dead: String, deadLength: Int, stats: String = "llmq:stats", replyCounts: ReplyCounts = .zero
+    ) {
+        self.stream = stream
+        self.group = group
+        self.length = length
+        self.lag = lag
+        self.pending = pending
+        self.groupExists = groupExists
+        self.consumers = consumers
+        self.oldestPending = oldestPending
+        self.replies = replies
+        self.repliesLength = repliesLength
+        self.dead = dead
+        self.deadLength = deadLength
+        self.stats = stats
+        self.replyCounts = replyCounts
+    }
+
+    /// Decodes the JSON of this version and of versions before `stats` and `replyCounts`
+    /// (which then read as the default key and zeros).
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(
+            stream: try container.decode(String.self, forKey: .stream),
+            group: try container.decode(String.self, forKey: .group),
+            length: try container.decode(Int.self, forKey: .length),
+            lag: try container.decodeIfPresent(Int.self, forKey: .lag),
+            pending: try container.decode(Int.self, forKey: .pending),
+            groupExists: try container.decode(Bool.self, forKey: .groupExists),
+            consumers: try container.decode([Consumer].self, forKey: .consumers),
+            oldestPending: try container.decodeIfPresent(OldestPending.self, forKey: .oldestPending),
+            replies: try container.decode(String.self, forKey: .replies),
+            repliesLength: try container.decode(Int.self, forKey: .repliesLength),
+            dead: try container.decode(String.self, forKey: .dead),
+            deadLength: try container.decode(Int.self, forKey: .deadLength),
+            stats: try container.decodeIfPresent(String.self, forKey: .stats) ?? "llmq:stats",
+            replyCounts: try container.decodeIfPresent(ReplyCounts.self, forKey: .replyCounts) ?? .zero)
+    }
 
     /// Reads the status with a few read-only commands.
     public static func read(from client: RedisClient, streams: WorkerConfiguration.Streams) async throws(RedisError) -> QueueStatus {
-        let lengths = try await client.pipeline([
+        // Error replies stay in their place in a pipeline: a key of the wrong type reads as absent.
+        let first = try await client.pipeline([
             RedisCommand("XLEN", streams.requests), RedisCommand("XLEN", streams.replies), RedisCommand("XLEN", streams.dead),
+            RedisCommand("HGETALL", streams.stats),
         ])
         var status = QueueStatus(
-            stream: streams.requests, group: streams.group, length: lengths[0].int ?? 0, lag: nil, pending: 0,
+            stream: streams.requests, group: streams.group, length: first[0].int ?? 0, lag: nil, pending: 0,
             groupExists: false, consumers: [], oldestPending: nil, replies: streams.replies,
-            repliesLength: lengths[1].int ?? 0, dead: streams.dead, deadLength: lengths[2].int ?? 0)
+            repliesLength: first[1].int ?? 0, dead: streams.dead, deadLength: first[2].int ?? 0,
+            stats: streams.stats, replyCounts: ReplyCounts(hash: first[3]))
         if status.length == 0, try await client.send("EXISTS", streams.requests).int != 1 { return status }
 
         let groups = try await client.send("XINFO", "GROUPS", streams.requests)
@@ -92,6 +182,7 @@ public struct QueueStatus: Sendable, Codable {
         lines.append("stream \(stream): \(length) entries (requests not yet answered)")
         guard groupExists else {
             lines.append("group \(group): not created yet (a worker creates it when it starts)")
+            lines.append(countsLine)
             lines.append("replies \(replies): \(repliesLength) entries; dead letters \(dead): \(deadLength) entries")
             return lines.joined(separator: "\n")
         }
@@ -108,8 +199,13 @@ public struct QueueStatus: Sendable, Codable {
                     + "  " + seconds(consumer.idleMilliseconds))
             }
         }
+        lines.append(countsLine)
         lines.append("replies \(replies): \(repliesLength) entries; dead letters \(dead): \(deadLength) entries")
         return lines.joined(separator: "\n")
+    }
+
+    private var countsLine: String {
+        "replies counted in \(stats): ok \(replyCounts.ok), error \(replyCounts.error) (rates: llmq status --watch)"
     }
 
     private func seconds(_ milliseconds: Int) -> String {
