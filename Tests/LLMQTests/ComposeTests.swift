@@ -40,7 +40,16 @@ struct ComposeTests {
         // name standing in for each container's host name (the worker's default consumer name).
         #expect(workerService.command == ["worker"], "WorkerProcess runs `llmq worker`; teach this test the new command")
 
-        let workers = try (1...3).map { try WorkerProcess(name: "compose-worker-\($0)", environment: environment) }
+        // Each container listens for metrics on its own port 9464; here each worker gets a
+        // loopback port of its own in its place.
+        let containerMetricsPort = try #require(environment["LLMQ_METRICS_PORT"], "the worker service exports no metrics port")
+        let metricsPorts = try (1...3).map { _ in try freePort() }
+        let workers = try (1...3).map { index in
+            var environment = environment
+            environment["LLMQ_METRICS_PORT"] = String(metricsPorts[index - 1])
+            environment["LLMQ_METRICS_HOST"] = "127.0.0.1"
+            return try WorkerProcess(name: "compose-worker-\(index)", environment: environment)
+        }
         let requests = 9
         for index in 0..<requests {
             let published = try await runProgram(
@@ -55,6 +64,17 @@ struct ComposeTests {
         }
         for worker in workers {
             #expect(worker.isRunning, "\(worker.name) exited:\n\(worker.output.suffix(2000))")
+        }
+        // The service's healthcheck, run as Docker runs it inside each container.
+        let healthcheck = try #require(workerService.healthcheck, "the worker service has no healthcheck")
+        #expect(Array(healthcheck.prefix(2)) == ["CMD", "llmq"], "the healthcheck runs llmq itself: \(healthcheck)")
+        #expect(containerMetricsPort == "9464")
+        for (worker, port) in zip(workers, metricsPorts) {
+            var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("LLMQ_") }
+            environment.merge(worker.environment) { $1 }
+            let check = try await runProgram(try llmqExecutable().path, Array(healthcheck.dropFirst(2)), environment: environment)
+            #expect(check.status == 0, "healthcheck of \(worker.name): \(check.output) \(check.error)")
+            #expect(check.output.contains(":\(port)/healthz: 200"), "\(check.output)")
         }
 
         // `docker compose stop`: SIGTERM, and a clean exit well within stop_grace_period.

@@ -23,6 +23,8 @@ struct ComposeFile {
         let environment: [String: String?]
         /// The services this one waits for (`depends_on`).
         let dependsOn: [String]
+        /// The healthcheck's `test` list (`["CMD", program, arguments...]`), if any.
+        let healthcheck: [String]?
 
         /// The value following `option` in the command (`--port 8080`), if any.
         func commandOption(_ option: String) -> String? {
@@ -89,6 +91,7 @@ extension ComposeFile.Service {
         case let list as [Any]: dependsOn = list.map(Self.text)
         default: dependsOn = []
         }
+        healthcheck = ((dictionary["healthcheck"] as? [String: Any])?["test"] as? [Any])?.map(Self.text)
     }
 
     private static func text(_ value: Any) -> String {
