@@ -66,7 +66,20 @@ public struct QueueStatus: Sendable, Codable {
     /// since workers delete each request as they answer it.
     public var length: Int
     /// Entries not yet delivered to any consumer (Redis 7 `lag`); nil when Redis cannot tell.
+    ///
+    /// Redis 7.0 cannot tell when the entry it delivered last has been deleted while an older one
+    /// is still in the stream: workers delete each request as they answer it, so after an
+    /// out-of-order answer, until the next read or until the older entry is answered too. KEDA
+    /// then reads no lag; see ``lagOrEstimate``.
     public var lag: Int?
+
+    /// ``lag``, or when Redis cannot tell, `length - pending`: every entry up to the last one
+    /// delivered was delivered, and answered ones are deleted, so the entries still in the
+    /// stream beyond those pending are the undelivered ones. (Exact unless a producer deleted
+    /// pending entries.) The `llmq_queue_lag` gauge reports this.
+    public var lagOrEstimate: Int {
+        lag ?? max(0, length - pending)
+    }
     /// Entries delivered and not yet acknowledged.
     public var pending: Int
     public var groupExists: Bool
@@ -186,7 +199,7 @@ public struct QueueStatus: Sendable, Codable {
             lines.append("replies \(replies): \(repliesLength) entries; dead letters \(dead): \(deadLength) entries")
             return lines.joined(separator: "\n")
         }
-        lines.append("group \(group): \(consumers.count) consumers, \(pending) pending, lag \(lag.map(String.init) ?? "unknown")")
+        lines.append("group \(group): \(consumers.count) consumers, \(pending) pending, lag \(lag.map(String.init) ?? "~\(lagOrEstimate) (estimated: Redis cannot tell after out-of-order deletes)")")
         if let oldest = oldestPending {
             lines.append("oldest pending: \(oldest.id) on \(oldest.consumer), age \(seconds(oldest.ageMilliseconds)), idle \(seconds(oldest.idleMilliseconds)), delivered \(oldest.deliveries)x")
         }

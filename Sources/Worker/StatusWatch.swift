@@ -75,7 +75,7 @@ public struct StatusWatch: Sendable {
 
         let length = "length \(current.length)\(trend(current.length, previous?.length))"
         if current.groupExists {
-            let lag = current.lag.map { "lag \($0)\(trend($0, previous?.lag))" } ?? "lag unknown"
+            let lag = current.lag.map { "lag \($0)\(trend($0, previous?.lag))" } ?? "lag ~\(current.lagOrEstimate) (estimated)"
             // A group that appeared since the last frame has no pending trend yet.
             let pendingBefore = previous?.groupExists == true ? previous?.pending : nil
             lines.append("\(length)  \(lag)  pending \(current.pending)\(trend(current.pending, pendingBefore))")

@@ -36,7 +36,7 @@ struct WorkerMetrics: Sendable {
 
         func record(_ status: QueueStatus) {
             length.record(status.length)
-            lag.record(status.lag ?? 0)
+            lag.record(status.lagOrEstimate)
             pending.record(status.pending)
             consumers.record(status.consumers.count)
             oldestPendingAge.record(Double(status.oldestPending?.ageMilliseconds ?? 0) / 1000)

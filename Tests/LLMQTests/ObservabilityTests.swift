@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import LLMQRedis
 import LLMQSimulator
+import LLMQWorker
 import Testing
 
 /// An `llmq sim` process on a free port.
@@ -151,6 +152,12 @@ struct ObservabilityTests {
             #expect(stats["error:\(code)"] == count, "error:\(code)")
         }
 
+        // `llmq status --json` reads the same counts.
+        let status = try await runProgram(try llmqExecutable().path, ["status", "--json", "--redis-url", redis.url])
+        let counts = (try JSONSerialization.jsonObject(with: Data(status.output.utf8)) as? [String: Any])?["replyCounts"] as? [String: Any]
+        #expect(counts?["ok"] as? Int == stats["replies:ok"] && counts?["error"] as? Int == stats["replies:error"], "\(status.output)")
+        #expect((counts?["errorsByCode"] as? [String: Int])?["dead_letter"] == 3)
+
         // Attempts, tokens and timings agree with the replies' own fields.
         let attempts = replies.compactMap { $0["attempts"].flatMap { Int($0) } }.reduce(0, +)
         #expect(scrape.value("llmq_backend_attempts_total").map { Int($0) } == attempts)
@@ -227,6 +234,28 @@ struct ObservabilityTests {
         _ = try await waitForReplies(client, count: 12, timeout: .seconds(60))
         let done = try await observe("done")
         #expect(done == QueueNumbers(length: 0, pending: 0, lag: 0), "scale-to-zero condition: \(done)")
+    }
+
+    @Test("When Redis cannot tell the lag (the last delivered entry answered before an older one), status and the gauge estimate it as length - pending")
+    func lagEstimate() async throws {
+        let redis = try await RedisServer.start()
+        let client = RedisClient(configuration: redis.configuration)
+        defer { client.shutdown() }
+        for index in 1...5 { _ = try await client.send("XADD", "llmq:requests", "\(index)-0", "prompt", "p") }
+        _ = try await client.send("XGROUP", "CREATE", "llmq:requests", "llmq", "0")
+        _ = try await client.send("XREADGROUP", "GROUP", "llmq", "w", "COUNT", "2", "STREAMS", "llmq:requests", ">")
+        // What the reply script does when 2-0 is answered before 1-0.
+        _ = try await client.send("XACK", "llmq:requests", "llmq", "2-0")
+        _ = try await client.send("XDEL", "llmq:requests", "2-0")
+        var status = try await QueueStatus.read(from: client, streams: .init())
+        #expect(status.lag == nil, "Redis 7.0 reports no lag here")
+        #expect(status.length == 4 && status.pending == 1 && status.lagOrEstimate == 3)
+        #expect(status.text.contains("lag ~3 (estimated"), "\(status.text)")
+        // Once the older entry is answered too, Redis knows again, and says the same.
+        _ = try await client.send("XACK", "llmq:requests", "llmq", "1-0")
+        _ = try await client.send("XDEL", "llmq:requests", "1-0")
+        status = try await QueueStatus.read(from: client, streams: .init())
+        #expect(status.lag == 3 && status.lagOrEstimate == 3)
     }
 
     @Test("/healthz stays 200 while /readyz reports Redis down and an open circuit without fallback; llmq health exits accordingly")

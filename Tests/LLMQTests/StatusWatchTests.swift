@@ -126,7 +126,7 @@ struct StatusWatchFrameTests {
 
         let quiet = StatusWatch.frame(
             previous: nil, current: snapshot(length: 0, lag: nil), elapsed: .zero, deadLettersSinceStart: 0, width: nil)
-        #expect(lines(quiet)[1] == "length 0  lag unknown  pending 0")
+        #expect(lines(quiet)[1] == "length 0  lag ~0 (estimated)  pending 0")
         #expect(lines(quiet).contains("oldest pending none"))
         #expect(lines(quiet).contains("consumers 0"))
 

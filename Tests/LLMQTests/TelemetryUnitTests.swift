@@ -75,4 +75,11 @@ struct TelemetryUnitTests {
         #expect(MetricsCatalogue.entries.allSatisfy { !$0.help.isEmpty })
         #expect(names.filter { $0.hasSuffix("_total") }.count >= 10)
     }
+
+    @Test("deploy/metrics.txt, which the dashboard and alert rules are checked against, lists exactly the catalogue")
+    func deployListMatchesCatalogue() throws {
+        let text = try String(contentsOf: packageRoot.appendingPathComponent("deploy/metrics.txt"), encoding: .utf8)
+        let listed = Set(text.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty && !$0.hasPrefix("#") })
+        #expect(listed == Set(MetricsCatalogue.entries.map(\.name)))
+    }
 }
