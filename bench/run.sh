@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # llmq's benchmarks, each a ratio measured side by side in one run (see docs/BENCHMARKS.md).
-#   bench/run.sh [latency|drain|slots|llama|memory|redis-memory|all]
+#   bench/run.sh [latency|drain|slots|llama|memory|redis-memory|metrics|all]
 # Needs a release build (make release); `drain` also the Python baseline's packages
 # (pip install -r bench/python-consumer/requirements.txt), `llama` a llama-server
 # (scripts/llama-server.sh build). Everything listens on 127.0.0.1 and stops by itself.
@@ -49,9 +49,9 @@ stop_all() {
     pids=()
 }
 
-worker() {  # worker NAME CONCURRENCY
+worker() {  # worker NAME CONCURRENCY [FLAGS...]
     "$LLMQ" worker --redis-url "$REDIS" --endpoint "http://127.0.0.1:$SIM_PORT" --consumer "$1" \
-        --concurrency "$2" --log-level warning &
+        --concurrency "$2" --log-level warning "${@:3}" &
     pids+=($!)
 }
 
@@ -166,6 +166,44 @@ redis_memory() {
     python3 -c "print(f'queued / answered: {$filled / $drained:.1f}x')"
 }
 
+metrics_cost() {
+    local n=${DRAIN_REQUESTS:-30000} c=${DRAIN_CONCURRENCY:-64} pairs=${METRICS_PAIRS:-4}
+    echo "## /metrics cost: drain rate, metrics off vs on and scraped every 100 ms ($pairs alternating pairs, $n requests each)"
+    local off=() on=()
+    for pair in $(seq "$pairs"); do
+        for mode in off on; do
+            fresh_redis; sim 1024 0
+            local run; run=$("$LLMQ" bench --redis-url "$REDIS" --requests "$n" --prefill-only)
+            if [ "$mode" = on ]; then
+                local port; port=$(free_port)
+                worker drain "$c" --metrics-port "$port"
+                until curl -sf "http://127.0.0.1:$port/healthz" >/dev/null; do sleep 0.05; done
+                (while curl -sf "http://127.0.0.1:$port/metrics" >/dev/null; do sleep 0.1; done) &
+                pids+=($!)
+            else
+                worker drain "$c"
+            fi
+            local rate; rate=$("$LLMQ" bench --redis-url "$REDIS" --requests "$n" --collect-only --run "$run" --json 2>/dev/null | json_field 'round(d["throughputPerSecond"])')
+            echo "pair $pair, metrics $mode: $rate requests/s"
+            if [ "$mode" = on ]; then on+=("$rate"); else off+=("$rate"); fi
+            stop_all
+        done
+    done
+    python3 -c "
+import statistics
+off, on = [${off[*]// /, }], [${on[*]// /, }]
+print(f'median off {statistics.median(off):.0f}, on {statistics.median(on):.0f} requests/s, ratio on/off {statistics.median(on) / statistics.median(off):.3f}')
+print(f'spread within off: {min(off)}..{max(off)}, within on: {min(on)}..{max(on)}')"
+    echo "## worker RSS, idle, metrics off vs on"
+    fresh_redis; sim 16 0
+    worker rss-off 4; local w_off=${pids[-1]}
+    local port; port=$(free_port)
+    worker rss-on 4 --metrics-port "$port"; local w_on=${pids[-1]}
+    sleep 2; curl -sf "http://127.0.0.1:$port/metrics" >/dev/null; sleep 1
+    echo "metrics off: $(awk '/VmRSS/ {print $2, $3}' /proc/$w_off/status); metrics on, scraped once: $(awk '/VmRSS/ {print $2, $3}' /proc/$w_on/status)"
+    stop_all
+}
+
 case "${1:-all}" in
     latency) latency ;;
     drain) drain ;;
@@ -173,6 +211,7 @@ case "${1:-all}" in
     llama) llama ;;
     memory) memory ;;
     redis-memory) redis_memory ;;
-    all) latency; drain; slots; memory; redis_memory; llama ;;
+    metrics) metrics_cost ;;
+    all) latency; drain; slots; memory; redis_memory; metrics_cost; llama ;;
     *) sed -n '2,7p' "$0"; exit 2 ;;
 esac

@@ -2,7 +2,9 @@
 # Installs the system packages llmq builds and tests with, if any is missing (Debian/Ubuntu).
 set -euo pipefail
 # docker-compose: the compose tests resolve docker-compose.yml with it (no Docker engine is needed).
-packages=(redis-server redis-tools libhiredis-dev libcurl4-openssl-dev pkg-config curl python3-venv docker-compose)
+# prometheus: for promtool, which checks the /metrics output, the alert rules and the dashboard's
+# queries (the Prometheus server it also brings is stopped and disabled below).
+packages=(redis-server redis-tools libhiredis-dev libcurl4-openssl-dev pkg-config curl python3-venv docker-compose prometheus)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
@@ -13,4 +15,8 @@ sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
 export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -qq
-$sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# Only promtool is wanted: do not leave a Prometheus server running on a developer's machine.
+if [[ " ${missing[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+    $sudo systemctl disable --now prometheus >/dev/null 2>&1 || true
+fi
