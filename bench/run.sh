@@ -168,8 +168,9 @@ redis_memory() {
 
 metrics_cost() {
     local n=${DRAIN_REQUESTS:-30000} c=${DRAIN_CONCURRENCY:-64} pairs=${METRICS_PAIRS:-4}
-    echo "## /metrics cost: drain rate, metrics off vs on and scraped every 100 ms ($pairs alternating pairs, $n requests each)"
-    local off=() on=()
+    local every=${METRICS_SCRAPE_SECONDS:-1}
+    echo "## /metrics cost: drain rate, metrics off vs on and scraped every $every s ($pairs alternating pairs, $n requests each)"
+    local off=() on=() off_cpu=() on_cpu=()
     for pair in $(seq "$pairs"); do
         for mode in off on; do
             fresh_redis; sim 1024 0
@@ -178,22 +179,27 @@ metrics_cost() {
                 local port; port=$(free_port)
                 worker drain "$c" --metrics-port "$port"
                 until curl -sf "http://127.0.0.1:$port/healthz" >/dev/null; do sleep 0.05; done
-                (while curl -sf "http://127.0.0.1:$port/metrics" >/dev/null; do sleep 0.1; done) &
+                (while curl -sf "http://127.0.0.1:$port/metrics" >/dev/null; do sleep "$every"; done) &
                 pids+=($!)
             else
                 worker drain "$c"
             fi
+            local w=${pids[-1]}; [ "$mode" = on ] && w=${pids[-2]}
             local rate; rate=$("$LLMQ" bench --redis-url "$REDIS" --requests "$n" --collect-only --run "$run" --json 2>/dev/null | json_field 'round(d["throughputPerSecond"])')
-            echo "pair $pair, metrics $mode: $rate requests/s"
-            if [ "$mode" = on ]; then on+=("$rate"); else off+=("$rate"); fi
+            # The worker's CPU time (user + system) for the whole drain: steadier than a rate.
+            local cpu; cpu=$(awk -v hz="$(getconf CLK_TCK)" -v n="$n" '{printf "%.1f", ($14 + $15) / hz * 1e6 / n}' "/proc/$w/stat")
+            echo "pair $pair, metrics $mode: $rate requests/s, worker CPU $cpu us/request"
+            if [ "$mode" = on ]; then on+=("$rate"); on_cpu+=("$cpu"); else off+=("$rate"); off_cpu+=("$cpu"); fi
             stop_all
         done
     done
     python3 -c "
 import statistics
-off, on = [${off[*]// /, }], [${on[*]// /, }]
+off, on = [$(IFS=,; echo "${off[*]}")], [$(IFS=,; echo "${on[*]}")]
 print(f'median off {statistics.median(off):.0f}, on {statistics.median(on):.0f} requests/s, ratio on/off {statistics.median(on) / statistics.median(off):.3f}')
-print(f'spread within off: {min(off)}..{max(off)}, within on: {min(on)}..{max(on)}')"
+print(f'spread within off: {min(off)}..{max(off)}, within on: {min(on)}..{max(on)}')
+off_cpu, on_cpu = [$(IFS=,; echo "${off_cpu[*]}")], [$(IFS=,; echo "${on_cpu[*]}")]
+print(f'worker CPU per request: median off {statistics.median(off_cpu):.1f} us, on {statistics.median(on_cpu):.1f} us, ratio on/off {statistics.median(on_cpu) / statistics.median(off_cpu):.3f}')"
     echo "## worker RSS, idle, metrics off vs on"
     fresh_redis; sim 16 0
     worker rss-off 4; local w_off=${pids[-1]}

@@ -61,6 +61,8 @@ public final class ResilientBackend: Sendable {
     public let retry: RetryPolicy
     private let breaker: CircuitBreaker
     private let logger: Logger
+    private let primaryMetrics: BackendMetrics
+    private let fallbackMetrics: BackendMetrics?
 
     public init(primary: any ChatBackend, fallback: (any ChatBackend)?, retry: RetryPolicy, breaker: BreakerPolicy, logger: Logger) {
         self.primary = primary
@@ -68,6 +70,8 @@ public final class ResilientBackend: Sendable {
         self.retry = retry
         self.breaker = CircuitBreaker(policy: breaker, backend: primary.name)
         self.logger = logger
+        self.primaryMetrics = BackendMetrics(backend: primary.name)
+        self.fallbackMetrics = fallback.map { BackendMetrics(backend: $0.name) }
     }
 
     /// Closes the connections of the primary and the fallback.
@@ -111,14 +115,14 @@ public final class ResilientBackend: Sendable {
             case .granted(let isProbe):
                 attempt += 1
                 attempts += 1
-                if attempt > 1 { BackendMetrics.retry(primary.name) }
+                if attempt > 1 { primaryMetrics.retry() }
                 do {
                     let completion = try await primary.complete(request)
-                    BackendMetrics.attempt(primary.name, .ok)
+                    primaryMetrics.attempt(.ok)
                     breaker.recordSuccess()
                     return Outcome(completion: completion, attempts: attempts)
                 } catch {
-                    BackendMetrics.attempt(primary.name, error.isTransient ? .transientError : .permanentError)
+                    primaryMetrics.attempt(error.isTransient ? .transientError : .permanentError)
                     if Task.isCancelled {
                         // A cancelled probe proved nothing: let the next request probe.
                         if isProbe { breaker.releaseProbe() }
@@ -142,16 +146,16 @@ public final class ResilientBackend: Sendable {
             }
         }
         if let fallback {
-            BackendMetrics.fallback(fallback.name)
+            fallbackMetrics?.fallback()
             for attempt in 1...retry.maxAttempts {
                 attempts += 1
-                if attempt > 1 { BackendMetrics.retry(fallback.name) }
+                if attempt > 1 { fallbackMetrics?.retry() }
                 do {
                     let completion = try await fallback.complete(request)
-                    BackendMetrics.attempt(fallback.name, .ok)
+                    fallbackMetrics?.attempt(.ok)
                     return Outcome(completion: completion, attempts: attempts)
                 } catch {
-                    BackendMetrics.attempt(fallback.name, error.isTransient ? .transientError : .permanentError)
+                    fallbackMetrics?.attempt(error.isTransient ? .transientError : .permanentError)
                     lastError = error
                     if !error.isTransient || Task.isCancelled { break }
                 }
@@ -260,23 +264,38 @@ final class CircuitBreaker: Sendable {
     }
 }
 
-/// The backend metrics (swift-metrics; `llmq worker` exports them to Prometheus).
-enum BackendMetrics {
+/// The backend metrics (swift-metrics; `llmq worker` exports them to Prometheus), one set of
+/// handles per backend, made once (see `LabelledMetrics` in the worker for why).
+final class BackendMetrics: Sendable {
     enum Result: String {
         case ok
         case transientError = "transient_error"
         case permanentError = "permanent_error"
     }
 
-    static func attempt(_ backend: String, _ result: Result) {
-        Counter(label: "llmq_backend_attempts_total", dimensions: [("backend", backend), ("result", result.rawValue)]).increment()
+    private let attempts: [Result: Counter]
+    private let retries: Counter
+    private let fallbacks: Counter
+
+    init(backend: String) {
+        var attempts: [Result: Counter] = [:]
+        for result in [Result.ok, .transientError, .permanentError] {
+            attempts[result] = Counter(label: "llmq_backend_attempts_total", dimensions: [("backend", backend), ("result", result.rawValue)])
+        }
+        self.attempts = attempts
+        retries = Counter(label: "llmq_backend_retries_total", dimensions: [("backend", backend)])
+        fallbacks = Counter(label: "llmq_fallbacks_total", dimensions: [("backend", backend)])
     }
 
-    static func retry(_ backend: String) {
-        Counter(label: "llmq_backend_retries_total", dimensions: [("backend", backend)]).increment()
+    func attempt(_ result: Result) {
+        attempts[result]?.increment()
     }
 
-    static func fallback(_ backend: String) {
-        Counter(label: "llmq_fallbacks_total", dimensions: [("backend", backend)]).increment()
+    func retry() {
+        retries.increment()
+    }
+
+    func fallback() {
+        fallbacks.increment()
     }
 }

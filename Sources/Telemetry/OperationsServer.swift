@@ -1,5 +1,6 @@
 import Hummingbird
 import Logging
+import NIOPosix
 import ServiceLifecycle
 
 /// A health verdict: whether the check passed and, when not, why.
@@ -66,6 +67,10 @@ public struct OperationsServer: Service {
         let logger = self.logger
         let configuration = self.configuration
         let onListening = self.onListening
+        // One event-loop thread: a scrape and two probes every few seconds need no more, and
+        // Hummingbird's default (one per core) costs memory on large hosts.
+        let eventLoops = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        defer { eventLoops.shutdownGracefully { _ in } }
         let application = Application(
             router: router,
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "llmq"),
@@ -76,6 +81,7 @@ public struct OperationsServer: Service {
                 ])
                 await onListening(port)
             },
+            eventLoopGroupProvider: .shared(eventLoops),
             logger: logger)
         try await application.run()
     }

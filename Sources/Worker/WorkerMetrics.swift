@@ -1,4 +1,5 @@
 import Metrics
+import Synchronization
 
 /// What a worker records, through swift-metrics: `llmq worker` exports it to Prometheus
 /// (`metrics.port`); without a metrics backend every call is a no-op. Names and help texts are
@@ -50,24 +51,46 @@ struct WorkerMetrics: Sendable {
         ready.record(0)
     }
 
+    private let replies = LabelledMetrics<Counter> { Counter(label: "llmq_replies_total", dimensions: $0) }
+    private let backendDurations = LabelledMetrics<Timer> { Timer(label: "llmq_backend_duration_seconds", dimensions: $0) }
+    private let promptTokens = LabelledMetrics<Counter> { Counter(label: "llmq_backend_prompt_tokens_total", dimensions: $0) }
+    private let completionTokens = LabelledMetrics<Counter> { Counter(label: "llmq_backend_completion_tokens_total", dimensions: $0) }
+
     /// Counts a reply written to Redis; the labels are the reply's own fields.
     func replied(_ reply: Reply) {
-        Counter(label: "llmq_replies_total", dimensions: [
-            ("status", reply.status), ("error_code", reply.errorCode), ("backend", reply.backend),
-        ]).increment()
+        replies[[("status", reply.status), ("error_code", reply.errorCode), ("backend", reply.backend)]].increment()
     }
 
     /// Time in the backend for one request, by the backend named in its reply.
     func backendTime(_ duration: Duration, backend: String) {
-        Timer(label: "llmq_backend_duration_seconds", dimensions: [("backend", backend)]).recordNanoseconds(duration.nanoseconds)
+        backendDurations[[("backend", backend)]].recordNanoseconds(duration.nanoseconds)
     }
 
     func tokens(prompt: Int?, completion: Int?, backend: String) {
-        if let prompt, prompt > 0 {
-            Counter(label: "llmq_backend_prompt_tokens_total", dimensions: [("backend", backend)]).increment(by: prompt)
-        }
-        if let completion, completion > 0 {
-            Counter(label: "llmq_backend_completion_tokens_total", dimensions: [("backend", backend)]).increment(by: completion)
+        if let prompt, prompt > 0 { promptTokens[[("backend", backend)]].increment(by: prompt) }
+        if let completion, completion > 0 { completionTokens[[("backend", backend)]].increment(by: completion) }
+    }
+}
+
+/// One metric's handles by label values, made once each: creating a swift-metrics handle asks
+/// the metrics backend to look it up (a lock and a hash of the labels in swift-prometheus),
+/// which per reply was measurable at thousands of replies per second.
+final class LabelledMetrics<Handle: AnyObject & Sendable>: Sendable {
+    private let make: @Sendable ([(String, String)]) -> Handle
+    private let handles = Mutex<[[String]: Handle]>([:])
+
+    init(_ make: @escaping @Sendable ([(String, String)]) -> Handle) {
+        self.make = make
+    }
+
+    subscript(labels: [(String, String)]) -> Handle {
+        let key = labels.map(\.1)
+        if let handle = handles.withLock({ $0[key] }) { return handle }
+        let handle = make(labels)
+        return handles.withLock { handles in
+            if let existing = handles[key] { return existing }
+            handles[key] = handle
+            return handle
         }
     }
 }
