@@ -419,6 +419,7 @@ public final class Worker: Service, Sendable {
                 {
                 case .written:
                     logger.debug("replied")
+                    if failures > 0 { health.redisSucceeded(groupReady: true) }
                     return true
                 case .goneFromGroup where mode == .owned && !mayHaveWritten:
                     // Deleted from the stream while we ran it, and an XAUTOCLAIM (ours or another
@@ -438,6 +439,7 @@ public final class Worker: Service, Sendable {
             } catch {
                 failures += 1
                 metrics.replyRetries.increment()
+                if error.code == .connection { health.redisFailed(error.description) }
                 mayHaveWritten = mayHaveWritten || error.code == .connection
                 if Task.isCancelled || (failures > 3 && stopping && error.code == .shutdown) { return false }
                 if error.isAuthenticationFailure {

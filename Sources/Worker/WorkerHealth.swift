@@ -7,8 +7,9 @@ import Synchronization
 /// Liveness: the read loop is never in one wait longer than that wait can legitimately take. A
 /// Redis call returns within the read block plus the command timeout; a wait for a free slot
 /// ends when a request finishes, which the backend timeouts bound; a wait for an open circuit
-/// ends after the open period and a probe. Redis or the backend being down is not a liveness
-/// failure (a restart would not help; readiness says it).
+/// ends after the open period and a probe, or, while replies wait for Redis to return, lasts as
+/// long as Redis is away. Redis or the backend being down is not a liveness failure (a restart
+/// would not help; readiness says it).
 final class WorkerHealth: Sendable {
     enum Phase: Sendable {
         /// Reading, claiming, or between steps.
@@ -71,6 +72,11 @@ final class WorkerHealth: Sendable {
         state.withLock { state in
             let elapsed = now - state.since
             let bound = state.phase == .working ? workingBound : waitingBound
+            // Slots held by replies that wait for Redis to return: readiness says so; a restart
+            // would only abandon those replies.
+            if state.phase == .waitingForSlot, let error = state.redisError {
+                return (true, "alive; waiting for Redis: \(error)")
+            }
             if elapsed > bound {
                 return (false, "stuck: \(state.phase) for \(elapsed.components.seconds) s (bound \(bound.components.seconds) s)")
             }

@@ -46,6 +46,8 @@ struct TelemetryUnitTests {
         configuration.retry.maxAttempts = 2
         configuration.retry.maxBackoff = .seconds(5)
         let health = WorkerHealth(configuration: configuration)
+        #expect(health.readiness(circuitOpenWithoutFallback: false).detail.contains("Redis"), "not connected yet")
+        health.redisSucceeded(groupReady: true)
         let now = ContinuousClock.now
 
         health.enter(.working)
@@ -55,14 +57,15 @@ struct TelemetryUnitTests {
         health.enter(.waitingForSlot)  // (100 + 5) × 2 + 60 s
         #expect(health.liveness(at: now + .seconds(260)).isHealthy)
         #expect(!health.liveness(at: now + .seconds(280)).isHealthy)
+        // Slots held by replies waiting for Redis: alive for as long as Redis is away.
+        health.redisFailed("connection refused")
+        #expect(health.liveness(at: now + .seconds(3600)).isHealthy)
+        #expect(health.readiness(circuitOpenWithoutFallback: false).detail == "Redis unreachable: connection refused")
 
-        #expect(health.readiness(circuitOpenWithoutFallback: false).detail.contains("Redis"))
         health.redisSucceeded(groupReady: true)
+        #expect(!health.liveness(at: now + .seconds(3600)).isHealthy)
         #expect(health.readiness(circuitOpenWithoutFallback: false) == (true, "ready"))
         #expect(!health.readiness(circuitOpenWithoutFallback: true).isReady)
-        health.redisFailed("connection refused")
-        #expect(health.readiness(circuitOpenWithoutFallback: false).detail == "Redis unreachable: connection refused")
-        health.redisSucceeded(groupReady: true)
         health.markStopping()
         #expect(health.readiness(circuitOpenWithoutFallback: false) == (false, "stopping"))
     }
