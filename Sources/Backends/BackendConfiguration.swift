@@ -16,8 +16,11 @@ public struct BackendConfiguration: Sendable, Hashable {
     /// A base URL (`http://host:11434`) or a full path naming the API
     /// (`.../v1/chat/completions` or `.../api/chat`).
     public var endpoint: String
-    /// The model asked for when a request names none.
+    /// The model asked for when a request names none. Without one, a request must name its
+    /// model when the backend needs one (Ollama, OpenAI); llama-server serves the model it loaded.
     public var model: String?
+    /// Free text for people (`backend.description`): shown in the startup log and status.
+    public var description: String?
     /// Sent as `Authorization: Bearer`; never logged.
     public var apiKey: String?
     /// Connecting to the backend.

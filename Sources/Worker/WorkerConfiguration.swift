@@ -82,6 +82,31 @@ public struct WorkerConfiguration: Sendable {
         public init() {}
     }
 
+    /// A named request stream this worker serves. All queues share the consumer group name,
+    /// the reply, dead-letter and stats keys, and the worker's `concurrency`.
+    public struct Queue: Sendable, Hashable {
+        /// The queue's name, as `llmq publish --queue` and the metrics call it.
+        public var name: String
+        /// Its request stream.
+        public var stream: String
+        /// Strict priority: while a queue of a higher priority has work, lower ones get no new
+        /// slots (beyond their ``minimumShare``).
+        public var priority = 0
+        /// Share of the slots among queues of the same priority (3 and 1: three starts to one).
+        public var weight = 1
+        /// The fraction of starts this queue gets whenever it has work, whatever the priorities
+        /// (0...1): what keeps a low queue from starving under constant higher load.
+        public var minimumShare = 0.0
+
+        public init(name: String, stream: String, priority: Int = 0, weight: Int = 1, minimumShare: Double = 0) {
+            self.name = name
+            self.stream = stream
+            self.priority = priority
+            self.weight = weight
+            self.minimumShare = minimumShare
+        }
+    }
+
     /// The HTTP listener for `/metrics`, `/healthz` and `/readyz`.
     public struct Metrics: Sendable, Hashable {
         /// The port; nil (the default) serves no listener.
@@ -107,6 +132,13 @@ public struct WorkerConfiguration: Sendable {
     /// Requests in flight at once in this process.
     public var concurrency = 4
     public var streams = Streams()
+    /// The queues served, highest priority first; none means the one queue `default` on
+    /// `streams.requests` (see ``effectiveQueues``).
+    public var queues: [Queue] = []
+    /// The queues this worker serves: ``queues``, or the default queue.
+    public var effectiveQueues: [Queue] {
+        queues.isEmpty ? [Queue(name: "default", stream: streams.requests)] : queues
+    }
     public var backend: BackendConfiguration
     /// Takes over while the primary backend fails; optional.
     public var fallback: BackendConfiguration?
