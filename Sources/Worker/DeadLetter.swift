@@ -12,8 +12,12 @@ enum DeadLetter {
     static let maxBytes = 256 << 10
 
     /// - Returns: The record's field names and values, as script arguments.
-    static func record(of entry: StreamEntry, reason: String, deliveries: Int) -> RedisCommand {
+    static func record(of entry: StreamEntry, reason: String, deliveries: Int, queue: String? = nil) -> RedisCommand {
         var record = RedisCommand("request", entry.id, "reason", reason, "deliveries", String(deliveries))
+        if let queue {
+            record.append("queue")
+            record.append(queue)
+        }
         var kept = 0
         var bytes = 0
         var omittedFields = 0

@@ -2,7 +2,8 @@ import Foundation
 import LLMQRedis
 import Synchronization
 
-/// The Redis side of a worker: reading from the group, replying, claiming, refreshing.
+/// The Redis side of a worker: reading from the group, replying, claiming, refreshing, on
+/// each of its queues' request streams (every method takes the stream it works on).
 ///
 /// Two connections: a blocking `XREADGROUP` holds its connection until entries arrive, so it
 /// gets one of its own; replies, acknowledgements and claims share the other, where concurrent
@@ -29,31 +30,59 @@ final class RequestStream: Sendable {
 
     /// Creates the group (and the stream) if missing. A new group starts at `0`, so requests
     /// published before any worker existed are served too.
-    func ensureGroup() async throws(RedisError) {
+    func ensureGroup(on requests: String) async throws(RedisError) {
         do {
-            _ = try await writer.send("XGROUP", "CREATE", streams.requests, streams.group, "0", "MKSTREAM")
+            _ = try await writer.send("XGROUP", "CREATE", requests, streams.group, "0", "MKSTREAM")
         } catch where error.isServerError("BUSYGROUP") {
             // Another worker created it first.
         }
     }
 
-    /// New entries for this consumer, waiting up to `block` for some to arrive.
-    func readNew(count: Int, block: Duration) async throws(RedisError) -> [StreamEntry] {
-        let reply = try await reader.send(
+    /// New entries for this consumer, waiting up to `block` for some to arrive (on any of the
+    /// streams; `COUNT` applies to each stream).
+    /// - Returns: The entries by stream.
+    func readNew(from requests: [String], count: Int, block: Duration) async throws(RedisError) -> [String: [StreamEntry]] {
+        var command = RedisCommand(
+            "XREADGROUP", "GROUP", streams.group, consumer, "COUNT", String(count),
+            "BLOCK", String(block.milliseconds), "STREAMS")
+        for stream in requests { command.append(stream) }
+        for _ in requests { command.append(">") }
+        return try Self.entriesByStream(try await reader.send(command))
+    }
+
+    /// New entries from several streams at once without waiting, `counts` being how many to
+    /// take from each (one pipelined `XREADGROUP` per stream, since `COUNT` is per stream).
+    /// - Returns: The entries by stream; a stream with none is missing.
+    func readAvailable(_ counts: [(stream: String, count: Int)]) async throws(RedisError) -> [String: [StreamEntry]] {
+        let commands = counts.map { request in
             RedisCommand(
-                "XREADGROUP", "GROUP", streams.group, consumer, "COUNT", String(count),
-                "BLOCK", String(block.milliseconds), "STREAMS", streams.requests, ">"))
-        guard let streamsReply = reply.array else { return [] }  // nil: the block timed out
-        var entries: [StreamEntry] = []
-        for stream in streamsReply {
-            guard let pair = stream.array, pair.count == 2, let items = pair[1].array else { continue }
-            for item in items { entries.append(try Self.entry(from: item)) }
+                "XREADGROUP", "GROUP", streams.group, consumer, "COUNT", String(request.count), "STREAMS", request.stream, ">")
         }
-        return entries
+        var result: [String: [StreamEntry]] = [:]
+        for reply in try await reader.pipeline(commands) {
+            if case .error(let message) = reply { throw RedisError(.server, message) }
+            result.merge(try Self.entriesByStream(reply)) { $0 + $1 }
+        }
+        return result
+    }
+
+    /// An `XREADGROUP` answer: nil when nothing came, else pairs of stream and entries.
+    private static func entriesByStream(_ reply: RESPValue) throws(RedisError) -> [String: [StreamEntry]] {
+        guard let streamsReply = reply.array else { return [:] }
+        var result: [String: [StreamEntry]] = [:]
+        for stream in streamsReply {
+            guard let pair = stream.array, pair.count == 2, let name = pair[0].string, let items = pair[1].array else { continue }
+            var entries: [StreamEntry] = []
+            for item in items { entries.append(try Self.entry(from: item)) }
+            result[name, default: []] += entries
+        }
+        return result
     }
 
     /// An entry claimed from the group, with what the worker needs to answer it.
     struct Delivery: Sendable {
+        /// The request stream it came from.
+        var stream: String
         var entry: StreamEntry
         /// How often the group has delivered it, this time included.
         var deliveries: Int
@@ -66,10 +95,10 @@ final class RequestStream: Sendable {
     /// Takes over entries idle for at least `minIdle` from any consumer (`XAUTOCLAIM`), with
     /// each entry's delivery count. Entries deleted from the stream while pending come back
     /// with nil fields, so they can still be answered.
-    func claimIdle(minIdle: Duration, count: Int, cursor: inout String) async throws(RedisError) -> [Delivery] {
+    func claimIdle(on requests: String, minIdle: Duration, count: Int, cursor: inout String) async throws(RedisError) -> [Delivery] {
         let reply = try await writer.send(
             RedisCommand(
-                "XAUTOCLAIM", streams.requests, streams.group, consumer, String(minIdle.milliseconds), cursor,
+                "XAUTOCLAIM", requests, streams.group, consumer, String(minIdle.milliseconds), cursor,
                 "COUNT", String(count)))
         guard let parts = reply.array, parts.count >= 2, let next = parts[0].string, let items = parts[1].array else {
             throw RedisError(.unexpectedReply, "XAUTOCLAIM")
@@ -81,17 +110,18 @@ final class RequestStream: Sendable {
         if !claimed.isEmpty {
             // XAUTOCLAIM does not say how often an entry was delivered; the PEL does.
             let rows = try await writer.pipeline(claimed.map { entry in
-                RedisCommand("XPENDING", streams.requests, streams.group, entry.id, entry.id, "1")
+                RedisCommand("XPENDING", requests, streams.group, entry.id, entry.id, "1")
             })
             for (entry, row) in zip(claimed, rows) {
                 let pending = row.array?.first.flatMap(PendingEntry.init)
-                deliveries.append(Delivery(entry: entry, deliveries: pending?.deliveries ?? 1, removedFromGroup: false))
+                deliveries.append(Delivery(stream: requests, entry: entry, deliveries: pending?.deliveries ?? 1, removedFromGroup: false))
             }
         }
         if parts.count >= 3, let deleted = parts[2].array {
             for id in deleted {
                 if let id = id.string {
-                    deliveries.append(Delivery(entry: StreamEntry(id: id, fields: nil), deliveries: 1, removedFromGroup: true))
+                    deliveries.append(Delivery(
+                        stream: requests, entry: StreamEntry(id: id, fields: nil), deliveries: 1, removedFromGroup: true))
                 }
             }
         }
@@ -128,7 +158,7 @@ final class RequestStream: Sendable {
     /// - Parameters:
     ///   - status: `ok` or `error`, counted in the stats hash with `errorCode`.
     func reply(
-        to entryID: String, stream replyStream: String, fields: [(String, String)],
+        to entryID: String, on requests: String, stream replyStream: String, fields: [(String, String)],
         status: String, errorCode: String,
         deadLetter: RedisCommand? = nil, mode: ReplyMode = .owned
     ) async throws(RedisError) -> ReplyResult {
@@ -143,9 +173,9 @@ final class RequestStream: Sendable {
             arguments.append(value)
         }
         // Lost mode only: set when the entry is answered, for a day, so the answer goes out once.
-        let marker = streams.requests + ":lost:" + entryID
+        let marker = requests + ":lost:" + entryID
         let result = try await Scripts.reply.run(
-            on: writer, keys: [streams.requests, replyStream, streams.dead, streams.answered, marker, streams.stats],
+            on: writer, keys: [requests, replyStream, streams.dead, streams.answered, marker, streams.stats],
             arguments: arguments)
         switch result.int {
         case 1: return .written
@@ -165,10 +195,10 @@ final class RequestStream: Sendable {
     /// claims them while they are being worked on.
     /// - Returns: The entries that another consumer has claimed meanwhile (entries already
     ///   acknowledged, e.g. by this worker a moment ago, are neither refreshed nor returned).
-    func touch(_ ids: [String]) async throws(RedisError) -> [String] {
+    func touch(_ ids: [String], on requests: String) async throws(RedisError) -> [String] {
         guard !ids.isEmpty else { return [] }
         let result = try await Scripts.touch.run(
-            on: writer, keys: [streams.requests], arguments: RedisCommand([streams.group, consumer] + ids))
+            on: writer, keys: [requests], arguments: RedisCommand([streams.group, consumer] + ids))
         return result.array?.compactMap(\.string) ?? []
     }
 
@@ -177,9 +207,9 @@ final class RequestStream: Sendable {
     /// script, so a consumer that has just taken an entry is never removed with it).
     /// - Parameter only: Consider only this consumer (a worker removing itself on shutdown).
     /// - Returns: The names removed.
-    func deleteIdleConsumers(minIdle: Duration, only: String? = nil) async throws(RedisError) -> [String] {
+    func deleteIdleConsumers(on requests: String, minIdle: Duration, only: String? = nil) async throws(RedisError) -> [String] {
         let result = try await Scripts.deleteIdleConsumers.run(
-            on: writer, keys: [streams.requests],
+            on: writer, keys: [requests],
             arguments: RedisCommand(streams.group, String(minIdle.milliseconds), only == nil ? consumer : "", only ?? ""))
         return result.array?.compactMap(\.string) ?? []
     }

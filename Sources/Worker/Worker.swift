@@ -20,7 +20,9 @@ public final class Worker: Service, Sendable {
     private let logger: Logger
     private let isStopping = Atomic<Bool>(false)
     /// Entries being worked on, refreshed so that no other consumer claims them meanwhile.
-    private let inFlight = Mutex<Set<String>>([])
+    private let inFlight = Mutex<Set<EntryKey>>([])
+    /// The queues served, highest priority first.
+    private let queues: [WorkerConfiguration.Queue]
     private let metrics: WorkerMetrics
     private let health: WorkerHealth
 
@@ -31,15 +33,16 @@ public final class Worker: Service, Sendable {
     public init(configuration: WorkerConfiguration, backend: ResilientBackend, logger: Logger) {
         self.configuration = configuration
         self.backend = backend
+        self.queues = configuration.effectiveQueues.sorted { $0.priority > $1.priority }
         self.stream = RequestStream(
             redis: configuration.redis, streams: configuration.streams, consumer: configuration.consumer,
             readBlock: configuration.readBlock)
         let streams = configuration.streams
         self.parser = RequestParser(
             limits: configuration.limits, replyToPrefix: streams.replyToPrefix,
-            reservedStreams: [streams.requests, streams.dead, streams.answered])
+            reservedStreams: Set(configuration.effectiveQueues.map(\.stream) + [streams.requests, streams.dead, streams.answered]))
         self.slots = Slots(capacity: configuration.concurrency)
-        self.metrics = WorkerMetrics(configuration: configuration)
+        self.metrics = WorkerMetrics(configuration: configuration, queues: configuration.effectiveQueues)
         self.health = WorkerHealth(configuration: configuration)
         var logger = logger
         logger[metadataKey: "llmq.consumer"] = "\(configuration.consumer)"
@@ -77,10 +80,14 @@ public final class Worker: Service, Sendable {
             stream.shutdown()
             backend.shutdown()
         }
-        logger.info("worker starting", metadata: [
-            "llmq.stream": "\(configuration.streams.requests)", "llmq.group": "\(configuration.streams.group)",
+        var startup: Logger.Metadata = [
+            "llmq.queues": "\(queues.map { "\($0.name)=\($0.stream) p\($0.priority) w\($0.weight)" }.joined(separator: ", "))",
+            "llmq.group": "\(configuration.streams.group)",
             "llmq.backend": "\(backend.primary.name)", "llmq.concurrency": "\(configuration.concurrency)",
-        ])
+        ]
+        if let description = configuration.backend.description { startup["llmq.backend.description"] = "\(description)" }
+        if let model = configuration.backend.model { startup["llmq.backend.model"] = "\(model)" }
+        logger.info("worker starting", metadata: startup)
         let fatal = Mutex<WorkerError?>(nil)
         try await withGracefulShutdownHandler {
             await withDiscardingTaskGroup { group in
@@ -125,6 +132,12 @@ public final class Worker: Service, Sendable {
 
     private var stopping: Bool { isStopping.load(ordering: .relaxed) || Task.isCancelled }
 
+    /// Ollama and OpenAI-compatible servers need a model name; llama-server serves the one it
+    /// loaded. With none configured, each request must name its own.
+    private var backendNeedsModel: Bool {
+        configuration.backend.model == nil && configuration.backend.kind != .llamaCpp
+    }
+
     // MARK: - Health
 
     /// `/healthz`: false when the read loop has been in one wait longer than it can legitimately
@@ -148,13 +161,14 @@ public final class Worker: Service, Sendable {
     private func readLoop(group: inout DiscardingTaskGroup) async -> WorkerError? {
         var failures = 0
         var groupReady = false
-        var claimCursor = "0-0"
+        var claimCursors = Array(repeating: "0-0", count: queues.count)
         var nextClaim = ContinuousClock.now
+        var scheduler = IntakeScheduler(queues: queues.map { .init(priority: $0.priority, weight: $0.weight, minimumShare: $0.minimumShare) })
         while !stopping {
             health.enter(.working)
             do {
                 if !groupReady {
-                    try await stream.ensureGroup()
+                    for queue in queues { try await stream.ensureGroup(on: queue.stream) }
                     groupReady = true
                     health.redisSucceeded(groupReady: true)
                     _ = readiness()
@@ -169,9 +183,12 @@ public final class Worker: Service, Sendable {
 
                 var entries: [RequestStream.Delivery] = []
                 if ContinuousClock.now >= nextClaim {
-                    // Entries abandoned by dead consumers go before new ones.
-                    entries = try await stream.claimIdle(
-                        minIdle: configuration.recovery.claimMinIdle, count: free, cursor: &claimCursor)
+                    // Entries abandoned by dead consumers go before new ones, by priority.
+                    for (index, queue) in queues.enumerated() where entries.count < free {
+                        entries += try await stream.claimIdle(
+                            on: queue.stream, minIdle: configuration.recovery.claimMinIdle, count: free - entries.count,
+                            cursor: &claimCursors[index])
+                    }
                     nextClaim = ContinuousClock.now + configuration.recovery.claimInterval
                     if !entries.isEmpty {
                         metrics.claims.increment(by: entries.count)
@@ -179,27 +196,25 @@ public final class Worker: Service, Sendable {
                     }
                 }
                 if entries.isEmpty {
-                    entries = try await stream.readNew(count: free, block: configuration.readBlock).map {
-                        RequestStream.Delivery(entry: $0, deliveries: 1, removedFromGroup: false)
-                    }
+                    entries = try await readNew(free: free, scheduler: &scheduler)
                 }
                 failures = 0
                 health.redisSucceeded(groupReady: true)
                 let claimedAt = ContinuousClock.now
                 let claimedAtWall = Date().timeIntervalSince1970 * 1000
                 for delivery in entries {
-                    let id = delivery.entry.id
+                    let key = EntryKey(stream: delivery.stream, id: delivery.entry.id)
                     let isRunningHere = inFlight.withLock { inFlight in
                         // Deleted while this worker runs it, and taken out of the group by our own
                         // XAUTOCLAIM: the running task answers it (see `publish`).
-                        delivery.removedFromGroup ? inFlight.contains(id) : !inFlight.insert(id).inserted
+                        delivery.removedFromGroup ? inFlight.contains(key) : !inFlight.insert(key).inserted
                     }
                     if isRunningHere { continue }
                     slots.take()
                     metrics.inFlight.record(slots.inUse)
                     group.addTask {
                         await self.handle(delivery, claimedAt: claimedAt, claimedAtWall: claimedAtWall)
-                        self.inFlight.withLock { _ = $0.remove(id) }
+                        self.inFlight.withLock { _ = $0.remove(key) }
                         self.slots.release()
                         self.metrics.inFlight.record(self.slots.inUse)
                     }
@@ -233,6 +248,50 @@ public final class Worker: Service, Sendable {
         return nil
     }
 
+    /// Takes up to `free` new entries, the slots going by the scheduler's plan (minimum shares,
+    /// then priority, then weight). Queues are read without waiting, round after round, until
+    /// the slots are used or every queue came up short; when nothing at all was waiting, one
+    /// blocking read on every queue's stream waits up to `readBlock` for the first arrivals.
+    private func readNew(free: Int, scheduler: inout IntakeScheduler) async throws(RedisError) -> [RequestStream.Delivery] {
+        func deliveries(_ entries: [StreamEntry], from stream: String) -> [RequestStream.Delivery] {
+            entries.map { RequestStream.Delivery(stream: stream, entry: $0, deliveries: 1, removedFromGroup: false) }
+        }
+        if queues.count == 1 {
+            // One queue: one blocking read, as before queues existed.
+            let stream = queues[0].stream
+            return deliveries(try await self.stream.readNew(from: [stream], count: free, block: configuration.readBlock)[stream] ?? [], from: stream)
+        }
+        var result: [RequestStream.Delivery] = []
+        var available = Set(queues.indices)
+        while result.count < free, !available.isEmpty {
+            let plan = scheduler.plan(free: free - result.count, available: available)
+            if plan.isEmpty { break }
+            let read = try await stream.readAvailable(plan.sorted { $0.key < $1.key }.map { (queues[$0.key].stream, $0.value) })
+            var started: [Int: Int] = [:]
+            for (index, count) in plan {
+                let entries = read[queues[index].stream] ?? []
+                if entries.count < count { available.remove(index) }
+                started[index] = entries.count
+                result += deliveries(entries, from: queues[index].stream)
+            }
+            scheduler.recordStarts(started)
+        }
+        if result.isEmpty {
+            // Nothing waiting anywhere: block on the streams (one entry from each at most, so
+            // on no more streams than there are free slots, the highest priorities first).
+            let streams = queues.prefix(free).map(\.stream)
+            let read = try await stream.readNew(from: streams, count: 1, block: configuration.readBlock)
+            var started: [Int: Int] = [:]
+            for (index, queue) in queues.enumerated() {
+                guard let entries = read[queue.stream], !entries.isEmpty else { continue }
+                started[index] = entries.count
+                result += deliveries(entries, from: queue.stream)
+            }
+            scheduler.recordStarts(started)
+        }
+        return result
+    }
+
     /// Every third of the claim idle time, resets the idle time of the entries in flight.
     private func refreshLoop() async {
         let interval = configuration.recovery.claimMinIdle / 3
@@ -242,10 +301,13 @@ public final class Worker: Service, Sendable {
             } catch {
                 return
             }
-            let ids = Array(inFlight.withLock { $0 })
-            guard !ids.isEmpty else { continue }
+            let keys = inFlight.withLock { $0 }
+            guard !keys.isEmpty else { continue }
             do {
-                let lost = try await stream.touch(ids)
+                var lost: [String] = []
+                for (requests, entries) in Dictionary(grouping: keys, by: \.stream) {
+                    lost += try await stream.touch(entries.map(\.id), on: requests)
+                }
                 if !lost.isEmpty {
                     metrics.leaseLosses.increment(by: lost.count)
                     logger.warning("entries in flight were claimed by another consumer; their replies will be dropped", metadata: [
@@ -263,8 +325,11 @@ public final class Worker: Service, Sendable {
     private func queueGaugeLoop() async {
         while !Task.isCancelled {
             do {
-                let status = try await QueueStatus.read(from: stream.writer, streams: configuration.streams)
-                metrics.queue.record(status)
+                for (queue, gauges) in zip(configuration.effectiveQueues, metrics.queues) {
+                    var streams = configuration.streams
+                    streams.requests = queue.stream
+                    gauges.record(try await QueueStatus.read(from: stream.writer, streams: streams))
+                }
             } catch {
                 logger.debug("could not read the queue gauges", metadata: ["llmq.error": "\(error)"])
             }
@@ -288,7 +353,10 @@ public final class Worker: Service, Sendable {
                 return
             }
             do {
-                let removed = try await stream.deleteIdleConsumers(minIdle: idle)
+                var removed: [String] = []
+                for queue in queues {
+                    removed += try await stream.deleteIdleConsumers(on: queue.stream, minIdle: idle)
+                }
                 if !removed.isEmpty {
                     metrics.consumersDeleted.increment(by: removed.count)
                     logger.info("removed idle consumers with nothing pending from the group", metadata: [
@@ -305,8 +373,10 @@ public final class Worker: Service, Sendable {
     /// leaves no names behind. With entries still pending it stays: they must be claimed.
     private func removeSelfFromGroup() async {
         guard configuration.recovery.deleteIdleConsumersAfter != nil else { return }
-        if (try? await stream.deleteIdleConsumers(minIdle: .zero, only: configuration.consumer))?.isEmpty == false {
-            logger.debug("left the consumer group")
+        for queue in queues {
+            if (try? await stream.deleteIdleConsumers(on: queue.stream, minIdle: .zero, only: configuration.consumer))?.isEmpty == false {
+                logger.debug("left the consumer group", metadata: ["llmq.stream": "\(queue.stream)"])
+            }
         }
     }
 
@@ -314,8 +384,10 @@ public final class Worker: Service, Sendable {
 
     private func handle(_ delivery: RequestStream.Delivery, claimedAt: ContinuousClock.Instant, claimedAtWall: Double) async {
         let entry = delivery.entry
+        let queue = queues.first { $0.stream == delivery.stream }?.name ?? delivery.stream
         var logger = self.logger
         logger[metadataKey: "llmq.request.entry"] = "\(entry.id)"
+        if !configuration.queues.isEmpty { logger[metadataKey: "llmq.request.queue"] = "\(queue)" }
         let queueMilliseconds = entry.timestampMilliseconds.map { claimedAtWall - Double($0) }
         let now = Int64(claimedAtWall)
         var replyStream = configuration.streams.replies
@@ -331,7 +403,8 @@ public final class Worker: Service, Sendable {
                 replyStream = request.replyTo ?? replyStream
             }
             reply = .error(callerID: callerID, entryID: entry.id, code: "dead_letter", message: message)
-            deadLetter = DeadLetter.record(of: entry, reason: message, deliveries: delivery.deliveries)
+            deadLetter = DeadLetter.record(
+                of: entry, reason: message, deliveries: delivery.deliveries, queue: configuration.queues.isEmpty ? nil : queue)
             logger.warning("request dead-lettered", metadata: ["llmq.request.deliveries": "\(delivery.deliveries)"])
         } else {
             switch parser.parse(entry, now: now) {
@@ -340,6 +413,13 @@ public final class Worker: Service, Sendable {
                 reply = .error(callerID: rejection.callerID, entryID: entry.id, code: rejection.code.rawValue, message: rejection.message)
                 logger.notice("request rejected", metadata: [
                     "llmq.request.error_code": "\(rejection.code.rawValue)", "llmq.request.error": "\(rejection.message)",
+                ])
+            case .success(let request) where request.chat.model == nil && backendNeedsModel:
+                replyStream = request.replyTo ?? replyStream
+                let message = "the request names no model, and this worker's backend (\(configuration.backend.kind.rawValue)) needs one: add a model field, or set backend.model"
+                reply = .error(callerID: request.callerID, entryID: entry.id, code: RequestRejection.Code.invalidRequest.rawValue, message: message)
+                logger.notice("request rejected", metadata: [
+                    "llmq.request.error_code": "\(RequestRejection.Code.invalidRequest.rawValue)", "llmq.request.error": "\(message)",
                 ])
             case .success(let request):
                 replyStream = request.replyTo ?? replyStream
@@ -378,11 +458,12 @@ public final class Worker: Service, Sendable {
             consumer: configuration.consumer, queueMilliseconds: queueMilliseconds,
             backendMilliseconds: backendTime?.fractionalMilliseconds,
             totalMilliseconds: total.fractionalMilliseconds)
+        if !configuration.queues.isEmpty { reply.add("queue", queue) }
         let written = await publish(
-            reply, for: entry.id, to: replyStream, deadLetter: deadLetter,
+            reply, for: entry.id, on: delivery.stream, to: replyStream, deadLetter: deadLetter,
             mode: delivery.removedFromGroup ? .lost : .owned, logger: logger)
         guard written else { return }
-        metrics.replied(reply)
+        metrics.replied(reply, queue: queue)
         if deadLetter != nil { metrics.deadLetters.increment() }
         if let queueMilliseconds { metrics.queueWait.recordNanoseconds(Int64(max(0, queueMilliseconds) * 1_000_000)) }
         if let backendTime {
@@ -402,7 +483,7 @@ public final class Worker: Service, Sendable {
     /// - Returns: Whether this call wrote the reply (false when the entry was no longer ours;
     ///   also when a lost connection hid that an earlier try wrote it).
     private func publish(
-        _ reply: Reply, for entryID: String, to replyStream: String, deadLetter: RedisCommand?,
+        _ reply: Reply, for entryID: String, on requests: String, to replyStream: String, deadLetter: RedisCommand?,
         mode: RequestStream.ReplyMode, logger: Logger
     ) async -> Bool {
         var mode = mode
@@ -414,7 +495,7 @@ public final class Worker: Service, Sendable {
         while true {
             do {
                 switch try await stream.reply(
-                    to: entryID, stream: replyStream, fields: reply.fields, status: reply.status,
+                    to: entryID, on: requests, stream: replyStream, fields: reply.fields, status: reply.status,
                     errorCode: reply.errorCode, deadLetter: deadLetter, mode: mode)
                 {
                 case .written:
@@ -458,4 +539,10 @@ public final class Worker: Service, Sendable {
             }
         }
     }
+}
+
+/// An entry in flight: its request stream and ID (several queues may hold the same ID).
+struct EntryKey: Hashable, Sendable {
+    var stream: String
+    var id: String
 }

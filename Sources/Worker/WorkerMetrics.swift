@@ -15,7 +15,8 @@ struct WorkerMetrics: Sendable {
     let replyRetries = Counter(label: "llmq_reply_retries_total")
     let consumersDeleted = Counter(label: "llmq_consumers_deleted_total")
     let ready = Gauge(label: "llmq_ready")
-    let queue: QueueGauges
+    /// One set of queue gauges per queue served, in the configuration's order.
+    let queues: [QueueGauges]
 
     /// The queue as Redis reports it. Every worker reads and exports the same values, labelled
     /// by stream and group only, so a dashboard takes `max by (stream, group)`, never a sum.
@@ -44,8 +45,12 @@ struct WorkerMetrics: Sendable {
         }
     }
 
-    init(configuration: WorkerConfiguration) {
-        queue = QueueGauges(streams: configuration.streams)
+    init(configuration: WorkerConfiguration, queues: [WorkerConfiguration.Queue]) {
+        self.queues = queues.map { queue in
+            var streams = configuration.streams
+            streams.requests = queue.stream
+            return QueueGauges(streams: streams)
+        }
         concurrencyLimit.record(configuration.concurrency)
         inFlight.record(0)
         ready.record(0)
@@ -56,9 +61,9 @@ struct WorkerMetrics: Sendable {
     private let promptTokens = LabelledMetrics<Counter> { Counter(label: "llmq_backend_prompt_tokens_total", dimensions: $0) }
     private let completionTokens = LabelledMetrics<Counter> { Counter(label: "llmq_backend_completion_tokens_total", dimensions: $0) }
 
-    /// Counts a reply written to Redis; the labels are the reply's own fields.
-    func replied(_ reply: Reply) {
-        replies[[("status", reply.status), ("error_code", reply.errorCode), ("backend", reply.backend)]].increment()
+    /// Counts a reply written to Redis; the labels are the reply's own fields and its queue.
+    func replied(_ reply: Reply, queue: String) {
+        replies[[("status", reply.status), ("error_code", reply.errorCode), ("backend", reply.backend), ("queue", queue)]].increment()
     }
 
     /// Time in the backend for one request, by the backend named in its reply.

@@ -1,0 +1,111 @@
+import Foundation
+import LLMQBackends
+import LLMQRedis
+import LLMQSimulator
+@testable import LLMQWorker
+import Testing
+
+/// When each request started: its entry ID's time plus its `queue_ms`.
+private func startMilliseconds(_ reply: [String: String]) -> Double {
+    let published = Double(reply["request"]?.split(separator: "-").first ?? "") ?? 0
+    return published + (Double(reply["queue_ms"] ?? "") ?? 0)
+}
+
+@Suite("Queues: priorities, weights, minimum shares", .serialized)
+struct QueueTests {
+    private func run(
+        high: WorkerConfiguration.Queue, low: WorkerConfiguration.Queue, highCount: Int = 40, lowCount: Int = 20
+    ) async throws -> (high: [[String: String]], low: [[String: String]]) {
+        let redis = try await RedisServer.start()
+        let client = RedisClient(configuration: redis.configuration)
+        defer { client.shutdown() }
+        // Four slots, 40 ms a request: the worker's four slots are the backend's four.
+        let sim = try await RunningSimulator.start(SimulatorConfiguration(slots: 4, tokenMilliseconds: 5))
+        for index in 0..<highCount { try await publish(client, [("prompt", "high \(index)"), ("max_tokens", "8"), ("id", "h\(index)")], stream: high.stream) }
+        for index in 0..<lowCount { try await publish(client, [("prompt", "low \(index)"), ("max_tokens", "8"), ("id", "l\(index)")], stream: low.stream) }
+        var configuration = workerConfiguration(redis: redis, backend: BackendConfiguration(kind: .llamaCpp, endpoint: sim.url), concurrency: 4)
+        configuration.queues = [high, low]
+        let worker = try RunningWorker(configuration)
+        let replies = try await waitForReplies(client, count: highCount + lowCount)
+        await worker.stop()
+        await sim.stop()
+        // Exactly one reply each, on both queues, and nothing left.
+        let ids = replies.compactMap { $0["id"] }
+        #expect(Set(ids) == Set((0..<highCount).map { "h\($0)" } + (0..<lowCount).map { "l\($0)" }) && ids.count == highCount + lowCount)
+        for queue in [high, low] {
+            #expect(try await client.send("XLEN", queue.stream).int == 0)
+            #expect(try await client.send("XPENDING", queue.stream, "llmq").array?.first?.int == 0)
+        }
+        return (replies.filter { $0["queue"] == high.name }, replies.filter { $0["queue"] == low.name })
+    }
+
+    /// Starts of `low` while `high` still had requests waiting (before its last start, less a
+    /// millisecond: what one read took together started together).
+    private func lowStartsWhileHighWaited(_ replies: (high: [[String: String]], low: [[String: String]])) -> (low: Int, all: Int) {
+        let lastHigh = replies.high.map(startMilliseconds).max() ?? 0
+        let low = replies.low.filter { startMilliseconds($0) < lastHigh - 1 }.count
+        let high = replies.high.filter { startMilliseconds($0) < lastHigh - 1 }.count
+        return (low, low + high)
+    }
+
+    @Test("Strict priority: while the priority-1 queue has work, the priority-0 queue starts nothing; both get exactly one reply each")
+    func strictPriority() async throws {
+        let replies = try await run(
+            high: .init(name: "high", stream: "llmq:requests:high", priority: 1),
+            low: .init(name: "low", stream: "llmq:requests:low", priority: 0))
+        let starts = lowStartsWhileHighWaited(replies)
+        #expect(starts.all >= 30, "enough starts to judge: \(starts)")
+        #expect(starts.low == 0, "low started \(starts.low) of \(starts.all) while high waited")
+    }
+
+    @Test("A minimum share keeps the low queue from starving: at least its share of starts while the high queue has work")
+    func minimumShare() async throws {
+        let replies = try await run(
+            high: .init(name: "high", stream: "llmq:requests:high", priority: 1),
+            low: .init(name: "low", stream: "llmq:requests:low", priority: 0, minimumShare: 0.25),
+            highCount: 60, lowCount: 40)
+        let starts = lowStartsWhileHighWaited(replies)
+        let share = Double(starts.low) / Double(max(1, starts.all))
+        #expect(starts.all >= 30, "enough starts to judge: \(starts)")
+        #expect(share >= 0.2 && share <= 0.4, "low's share while high waited: \(share) (\(starts))")
+    }
+
+    @Test("Weights 3:1 at the same priority give about three starts to one")
+    func weights() async throws {
+        let replies = try await run(
+            high: .init(name: "heavy", stream: "llmq:requests:heavy", priority: 0, weight: 3),
+            low: .init(name: "light", stream: "llmq:requests:light", priority: 0, weight: 1),
+            highCount: 60, lowCount: 60)
+        let lastLight = min(replies.high.map(startMilliseconds).max() ?? 0, replies.low.map(startMilliseconds).max() ?? 0)
+        let heavy = replies.high.filter { startMilliseconds($0) < lastLight - 1 }.count
+        let light = replies.low.filter { startMilliseconds($0) < lastLight - 1 }.count
+        let ratio = Double(heavy) / Double(max(1, light))
+        #expect(ratio >= 2.4 && ratio <= 3.6, "heavy:light = \(heavy):\(light)")
+    }
+
+    @Test("The scheduler's plan: strict priority, minimum share, weights, and exhausted queues left out")
+    func schedulerPlan() {
+        var strict = IntakeScheduler(queues: [.init(priority: 1, weight: 1, minimumShare: 0), .init(priority: 0, weight: 1, minimumShare: 0)])
+        #expect(strict.plan(free: 4, available: [0, 1]) == [0: 4])
+        #expect(strict.plan(free: 4, available: [1]) == [1: 4])
+        strict.recordStarts([0: 4])
+
+        var shared = IntakeScheduler(queues: [.init(priority: 1, weight: 1, minimumShare: 0), .init(priority: 0, weight: 1, minimumShare: 0.25)])
+        var low = 0
+        for _ in 0..<100 {
+            let plan = shared.plan(free: 4, available: [0, 1])
+            low += plan[1] ?? 0
+            shared.recordStarts(plan)
+        }
+        #expect(low >= 95 && low <= 105, "low got \(low) of 400")
+
+        var weighted = IntakeScheduler(queues: [.init(priority: 0, weight: 3, minimumShare: 0), .init(priority: 0, weight: 1, minimumShare: 0)])
+        var heavy = 0
+        for _ in 0..<100 {
+            let plan = weighted.plan(free: 4, available: [0, 1])
+            heavy += plan[0] ?? 0
+            weighted.recordStarts(plan)
+        }
+        #expect(heavy >= 295 && heavy <= 305, "heavy got \(heavy) of 400")
+    }
+}
