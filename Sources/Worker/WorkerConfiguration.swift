@@ -139,6 +139,14 @@ public struct WorkerConfiguration: Sendable {
     public var effectiveQueues: [Queue] {
         queues.isEmpty ? [Queue(name: "default", stream: streams.requests)] : queues
     }
+
+    /// The queue called `name`: a configured one, else `default` on `streams.requests`, else
+    /// by the naming rule `<streams.requests>:<name>` (`llmq:requests:HumanAI`).
+    public func queue(named name: String) -> Queue {
+        if let queue = effectiveQueues.first(where: { $0.name == name }) { return queue }
+        if name == "default" { return Queue(name: name, stream: streams.requests) }
+        return Queue(name: name, stream: streams.requests + ":" + name)
+    }
     public var backend: BackendConfiguration
     /// Takes over while the primary backend fails; optional.
     public var fallback: BackendConfiguration?

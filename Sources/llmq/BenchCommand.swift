@@ -18,6 +18,9 @@ struct BenchCommand: AsyncParsableCommand {
 
     @OptionGroup var connection: ConnectionOptions
 
+    @Option(help: "Publish to and measure this queue's stream (a configured queue, or <streams.requests>:NAME).")
+    var queue: String?
+
     @Option(name: .shortAndLong, help: "Requests to publish.") var requests = 1000
     @Option(help: "Requests per second to publish at (0: as fast as possible).") var rate: Double = 0
     @Option(name: .customLong("max-tokens")) var maxTokens = 8
@@ -35,7 +38,8 @@ struct BenchCommand: AsyncParsableCommand {
 
     func run() async throws {
         ignoreBrokenPipes()
-        let configuration = try connection.load()
+        var configuration = try connection.load()
+        if let queue { configuration.streams.requests = configuration.queue(named: queue).stream }
         let name = self.run ?? String(UUID().uuidString.prefix(8)).lowercased()
         let replyStream = "llmq:bench:\(name)"
         let client = RedisClient(configuration: configuration.redis, name: "llmq-bench")

@@ -11,6 +11,9 @@ struct PublishCommand: AsyncParsableCommand {
 
     @OptionGroup var connection: ConnectionOptions
 
+    @Option(help: "Publish to this queue's stream (a configured queue, or <streams.requests>:NAME).")
+    var queue: String?
+
     @Option(name: .long, help: "The prompt text.")
     var prompt: String?
 
@@ -62,7 +65,8 @@ struct PublishCommand: AsyncParsableCommand {
 
     func run() async throws {
         ignoreBrokenPipes()
-        let configuration = try connection.load()
+        var configuration = try connection.load()
+        if let queue { configuration.streams.requests = configuration.queue(named: queue).stream }
         var fields: [(String, String)] = []
         func add(_ name: String, _ value: CustomStringConvertible?) {
             if let value { fields.append((name, value.description)) }

@@ -22,6 +22,9 @@ struct StatusCommand: AsyncParsableCommand {
     @Flag(help: "Print JSON (with --watch: one object per line per frame).")
     var json = false
 
+    @Option(help: "Only this queue (a configured queue, or <streams.requests>:NAME); --watch needs it when several are configured.")
+    var queue: String?
+
     @Flag(help: "Refresh until Ctrl-C, like top.")
     var watch = false
 
@@ -42,20 +45,36 @@ struct StatusCommand: AsyncParsableCommand {
     func run() async throws {
         ignoreBrokenPipes()
         let configuration = try connection.load()
+        let queues = queue.map { [configuration.queue(named: $0)] } ?? configuration.effectiveQueues
         let client = RedisClient(configuration: configuration.redis, name: "llmq-status")
         defer { client.shutdown() }
+        func streams(of queue: WorkerConfiguration.Queue) -> WorkerConfiguration.Streams {
+            var streams = configuration.streams
+            streams.requests = queue.stream
+            return streams
+        }
         if watch {
-            await watchUntilStopped(client: client, streams: configuration.streams)
+            guard queues.count == 1 else {
+                throw fail("\(queues.count) queues are configured (\(queues.map(\.name).joined(separator: ", "))): pick one with --queue NAME", code: 2)
+            }
+            await watchUntilStopped(client: client, streams: streams(of: queues[0]))
             return
         }
         do {
-            let status = try await QueueStatus.read(from: client, streams: configuration.streams)
+            var statuses: [QueueStatus] = []
+            for queue in queues { statuses.append(try await QueueStatus.read(from: client, streams: streams(of: queue))) }
             if json {
                 let encoder = JSONEncoder()
                 encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-                print(String(decoding: try encoder.encode(status), as: UTF8.self))
+                // One queue: the object, as always; several: an array of them, in priority order.
+                let data = statuses.count == 1 ? try encoder.encode(statuses[0]) : try encoder.encode(statuses)
+                print(String(decoding: data, as: UTF8.self))
+            } else if statuses.count == 1 {
+                print(statuses[0].text)
             } else {
-                print(status.text)
+                print(zip(queues, statuses).map { queue, status in
+                    "queue \(queue.name) (priority \(queue.priority), weight \(queue.weight)\(queue.minimumShare > 0 ? ", minimum share \(queue.minimumShare)" : "")):\n" + status.text
+                }.joined(separator: "\n\n"))
             }
         } catch let error as RedisError {
             throw fail("\(error)")
