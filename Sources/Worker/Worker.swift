@@ -25,12 +25,18 @@ public final class Worker: Service, Sendable {
     private let queues: [WorkerConfiguration.Queue]
     private let metrics: WorkerMetrics
     private let health: WorkerHealth
+    private let lease: ConsumerNameLease?
 
     /// - Parameters:
     ///   - configuration: A validated configuration.
     ///   - backend: The backend chain (primary, fallback, retries).
     ///   - logger: Request logs carry `llmq.request.*` metadata; prompts are never logged.
-    public init(configuration: WorkerConfiguration, backend: ResilientBackend, logger: Logger) {
+    ///   - lease: The lease on the consumer name (``ConsumerNameLease``), renewed while the worker
+    ///     runs and released when it stops; its name replaces `configuration.consumer`.
+    public init(configuration: WorkerConfiguration, backend: ResilientBackend, logger: Logger, lease: ConsumerNameLease? = nil) {
+        var configuration = configuration
+        if let lease { configuration.consumer = lease.name }
+        self.lease = lease
         self.configuration = configuration
         self.backend = backend
         self.queues = configuration.effectiveQueues.sorted { $0.priority > $1.priority }
@@ -51,7 +57,7 @@ public final class Worker: Service, Sendable {
 
     /// Builds the backends a configuration names and a worker over them.
     /// - Throws: ``ConfigurationError`` when an endpoint cannot be used.
-    public convenience init(configuration: WorkerConfiguration, logger: Logger) throws(ConfigurationError) {
+    public convenience init(configuration: WorkerConfiguration, logger: Logger, lease: ConsumerNameLease? = nil) throws(ConfigurationError) {
         func make(_ backend: BackendConfiguration, key: String) throws(ConfigurationError) -> any ChatBackend {
             do {
                 return try makeChatBackend(backend, maxConcurrentRequests: configuration.concurrency)
@@ -70,7 +76,7 @@ public final class Worker: Service, Sendable {
                 maxBackoff: configuration.retry.maxBackoff),
             breaker: .init(failureThreshold: configuration.breaker.failureThreshold, openDuration: configuration.breaker.openDuration),
             logger: logger)
-        self.init(configuration: configuration, backend: resilient, logger: logger)
+        self.init(configuration: configuration, backend: resilient, logger: logger, lease: lease)
     }
 
     /// Serves until graceful shutdown or cancellation; then closes its Redis and backend
@@ -88,6 +94,7 @@ public final class Worker: Service, Sendable {
         if let description = configuration.backend.description { startup["llmq.backend.description"] = "\(description)" }
         if let model = configuration.backend.model { startup["llmq.backend.model"] = "\(model)" }
         logger.info("worker starting", metadata: startup)
+        if let note = lease?.note { logger.warning("\(note)") }
         let fatal = Mutex<WorkerError?>(nil)
         try await withGracefulShutdownHandler {
             await withDiscardingTaskGroup { group in
@@ -110,6 +117,7 @@ public final class Worker: Service, Sendable {
                 group.cancelAll()
             }
             await removeSelfFromGroup()
+            await lease?.release(on: stream.writer)
             try Task.checkCancellation()
         } onGracefulShutdown: {
             self.stop()
@@ -300,6 +308,17 @@ public final class Worker: Service, Sendable {
                 try await Task.sleep(for: interval)
             } catch {
                 return
+            }
+            if let lease {
+                do {
+                    if try await !lease.renew(on: stream.writer) {
+                        logger.error("another worker holds this worker's consumer name now; stop one of them", metadata: [
+                            "llmq.consumer": "\(lease.name)"
+                        ])
+                    }
+                } catch {
+                    logger.debug("could not renew the consumer name lease", metadata: ["llmq.error": "\(error)"])
+                }
             }
             let keys = inFlight.withLock { $0 }
             guard !keys.isEmpty else { continue }

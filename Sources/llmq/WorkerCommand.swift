@@ -72,9 +72,14 @@ struct WorkerCommand: AsyncParsableCommand {
         // Before the worker exists: its metrics are created with the factory in place.
         let export = configuration.metrics.port.map { _ in PrometheusExport() }
         if let export { MetricsSystem.bootstrap(export) }
+        // The lease lasts as long as an entry may sit idle before others claim it (at least 30 s),
+        // and is renewed three times as often.
+        let lease = await ConsumerNameLease.acquire(
+            redis: configuration.redis, group: configuration.streams.group, wanted: configuration.consumer,
+            ttl: max(.seconds(30), configuration.recovery.claimMinIdle))
         let worker: Worker
         do {
-            worker = try Worker(configuration: configuration, logger: logger)
+            worker = try Worker(configuration: configuration, logger: logger, lease: lease)
         } catch {
             throw fail("invalid configuration: \(error)", code: 2)
         }

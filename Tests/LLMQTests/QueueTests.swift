@@ -1,4 +1,5 @@
 import Foundation
+import Glibc
 import LLMQBackends
 import LLMQRedis
 import LLMQSimulator
@@ -107,5 +108,50 @@ struct QueueTests {
             weighted.recordStarts(plan)
         }
         #expect(heavy >= 295 && heavy <= 305, "heavy got \(heavy) of 400")
+    }
+}
+
+@Suite("Consumer names: two processes from one config file", .serialized)
+struct ConsumerNameTests {
+    @Test("Two workers started with the same consumer name (workerId) run under two names, the second says so; a clean stop gives the name back")
+    func sameNameTwice() async throws {
+        let redis = try await RedisServer.start()
+        let client = RedisClient(configuration: redis.configuration)
+        defer { client.shutdown() }
+        let sim = try await RunningSimulator.start()
+        let environment = ["LLMQ_REDIS_URL": redis.url, "LLMQ_BACKEND_ENDPOINT": sim.url, "LLMQ_READ_BLOCK_MS": "200"]
+        // WorkerProcess passes --consumer NAME, as a config file's workerId would.
+        func started(_ worker: WorkerProcess) async throws {
+            let deadline = ContinuousClock.now + .seconds(20)
+            while !worker.output.contains("worker starting") {
+                guard ContinuousClock.now < deadline, worker.isRunning else { throw TestFailure("\(worker.name) did not start: \(worker.output)") }
+                try await Task.sleep(for: .milliseconds(20))
+            }
+        }
+        let first = try WorkerProcess(name: "primary-worker", environment: environment)
+        defer { first.signal(SIGKILL) }
+        try await started(first)
+        let second = try WorkerProcess(name: "primary-worker", environment: environment)
+        defer { second.signal(SIGKILL) }
+        try await started(second)
+        for index in 0..<8 { try await publish(client, [("prompt", "job \(index)"), ("max_tokens", "4")]) }
+        _ = try await waitForReplies(client, count: 8, workers: [first, second])
+
+        let rows = try await client.send("XINFO", "CONSUMERS", "llmq:requests", "llmq").array ?? []
+        let names = Set(rows.compactMap { row in (row.pairs ?? []).first { $0.name.string == "name" }?.value.string })
+        #expect(names.count == 2 && names.contains("primary-worker"), "\(names) \(second.output.prefix(1500))")
+        #expect(names.contains { $0.hasPrefix("primary-worker-") })
+        #expect(second.output.contains("consumer name primary-worker is in use by another live worker"), "\(second.output.prefix(800))")
+        #expect(!first.output.contains("in use by another live worker"))
+
+        first.signal(SIGTERM)
+        #expect(await first.waitForExit() == 0)
+        #expect(try await client.send("EXISTS", "llmq:consumer:primary-worker").int == 0, "the lease is given back")
+        let third = try WorkerProcess(name: "primary-worker", environment: environment)
+        defer { third.signal(SIGKILL) }
+        try await started(third)
+        try await publish(client, [("prompt", "after"), ("max_tokens", "4")])
+        _ = try await waitForReplies(client, count: 9, workers: [second, third])
+        #expect(!third.output.contains("in use by another live worker"), "\(third.output.prefix(800))")
     }
 }
