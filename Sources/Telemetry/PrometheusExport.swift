@@ -73,7 +73,7 @@ public struct PrometheusExport: MetricsFactory {
 public enum MetricsCatalogue {
     /// Name and help text of each metric, in the order the README lists them.
     public static let entries: [(name: String, help: String)] = [
-        ("llmq_replies_total", "Replies written, by status (ok, error), error_code (empty for ok) and backend (empty when no backend was asked)."),
+        ("llmq_replies_total", "Replies written, by status (ok, error), error_code (empty for ok), backend (empty when no backend was asked) and queue."),
         ("llmq_requests_in_flight", "Requests this worker is running now."),
         ("llmq_concurrency_limit", "Requests this worker runs at once at most (concurrency)."),
         ("llmq_queue_wait_seconds", "Time from publishing a request (its entry ID) to a worker claiming it."),
