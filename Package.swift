@@ -16,6 +16,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.1.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.80.0"),
+        // Configuration providers (JSON file, environment, in-memory) behind one reader. "JSON" is
+        // its default trait today; named here so the file provider cannot silently go missing.
+        .package(url: "https://github.com/apple/swift-configuration", from: "1.0.0", traits: ["JSON"]),
     ],
     targets: [
         // C libraries, one thin system-library target each.
@@ -70,6 +73,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Configuration", package: "swift-configuration"),
             ],
             path: "Sources/Worker"
         ),

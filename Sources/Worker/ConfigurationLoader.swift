@@ -1,7 +1,9 @@
+import Configuration
 import Foundation
 import LLMQBackends
 import LLMQRedis
 import Logging
+import Synchronization
 
 /// A configuration value llmq cannot use: which key, where it came from, and what is wrong.
 public struct ConfigurationError: Error, Sendable, Hashable, CustomStringConvertible {
@@ -28,13 +30,22 @@ public struct ConfigurationError: Error, Sendable, Hashable, CustomStringConvert
 /// the name in upper snake case (`LLMQ_BACKEND_ENDPOINT`); in the file it is a nested object
 /// (`{"backend": {"endpoint": ...}}`). Unknown keys in the file and values of the wrong type
 /// are errors, never silently ignored: a typo must not start a worker with a default.
+///
+/// The three layers are swift-configuration providers behind one `ConfigReader`: an
+/// `InMemoryProvider` for the flags, an `EnvironmentVariablesProvider` (behind a
+/// `KeyMappingProvider` that adds the `LLMQ_` prefix) and the file parsed by `JSONSnapshot`.
+/// The reader resolves precedence and types; this loader adds what the library does not do:
+/// the strict key check of the file, one error line naming the key and its source, and the
+/// checks across keys.
 public enum ConfigurationLoader {
     /// Every key, with what it holds. The README's configuration table mirrors this list.
+    /// Keys with `<Queue>` in them stand for one key per queue name.
     public static let keys: [(key: String, help: String)] = [
         ("redis.url", "redis://[user:password@]host:port[/db] (default redis://127.0.0.1:6379)"),
         ("redis.username", "ACL user, overrides the URL's"),
         ("redis.password", "password, overrides the URL's"),
         ("consumer", "this worker's consumer name (default hostname-pid)"),
+        ("workerId", "the consumer name, as older config files call it (alias of consumer)"),
         ("concurrency", "requests in flight at once in this process (default 4)"),
         ("streams.requests", "request stream (default llmq:requests)"),
         ("streams.group", "consumer group (default llmq)"),
@@ -48,9 +59,17 @@ public enum ConfigurationLoader {
         ("streams.answeredMaxLength", "approximate cap on the history stream's length, 0 = none (default 100000)"),
         ("streams.answeredMaxAgeSeconds", "trim history entries older than this, 0 = none (default 0)"),
         ("streams.stats", "hash of reply counts by status and error code (default llmq:stats)"),
+        ("queues", "environment only (LLMQ_QUEUES=a,b): more queues to serve, with the queues.<Queue>.* defaults"),
+        ("queues.<Queue>.stream", "the queue's request stream (default streams.requests:<Queue>, e.g. llmq:requests:HumanAI)"),
+        ("queues.<Queue>.priority", "whole number; higher queues get free slots first (default 0)"),
+        ("queues.<Queue>.weight", "share of slots among queues of one priority, 1 or more (default 1)"),
+        ("queues.<Queue>.minShare", "fraction of starts the queue gets whenever it has work, 0...1 (default 0)"),
+        ("polling.poll<Queue>", "true serves the queue <Queue> (e.g. polling.pollHumanAI), false does not, even if it is in queues"),
         ("backend.type", "llama-cpp, ollama or openai (default llama-cpp)"),
         ("backend.endpoint", "base URL or full API path (default per type)"),
-        ("backend.model", "model name (required for ollama and openai)"),
+        ("backend.model", "model asked for when a request names none (none: the request must name it)"),
+        ("backend.modelLoaded", "alias of backend.model, as older config files call it"),
+        ("backend.description", "free text for people, shown in the startup log"),
         ("backend.apiKey", "bearer token; prefer backend.apiKeyFile or the environment"),
         ("backend.apiKeyFile", "file holding the bearer token"),
         ("backend.connectTimeoutSeconds", "connect timeout (default 5)"),
@@ -58,6 +77,8 @@ public enum ConfigurationLoader {
         ("fallback.type", "backend used while the primary fails (same keys as backend.*)"),
         ("fallback.endpoint", ""),
         ("fallback.model", ""),
+        ("fallback.modelLoaded", ""),
+        ("fallback.description", ""),
         ("fallback.apiKey", ""),
         ("fallback.apiKeyFile", ""),
         ("fallback.connectTimeoutSeconds", ""),
@@ -83,20 +104,32 @@ public enum ConfigurationLoader {
         ("metrics.queueIntervalMs", "how often each worker reads the queue gauges from Redis (default 5000)"),
     ]
 
+    /// Keys whose values are never printed or logged; they are marked secret in every provider
+    /// and read, so the library's access log (`CONFIG_ACCESS_LOG_FILE`) redacts them too.
+    /// `redis.url` is secret when it holds a password.
+    static let secretKeys: Set<String> = ["redis.password", "backend.apiKey", "fallback.apiKey"]
+
+    /// The fixed keys a file may hold (the `<Queue>` patterns are checked on their own).
+    static let fixedKeys = Set(keys.map(\.key).filter { !$0.contains("<") && $0 != "queues" })
+
     /// The environment variable for a key: `backend.apiKeyFile` -> `LLMQ_BACKEND_API_KEY_FILE`.
+    ///
+    /// The same mapping as swift-configuration's `EnvironmentVariablesProvider` applies to the
+    /// key with `llmq.` in front: an underscore where a lower-case letter meets an upper-case one
+    /// and between components, upper case, anything else than letters and digits as `_`
+    /// (`queues.HumanAI.priority` -> `LLMQ_QUEUES_HUMAN_AI_PRIORITY`).
     public static func environmentName(for key: String) -> String {
-        var name = "LLMQ_"
-        for character in key {
-            if character == "." {
-                name.append("_")
-            } else if character.isUppercase {
-                name.append("_")
-                name.append(character)
-            } else {
-                name.append(contentsOf: character.uppercased())
+        let components = ["llmq"] + key.split(separator: ".", omittingEmptySubsequences: false).map(String.init)
+        return components.map { component in
+            var result = ""
+            var previous: Character?
+            for character in component {
+                if let previous, previous.isLowercase, character.isUppercase { result.append("_") }
+                result.append(character.isLetter || character.isNumber ? String(character).uppercased() : "_")
+                previous = character
             }
-        }
-        return name
+            return result
+        }.joined(separator: "_")
     }
 
     /// A flag's value, keyed by the configuration key it sets.
@@ -123,26 +156,74 @@ public enum ConfigurationLoader {
         flags: [Flag] = [],
         defaultConsumer: String = defaultConsumerName()
     ) throws(ConfigurationError) -> WorkerConfiguration {
-        var values = Values()
-        if let path = file ?? environment["LLMQ_CONFIG"].flatMap({ $0.isEmpty ? nil : $0 }) {
-            try values.readFile(path)
+        try loadWithSources(file: file, environment: environment, flags: flags, defaultConsumer: defaultConsumer).configuration
+    }
+
+    /// Loads and validates a configuration, and says where each value came from
+    /// (for `llmq worker --print-config`). Nothing is connected to.
+    public static func loadWithSources(
+        file: String?,
+        environment: [String: String] = ProcessInfo.processInfo.environment,
+        flags: [Flag] = [],
+        defaultConsumer: String = defaultConsumerName()
+    ) throws(ConfigurationError) -> LoadedConfiguration {
+        // An empty value means "not set": compose files and shells pass `VAR=` for unset ones.
+        // EnvironmentVariablesProvider would hand out "" (and fail to parse it as a number), so
+        // such variables never reach it; values are trimmed, as the hand-written loader did.
+        var variables: [String: String] = [:]
+        for (name, value) in environment where name.hasPrefix("LLMQ_") {
+            let trimmed = value.trimmingCharacters(in: .whitespaces)
+            if !trimmed.isEmpty { variables[name] = trimmed }
         }
-        for (key, _) in keys {
-            // An empty value means "not set": compose files and shells pass `VAR=` for unset ones.
-            if let value = environment[environmentName(for: key)], !value.trimmingCharacters(in: .whitespaces).isEmpty {
-                values.set(key, .string(value), source: "environment \(environmentName(for: key))")
-            }
-        }
+        let environmentProvider = EnvironmentVariablesProvider(
+            environmentVariables: variables,
+            secretsSpecifier: .dynamic { name, value in
+                secretKeys.contains { environmentName(for: $0) == name }
+                    || (name == environmentName(for: "redis.url") && urlHoldsPassword(value))
+            })
+        var layers: [Layer] = []
+        var providers: [any ConfigProvider] = []
+
+        var flagValues: [AbsoluteConfigKey: ConfigValue] = [:]
+        var flagNames: [String: String] = [:]
+        var flagTexts: [String: String] = [:]
         for flag in flags {
-            values.set(flag.key, .string(flag.value), source: "flag \(flag.flag)")
+            let secret = secretKeys.contains(flag.key) || (flag.key == "redis.url" && urlHoldsPassword(flag.value))
+            flagValues[AbsoluteConfigKey(ConfigKey(flag.key))] = ConfigValue(.string(flag.value), isSecret: secret)
+            flagNames[flag.key] = flag.flag
+            flagTexts[flag.key] = flag.value
         }
-        return try values.build(defaultConsumer: defaultConsumer)
+        providers.append(InMemoryProvider(name: "flags", values: flagValues))
+        layers.append(.flags(names: flagNames, texts: flagTexts))
+
+        providers.append(KeyMappingProvider(upstream: environmentProvider) { $0.prepending(ConfigKey("llmq")) })
+        layers.append(.environment(variables))
+
+        var fileContents: ConfigFile?
+        let configPath = file ?? ConfigReader(provider: environmentProvider).string(forKey: "LLMQ_CONFIG")
+        if let configPath {
+            let parsed = try ConfigFile(path: configPath)
+            providers.append(parsed.provider)
+            layers.append(.file(path: configPath, values: parsed.values))
+            fileContents = parsed
+        }
+
+        let reading = ConfigurationReading(providers: providers, layers: layers)
+        let configuration = try reading.build(defaultConsumer: defaultConsumer, file: fileContents)
+        return LoadedConfiguration(configuration: configuration, sources: reading.sources)
     }
 
     /// `hostname-pid`: unique per process on a host, and under Docker (where the hostname is
     /// the container ID) per container.
     public static func defaultConsumerName() -> String {
         "\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)"
+    }
+
+    /// Queue names: 1 to 64 letters, digits, `-`, `_` and `.`, so they fit stream keys, metric
+    /// labels and environment names.
+    static func isValidQueueName(_ name: String) -> Bool {
+        (1...64).contains(name.count)
+            && name.unicodeScalars.allSatisfy { $0.isASCII && (CharacterSet.alphanumerics.contains($0) || "-_.".unicodeScalars.contains($0)) }
     }
 }
 
@@ -173,14 +254,65 @@ enum RawConfigValue: Decodable, Sendable {
     }
 }
 
-private struct Values {
-    private var entries: [String: (value: RawConfigValue, source: String)] = [:]
+/// Where a value came from, as the one-line error and `--print-config` name it.
+public enum ConfigurationSource: Sendable, Hashable, CustomStringConvertible {
+    case defaultValue
+    case file(String)
+    case environment(String)
+    case flag(String)
 
-    mutating func set(_ key: String, _ value: RawConfigValue, source: String) {
-        entries[key] = (value, source)
+    public var description: String {
+        switch self {
+        case .defaultValue: "default"
+        case .file(let path): "config file \(path)"
+        case .environment(let name): "environment \(name)"
+        case .flag(let flag): "flag \(flag)"
+        }
+    }
+}
+
+func urlHoldsPassword(_ value: Any) -> Bool {
+    guard let text = value as? String, let password = URLComponents(string: text)?.password else { return false }
+    return !password.isEmpty
+}
+
+/// One layer of configuration, in the order of the reader's providers (highest precedence first),
+/// with the text each holds: the library's errors say neither where a value came from nor what it
+/// was, and its in-memory provider does not convert text, so the loader looks here for both.
+private enum Layer {
+    case flags(names: [String: String], texts: [String: String])
+    case environment([String: String])
+    case file(path: String, values: [String: RawConfigValue])
+
+    func source(for key: String) -> ConfigurationSource {
+        switch self {
+        case .flags(let names, _): .flag(names[key] ?? key)
+        case .environment: .environment(ConfigurationLoader.environmentName(for: key))
+        case .file(let path, _): .file(path)
+        }
     }
 
-    mutating func readFile(_ path: String) throws(ConfigurationError) {
+    func raw(for key: String) -> RawConfigValue? {
+        switch self {
+        case .flags(_, let texts): texts[key].map(RawConfigValue.string)
+        case .environment(let variables): variables[ConfigurationLoader.environmentName(for: key)].map(RawConfigValue.string)
+        case .file(_, let values): values[key]
+        }
+    }
+}
+
+/// The config file: its flattened keys (checked strictly here) and the library's provider over it.
+struct ConfigFile {
+    let path: String
+    /// Every leaf of the file by dotted key, nulls left out.
+    fileprivate var values: [String: RawConfigValue] = [:]
+    /// Queue names in `polling.poll<Name>` keys and in the `queues` object, in file order.
+    var pollingNames: [String] = []
+    var queueNames: [String] = []
+    let provider: JSONFileProvider
+
+    init(path: String) throws(ConfigurationError) {
+        self.path = path
         let source = "config file \(path)"
         guard let data = FileManager.default.contents(atPath: path) else {
             throw ConfigurationError(key: "config", source: source, problem: "cannot read the file")
@@ -194,39 +326,210 @@ private struct Values {
         guard case .object(let object) = root else {
             throw ConfigurationError(key: "config", source: source, problem: "the top level must be a JSON object")
         }
-        let known = Set(ConfigurationLoader.keys.map(\.key))
-        var pending: [(String, RawConfigValue)] = object.map { ($0.key, $0.value) }
+        // swift-configuration's JSON snapshot accepts any key (a reader only asks for the keys it
+        // knows) and cannot list what it holds, so the strict check runs over our own parse.
+        let known = ConfigurationLoader.fixedKeys
+        var pending: [(String, RawConfigValue)] = object.sorted { $0.key > $1.key }.map { ($0.key, $0.value) }
         while let (key, value) = pending.popLast() {
-            if case .object(let members) = value {
-                if known.contains(key) {
-                    throw ConfigurationError(key: key, source: source, problem: "expected a single value, found an object")
+            let problem = { (problem: String) in ConfigurationError(key: key, source: source, problem: problem) }
+            if key == "polling" || key == "queues" {
+                guard case .object(let members) = value else { throw problem("expected an object") }
+                for (name, member) in members.sorted(by: { $0.key < $1.key }) {
+                    let memberKey = "\(key).\(name)"
+                    let error = { (problem: String) in ConfigurationError(key: memberKey, source: source, problem: problem) }
+                    if key == "polling" {
+                        guard name.hasPrefix("poll"), name.count > 4 else {
+                            throw error("unknown key; polling holds only poll<Queue>: true or false (e.g. pollHumanAI)")
+                        }
+                        let queue = String(name.dropFirst(4))
+                        guard ConfigurationLoader.isValidQueueName(queue) else {
+                            throw error("\"\(queue)\" is not a queue name (1-64 letters, digits, -, _ and .)")
+                        }
+                        guard case .bool = member else { throw error("expected true or false, got \(describe(member))") }
+                        pollingNames.append(queue)
+                        values[memberKey] = member
+                    } else {
+                        guard ConfigurationLoader.isValidQueueName(name) else {
+                            throw error("\"\(name)\" is not a queue name (1-64 letters, digits, -, _ and .)")
+                        }
+                        guard case .object(let fields) = member else { throw error("expected an object of stream, priority, weight and minShare") }
+                        let allowed = ["stream", "priority", "weight", "minShare"]
+                        for (field, fieldValue) in fields {
+                            let fieldKey = "\(memberKey).\(field)"
+                            guard allowed.contains(field) else {
+                                let close = allowed.first { $0.lowercased() == field.lowercased() }
+                                throw ConfigurationError(
+                                    key: fieldKey, source: source,
+                                    problem: "unknown key" + (close.map { "; did you mean \"\(memberKey).\($0)\"?" } ?? "; a queue has stream, priority, weight and minShare"))
+                            }
+                            if case .null = fieldValue { continue }
+                            if case .object = fieldValue {
+                                throw ConfigurationError(key: fieldKey, source: source, problem: "expected a single value, found an object")
+                            }
+                            if case .array = fieldValue {
+                                throw ConfigurationError(key: fieldKey, source: source, problem: "expected a single value, found an array")
+                            }
+                            values[fieldKey] = fieldValue
+                        }
+                        queueNames.append(name)
+                    }
                 }
-                pending.append(contentsOf: members.map { ("\(key).\($0.key)", $0.value) })
+                continue
+            }
+            if case .object(let members) = value {
+                if known.contains(key) { throw problem("expected a single value, found an object") }
+                pending.append(contentsOf: members.sorted { $0.key > $1.key }.map { ("\(key).\($0.key)", $0.value) })
                 continue
             }
             guard known.contains(key) else {
-                throw ConfigurationError(key: key, source: source, problem: "unknown key\(suggestion(for: key, among: known))")
+                throw problem("unknown key\(suggestion(for: key, among: known))")
             }
             if case .null = value { continue }
-            set(key, value, source: source)
+            if case .array = value { throw problem("expected a single value, found an array") }
+            values[key] = value
+        }
+        do {
+            let snapshot = try JSONSnapshot(
+                data: data.bytes, providerName: "config file \(path)",
+                parsingOptions: .init(secretsSpecifier: .dynamic { key, value in
+                    ConfigurationLoader.secretKeys.contains(key) || (key == "redis.url" && urlHoldsPassword(value))
+                }))
+            provider = JSONFileProvider(parsed: snapshot)
+        } catch {
+            throw ConfigurationError(key: "config", source: source, problem: "\(error)")
         }
     }
+}
 
-    // MARK: Typed access
+/// The config file as a provider, over the library's own JSON parser.
+///
+/// `FileProvider<JSONSnapshot>` has only `async` initializers, and loading stays synchronous for
+/// every `llmq` command that calls it; the file is read here anyway, for the strict key check
+/// and the "cannot read the file" error. So its bytes are read once and parsed by `JSONSnapshot`,
+/// the snapshot `FileProvider` itself builds, and served unchanged.
+struct JSONFileProvider: ConfigProvider {
+    let parsed: JSONSnapshot
+
+    var providerName: String { parsed.providerName }
+
+    func value(forKey key: AbsoluteConfigKey, type: ConfigType) throws -> LookupResult {
+        try parsed.value(forKey: key, type: type)
+    }
+
+    func fetchValue(forKey key: AbsoluteConfigKey, type: ConfigType) async throws -> LookupResult {
+        try value(forKey: key, type: type)
+    }
+
+    nonisolated(nonsending) func watchValue<Return: ~Copyable>(
+        forKey key: AbsoluteConfigKey,
+        type: ConfigType,
+        updatesHandler: nonisolated(nonsending) (_ updates: ConfigUpdatesAsyncSequence<Result<LookupResult, any Error>, Never>) async throws -> Return
+    ) async throws -> Return {
+        try await watchValueFromValue(forKey: key, type: type, updatesHandler: updatesHandler)
+    }
+
+    func snapshot() -> any ConfigSnapshot { parsed }
+
+    nonisolated(nonsending) func watchSnapshot<Return: ~Copyable>(
+        updatesHandler: nonisolated(nonsending) (_ updates: ConfigUpdatesAsyncSequence<any ConfigSnapshot, Never>) async throws -> Return
+    ) async throws -> Return {
+        try await watchSnapshotFromSnapshot(updatesHandler: updatesHandler)
+    }
+}
+
+/// Keeps the reader's last access event. The getters return nil both for "not set" and for "set
+/// but not convertible"; the event tells them apart, and which provider answered.
+private final class LastAccess: AccessReporter {
+    private let event = Mutex<AccessEvent?>(nil)
+
+    func report(_ event: AccessEvent) {
+        self.event.withLock { $0 = event }
+    }
+
+    func take() -> AccessEvent? {
+        event.withLock { last in
+            defer { last = nil }
+            return last
+        }
+    }
+}
+
+/// A value the reader found, and where.
+private struct Found {
+    var content: ConfigContent
+    var source: ConfigurationSource
+}
+
+/// Typed reads through one `ConfigReader`, with the source of every value read kept for errors
+/// and `--print-config`.
+private final class ConfigurationReading {
+    private let reader: ConfigReader
+    private let access = LastAccess()
+    private let layers: [Layer]
+    /// Where each key's value came from; keys not here have their default.
+    private(set) var sources: [String: ConfigurationSource] = [:]
+
+    init(providers: [any ConfigProvider], layers: [Layer]) {
+        self.layers = layers
+        self.reader = ConfigReader(providers: providers, accessReporter: access)
+    }
 
     private func error(_ key: String, _ problem: String) -> ConfigurationError {
-        ConfigurationError(key: key, source: entries[key]?.source ?? "", problem: problem)
+        ConfigurationError(key: key, source: sources[key]?.description ?? "", problem: problem)
     }
 
-    func has(_ key: String) -> Bool { entries[key] != nil }
+    /// Reads `key` as `type`. Text the library would not convert (flags, which the in-memory
+    /// provider keeps as text; a number written as a string in the file) is parsed here, as
+    /// the environment provider parses it; anything else is the one-line error.
+    private func find(_ key: String, _ type: ConfigType) throws(ConfigurationError) -> Found? {
+        let configKey = ConfigKey(key)
+        let secret = ConfigurationLoader.secretKeys.contains(key)
+        switch type {
+        case .int: _ = reader.int(forKey: configKey, isSecret: secret)
+        case .double: _ = reader.double(forKey: configKey, isSecret: secret)
+        case .bool: _ = reader.bool(forKey: configKey, isSecret: secret)
+        case .stringArray: _ = reader.stringArray(forKey: configKey, isSecret: secret)
+        default: _ = reader.string(forKey: configKey, isSecret: secret)
+        }
+        guard let event = access.take(), let answer = event.providerResults.last, event.providerResults.count <= layers.count else {
+            return nil
+        }
+        let layer = layers[event.providerResults.count - 1]
+        let source = layer.source(for: key)
+        let raw = layer.raw(for: key)
+        switch answer.result {
+        case .success(let lookup):
+            guard let value = lookup.value else { return nil }
+            sources[key] = source
+            // JSONSerialization (under the JSON snapshot) cannot tell `true` from 1 on Linux, so
+            // the snapshot converts between them; the file's own types are checked here.
+            if let raw, case .file = layer, !raw.fits(type) { throw mismatch(key, type, raw, source) }
+            return Found(content: value.content, source: source)
+        case .failure:
+            sources[key] = source
+            guard let raw, let content = raw.parsed(as: type) else { throw mismatch(key, type, raw ?? .null, source) }
+            return Found(content: content, source: source)
+        }
+    }
+
+    private func mismatch(_ key: String, _ type: ConfigType, _ raw: RawConfigValue, _ source: ConfigurationSource) -> ConfigurationError {
+        let expected =
+            switch type {
+            case .int: "expected a whole number, got \(describe(raw))"
+            case .double: "expected a number, got \(describe(raw))"
+            case .bool: "expected true or false, got \(describe(raw))"
+            default: "expected a string"
+            }
+        return ConfigurationError(key: key, source: source.description, problem: expected)
+    }
+
+    func has(_ key: String) -> Bool {
+        (try? find(key, .string)) != nil || sources[key] != nil
+    }
 
     func string(_ key: String) throws(ConfigurationError) -> String? {
-        guard let (value, _) = entries[key] else { return nil }
-        switch value {
-        case .string(let text): return text
-        case .number(let number): return number == number.rounded() ? String(Int(number)) : String(number)
-        default: throw error(key, "expected a string")
-        }
+        guard case .string(let text)? = try find(key, .string)?.content else { return nil }
+        return text
     }
 
     func nonEmptyString(_ key: String) throws(ConfigurationError) -> String? {
@@ -236,14 +539,16 @@ private struct Values {
     }
 
     func int(_ key: String, in range: ClosedRange<Int>) throws(ConfigurationError) -> Int? {
-        guard let (value, _) = entries[key] else { return nil }
-        let number: Int?
-        switch value {
-        case .number(let double): number = double == double.rounded() && abs(double) < 1e15 ? Int(double) : nil
-        case .string(let text): number = Int(text.trimmingCharacters(in: .whitespaces))
-        default: number = nil
+        guard case .int(let number)? = try find(key, .int)?.content else { return nil }
+        guard range.contains(number) else {
+            throw error(key, "\(number) is out of range \(range.lowerBound)...\(range.upperBound)")
         }
-        guard let number else { throw error(key, "expected a whole number, got \(describe(value))") }
+        return number
+    }
+
+    func number(_ key: String, in range: ClosedRange<Double>) throws(ConfigurationError) -> Double? {
+        guard case .double(let number)? = try find(key, .double)?.content else { return nil }
+        guard number.isFinite else { throw error(key, "expected a number, got \(number)") }
         guard range.contains(number) else {
             throw error(key, "\(number) is out of range \(range.lowerBound)...\(range.upperBound)")
         }
@@ -251,33 +556,18 @@ private struct Values {
     }
 
     func seconds(_ key: String, scale: Double = 1, in range: ClosedRange<Double>) throws(ConfigurationError) -> Duration? {
-        guard let (value, _) = entries[key] else { return nil }
-        let number: Double?
-        switch value {
-        case .number(let double): number = double
-        case .string(let text): number = Double(text.trimmingCharacters(in: .whitespaces))
-        default: number = nil
-        }
-        guard let number, number.isFinite else { throw error(key, "expected a number, got \(describe(value))") }
-        guard range.contains(number) else {
-            throw error(key, "\(number) is out of range \(range.lowerBound)...\(range.upperBound)")
-        }
+        guard let number = try number(key, in: range) else { return nil }
         return .milliseconds(Int64((number * scale * 1000).rounded()))
     }
 
     func bool(_ key: String) throws(ConfigurationError) -> Bool? {
-        guard let (value, _) = entries[key] else { return nil }
-        switch value {
-        case .bool(let flag): return flag
-        case .string(let text):
-            switch text.trimmingCharacters(in: .whitespaces).lowercased() {
-            case "true", "1", "yes", "on": return true
-            case "false", "0", "no", "off": return false
-            default: break
-            }
-        default: break
-        }
-        throw error(key, "expected true or false, got \(describe(value))")
+        guard case .bool(let flag)? = try find(key, .bool)?.content else { return nil }
+        return flag
+    }
+
+    func stringArray(_ key: String) throws(ConfigurationError) -> [String]? {
+        guard case .stringArray(let list)? = try find(key, .stringArray)?.content else { return nil }
+        return list
     }
 
     func choice<T>(_ key: String, _ options: [(String, T)]) throws(ConfigurationError) -> T? {
@@ -287,11 +577,44 @@ private struct Values {
         throw error(key, "\"\(text)\" is not one of \(options.map(\.0).joined(separator: ", "))")
     }
 
+    /// A key and its alias (`consumer` and `workerId`): the one from the higher layer wins, as
+    /// for any key; set in the same layer to different values is an error naming both.
+    func aliased(_ key: String, _ alias: String) throws(ConfigurationError) -> String? {
+        let main = try nonEmptyString(key)
+        let other = try nonEmptyString(alias)
+        guard let other else { return main }
+        guard let main else {
+            sources[key] = sources[alias]
+            return other
+        }
+        if main == other { return main }
+        let mainSource = sources[key]!, otherSource = sources[alias]!
+        if mainSource == otherSource || layerIndex(mainSource) == layerIndex(otherSource) {
+            throw ConfigurationError(
+                key: alias, source: otherSource.description,
+                problem: "\"\(other)\" conflicts with \(key) \"\(main)\" (from \(mainSource)); \(alias) is another name for \(key), set one")
+        }
+        if layerIndex(otherSource) < layerIndex(mainSource) {
+            sources[key] = otherSource
+            return other
+        }
+        return main
+    }
+
+    private func layerIndex(_ source: ConfigurationSource) -> Int {
+        switch source {
+        case .flag: 0
+        case .environment: 1
+        case .file: 2
+        case .defaultValue: 3
+        }
+    }
+
     // MARK: Building
 
-    func build(defaultConsumer: String) throws(ConfigurationError) -> WorkerConfiguration {
+    func build(defaultConsumer: String, file: ConfigFile?) throws(ConfigurationError) -> WorkerConfiguration {
         let backend = try backendConfiguration(prefix: "backend", required: true)!
-        var configuration = WorkerConfiguration(consumer: try nonEmptyString("consumer") ?? defaultConsumer, backend: backend)
+        var configuration = WorkerConfiguration(consumer: try aliased("consumer", "workerId") ?? defaultConsumer, backend: backend)
         configuration.fallback = try backendConfiguration(prefix: "fallback", required: false)
 
         if let url = try nonEmptyString("redis.url") {
@@ -321,7 +644,7 @@ private struct Values {
         if let value = try nonEmptyString("streams.stats") { configuration.streams.stats = value }
         let streams = configuration.streams
         if streams.replies == streams.requests {
-            throw error(has("streams.replies") ? "streams.replies" : "streams.requests", "the reply stream must differ from the request stream")
+            throw error(sources["streams.replies"] != nil ? "streams.replies" : "streams.requests", "the reply stream must differ from the request stream")
         }
         if streams.keepAnswered && [streams.requests, streams.replies, streams.dead].contains(streams.answered) {
             throw error("streams.answered", "the history stream must differ from the request, reply and dead-letter streams")
@@ -330,15 +653,16 @@ private struct Values {
             throw error("streams.stats", "the stats hash must differ from the request, reply and dead-letter streams")
         }
         if streams.dead == streams.requests {
-            throw error(has("streams.dead") ? "streams.dead" : "streams.requests", "the dead-letter stream must differ from the request stream")
+            throw error(sources["streams.dead"] != nil ? "streams.dead" : "streams.requests", "the dead-letter stream must differ from the request stream")
         }
+        configuration.queues = try queues(streams: streams, file: file)
 
         if let value = try int("limits.maxRequestBytes", in: 1024...(512 << 20)) { configuration.limits.maxRequestBytes = value }
         if let value = try int("limits.maxTokens", in: 1...1_000_000) { configuration.limits.maxTokens = value }
         if let value = try int("limits.defaultMaxTokens", in: 1...1_000_000) { configuration.limits.defaultMaxTokens = value }
         if configuration.limits.defaultMaxTokens > configuration.limits.maxTokens {
             throw error(
-                has("limits.defaultMaxTokens") ? "limits.defaultMaxTokens" : "limits.maxTokens",
+                sources["limits.defaultMaxTokens"] != nil ? "limits.defaultMaxTokens" : "limits.maxTokens",
                 "limits.defaultMaxTokens (\(configuration.limits.defaultMaxTokens)) exceeds limits.maxTokens (\(configuration.limits.maxTokens))")
         }
 
@@ -367,8 +691,48 @@ private struct Values {
         return configuration
     }
 
+    /// The served queues: `polling.poll<Name>: true`, the `queues` object, and `LLMQ_QUEUES`,
+    /// less those whose poll flag is false; highest priority first, then by name.
+    private func queues(streams: WorkerConfiguration.Streams, file: ConfigFile?) throws(ConfigurationError) -> [WorkerConfiguration.Queue] {
+        var names: [String] = []
+        var excluded: Set<String> = []
+        for name in file?.pollingNames ?? [] {
+            if try bool("polling.poll\(name)") == true { names.append(name) } else { excluded.insert(name) }
+        }
+        names += (file?.queueNames ?? []).filter { !excluded.contains($0) }
+        for name in try stringArray("queues") ?? [] where !name.isEmpty {
+            guard ConfigurationLoader.isValidQueueName(name) else {
+                throw error("queues", "\"\(name)\" is not a queue name (1-64 letters, digits, -, _ and .)")
+            }
+            names.append(name)
+        }
+        var seen: Set<String> = []
+        names = names.filter { seen.insert($0).inserted }
+
+        var queues: [WorkerConfiguration.Queue] = []
+        for name in names {
+            let prefix = "queues.\(name)"
+            var queue = WorkerConfiguration.Queue(name: name, stream: try nonEmptyString("\(prefix).stream") ?? "\(streams.requests):\(name)")
+            if let value = try int("\(prefix).priority", in: -1_000_000...1_000_000) { queue.priority = value }
+            if let value = try int("\(prefix).weight", in: 1...1_000_000) { queue.weight = value }
+            if let value = try number("\(prefix).minShare", in: 0...1) { queue.minimumShare = value }
+            let reserved: [(String, String)] = [
+                (streams.replies, "the reply stream (streams.replies)"), (streams.dead, "the dead-letter stream (streams.dead)"),
+                (streams.stats, "the stats hash (streams.stats)"),
+            ] + (streams.keepAnswered ? [(streams.answered, "the history stream (streams.answered)")] : [])
+            if let clash = reserved.first(where: { $0.0 == queue.stream }) {
+                throw error("\(prefix).stream", "\"\(queue.stream)\" is \(clash.1); a queue needs a stream of its own")
+            }
+            if let other = queues.first(where: { $0.stream == queue.stream }) {
+                throw error("\(prefix).stream", "\"\(queue.stream)\" is also the stream of queue \(other.name); each queue needs its own")
+            }
+            queues.append(queue)
+        }
+        return queues.sorted { ($0.priority, $1.name) > ($1.priority, $0.name) }
+    }
+
     private func backendConfiguration(prefix: String, required: Bool) throws(ConfigurationError) -> BackendConfiguration? {
-        let present = entries.keys.contains { $0.hasPrefix(prefix + ".") }
+        let present = ConfigurationLoader.fixedKeys.contains { $0.hasPrefix(prefix + ".") && has($0) }
         if !required && !present { return nil }
         let kinds = BackendConfiguration.Kind.allCases.map { ($0.rawValue, $0) }
         guard let kind = try choice("\(prefix).type", kinds) ?? (required ? .llamaCpp : nil) else {
@@ -389,10 +753,9 @@ private struct Values {
         } catch {
             throw self.error("\(prefix).endpoint", error.reason)
         }
-        backend.model = try nonEmptyString("\(prefix).model")
-        if backend.model == nil && kind != .llamaCpp {
-            throw error("\(prefix).model", "required for the \(kind.rawValue) backend")
-        }
+        // No model is valid for every kind: a request must then name its model.
+        backend.model = try aliased("\(prefix).model", "\(prefix).modelLoaded")
+        backend.description = try string("\(prefix).description")
         backend.apiKey = try string("\(prefix).apiKey")
         if let path = try nonEmptyString("\(prefix).apiKeyFile") {
             guard let data = FileManager.default.contents(atPath: path) else {
@@ -403,6 +766,42 @@ private struct Values {
         if let value = try seconds("\(prefix).connectTimeoutSeconds", in: 0.001...3600) { backend.connectTimeout = value }
         if let value = try seconds("\(prefix).timeoutSeconds", in: 0.001...86_400) { backend.requestTimeout = value }
         return backend
+    }
+}
+
+extension RawConfigValue {
+    /// Whether the file's JSON type is the one asked for (the snapshot converts numbers and
+    /// booleans into each other; a string is converted by `parsed(as:)`).
+    func fits(_ type: ConfigType) -> Bool {
+        switch self {
+        case .bool: type == .bool
+        case .number: type == .int || type == .double
+        default: true
+        }
+    }
+
+    /// The value as `type`, from text as the environment provider reads it (trimmed, and `on`
+    /// and `off` as booleans, as llmq always took them), or from a number for a string key.
+    func parsed(as type: ConfigType) -> ConfigContent? {
+        switch (self, type) {
+        case (.string(let text), .string): return .string(text)
+        case (.number(let number), .string):
+            return .string(number == number.rounded() && abs(number) < 1e15 ? String(Int(number)) : String(number))
+        case (.string(let text), .int): return Int(text.trimmingCharacters(in: .whitespaces)).map(ConfigContent.int)
+        case (.number(let number), .int): return number == number.rounded() && abs(number) < 1e15 ? .int(Int(number)) : nil
+        case (.string(let text), .double): return Double(text.trimmingCharacters(in: .whitespaces)).map(ConfigContent.double)
+        case (.number(let number), .double): return .double(number)
+        case (.bool(let flag), .bool): return .bool(flag)
+        case (.string(let text), .bool):
+            switch text.trimmingCharacters(in: .whitespaces).lowercased() {
+            case "true", "1", "yes", "on": return .bool(true)
+            case "false", "0", "no", "off": return .bool(false)
+            default: return nil
+            }
+        case (.string(let text), .stringArray):
+            return .stringArray(text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
+        default: return nil
+        }
     }
 }
 

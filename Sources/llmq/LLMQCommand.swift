@@ -45,8 +45,13 @@ struct ConnectionOptions: ParsableArguments {
 
     /// Loads the configuration, or prints the problem on one line and exits with code 2.
     func load(extra: [ConfigurationLoader.Flag] = []) throws -> WorkerConfiguration {
+        try loadWithSources(extra: extra).configuration
+    }
+
+    /// ``load(extra:)``, with where each value came from (for `--print-config`).
+    func loadWithSources(extra: [ConfigurationLoader.Flag] = []) throws -> LoadedConfiguration {
         do {
-            return try ConfigurationLoader.load(file: config, flags: flags + extra)
+            return try ConfigurationLoader.loadWithSources(file: config, flags: flags + extra)
         } catch {
             FileHandle.standardError.write(Data("llmq: invalid configuration: \(error)\n".utf8))
             throw ExitCode(2)

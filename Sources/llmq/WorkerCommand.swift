@@ -16,6 +16,7 @@ struct WorkerCommand: AsyncParsableCommand {
             variables, then these flags, each overriding the one before. SIGTERM or SIGINT stops \
             reading and lets requests in flight finish (shutdownGraceSeconds); a second one ends \
             the process at once (requests in flight stay pending for other workers).
+            --print-config shows what the worker would run with, and where each value came from.
             Exit codes: 0 stopped, 2 invalid configuration, 3 Redis refused the credentials.
             """
     )
@@ -49,6 +50,9 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Address the metrics listener binds. [metrics.host]")
     var metricsHost: String?
 
+    @Flag(name: .long, help: "Print the effective configuration (key, value, source; secrets redacted) and exit without connecting.")
+    var printConfig = false
+
     /// The worker's exit code when Redis refuses its credentials: a restart with the same
     /// configuration cannot help, and an orchestrator should be able to tell.
     static let authenticationExitCode: Int32 = 3
@@ -65,7 +69,12 @@ struct WorkerCommand: AsyncParsableCommand {
         flags.add("logFormat", "--log-format", logFormat)
         flags.add("metrics.port", "--metrics-port", metricsPort)
         flags.add("metrics.host", "--metrics-host", metricsHost)
-        let configuration = try connection.load(extra: flags)
+        let loaded = try connection.loadWithSources(extra: flags)
+        if printConfig {
+            FileHandle.standardOutput.write(Data(loaded.printed().utf8))
+            return
+        }
+        let configuration = loaded.configuration
 
         bootstrapLogging(level: configuration.logLevel, format: configuration.logFormat)
         let logger = Logger(label: "llmq")

@@ -92,7 +92,6 @@ struct ConfigurationTests {
             (["LLMQ_CONCURRENCY": "many"], "concurrency (from environment LLMQ_CONCURRENCY): expected a whole number"),
             (["LLMQ_CONCURRENCY": "0"], "concurrency (from environment LLMQ_CONCURRENCY): 0 is out of range"),
             (["LLMQ_BACKEND_TYPE": "olama"], "backend.type (from environment LLMQ_BACKEND_TYPE): \"olama\" is not one of llama-cpp, ollama, openai"),
-            (["LLMQ_BACKEND_TYPE": "ollama"], "backend.model: required for the ollama backend"),
             (["LLMQ_BACKEND_TYPE": "openai", "LLMQ_BACKEND_MODEL": "gpt"], "backend.endpoint: required for the openai backend"),
             (["LLMQ_BACKEND_ENDPOINT": "localhost:8080"], "backend.endpoint (from environment LLMQ_BACKEND_ENDPOINT): \"localhost:8080\" is not an http:// or https:// URL"),
             (["LLMQ_REDIS_URL": "http://x"], "redis.url (from environment LLMQ_REDIS_URL): scheme \"http\" is not supported"),

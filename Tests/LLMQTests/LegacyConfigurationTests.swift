@@ -1,0 +1,229 @@
+import Foundation
+import LLMQBackends
+import LLMQWorker
+import Testing
+
+/// The keys older llmq config files use (`workerId`, `backend.modelLoaded`, `polling`), the
+/// `queues` section, and `llmq worker --print-config`.
+@Suite("Configuration: legacy keys, queues, --print-config")
+struct LegacyConfigurationTests {
+    private static let configDirectory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("config")
+
+    private func writeConfig(_ json: String) throws -> String {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("llmq-config-\(UUID().uuidString).json").path
+        try json.write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
+    private func load(_ file: String?, _ environment: [String: String] = [:], flags: [ConfigurationLoader.Flag] = []) throws -> WorkerConfiguration {
+        try ConfigurationLoader.load(file: file, environment: environment, flags: flags, defaultConsumer: "host-1")
+    }
+
+    /// The one error line for a configuration that must be refused.
+    private func refusal(_ file: String?, _ environment: [String: String] = [:], flags: [ConfigurationLoader.Flag] = []) -> String {
+        do {
+            _ = try load(file, environment, flags: flags)
+            return "(loaded)"
+        } catch {
+            return "\(error)"
+        }
+    }
+
+    @Test(
+        "the legacy worker files load as given: consumer, backend, HumanAI served, GodMode not",
+        arguments: [
+            ("legacy-primary-worker.json", "primary-worker", BackendConfiguration.Kind.ollama, "http://127.0.0.1:11434/v1/chat/completions", String?.none),
+            ("legacy-worker-llamacpp-1.json", "worker-llamacpp-1", .llamaCpp, "http://127.0.0.1:8080/v1/chat/completions", "Llama.cpp with parallel processing"),
+            ("legacy-worker-ollama-1.json", "worker-ollama-1", .ollama, "http://127.0.0.1:11434/v1/chat/completions", "Ollama fallback/testing"),
+        ])
+    func legacyWorkerFiles(file: String, consumer: String, kind: BackendConfiguration.Kind, endpoint: String, description: String?) throws {
+        let configuration = try load(Self.configDirectory.appendingPathComponent(file).path)
+        #expect(configuration.consumer == consumer)
+        #expect(configuration.backend.kind == kind)
+        #expect(configuration.backend.endpoint == endpoint)
+        #expect(configuration.backend.model == nil, "no model: each request names its own")
+        #expect(configuration.backend.description == description)
+        #expect(configuration.queues == [WorkerConfiguration.Queue(name: "HumanAI", stream: "llmq:requests:HumanAI")])
+        #expect(!configuration.effectiveQueues.contains { $0.name == "GodMode" })
+        #expect(try configuration.backend.resolvedEndpoint().api == .openAIChat)
+    }
+
+    @Test("backend.modelLoaded is the model name; with no polling the default queue is served")
+    func modelLoaded() throws {
+        let configuration = try load(Self.configDirectory.appendingPathComponent("legacy-model-loaded.json").path)
+        #expect(configuration.consumer == "host-1")
+        #expect(configuration.backend.kind == .llamaCpp)
+        #expect(configuration.backend.endpoint == "http://127.0.0.1:8080/v1/chat/completions")
+        #expect(configuration.backend.model == "Qwen2.5-7B-Instruct-Q4_K_M")
+        #expect(configuration.backend.description == nil)
+        #expect(configuration.queues.isEmpty)
+        #expect(configuration.effectiveQueues.map(\.stream) == ["llmq:requests"])
+    }
+
+    @Test("a queues section sets stream, priority, weight and minShare, ordered by priority then name")
+    func queuesSection() throws {
+        let file = try writeConfig("""
+            {"streams": {"requests": "jobs"},
+             "queues": {"batch": {"weight": 3, "minShare": 0.1},
+                        "interactive": {"priority": 10, "stream": "jobs:fast"},
+                        "bulk": {"weight": 1},
+                        "Off": {"priority": 99}},
+             "polling": {"pollHumanAI": true, "pollOff": false}}
+            """)
+        let configuration = try load(file)
+        #expect(configuration.queues.map(\.name) == ["interactive", "HumanAI", "batch", "bulk"])
+        let byName = Dictionary(uniqueKeysWithValues: configuration.queues.map { ($0.name, $0) })
+        #expect(byName["interactive"] == .init(name: "interactive", stream: "jobs:fast", priority: 10))
+        #expect(byName["batch"] == .init(name: "batch", stream: "jobs:batch", weight: 3, minimumShare: 0.1))
+        #expect(byName["HumanAI"]?.stream == "jobs:HumanAI")
+        #expect(byName["Off"] == nil, "pollOff: false keeps a queue in queues from being served")
+    }
+
+    @Test("LLMQ_QUEUES adds queues, and LLMQ_QUEUES_<NAME>_* override the file's queue keys")
+    func queuesFromEnvironment() throws {
+        let file = try writeConfig(#"{"queues": {"HumanAI": {"priority": 1}}}"#)
+        let configuration = try load(file, ["LLMQ_QUEUES": "batch, GodMode", "LLMQ_QUEUES_HUMAN_AI_PRIORITY": "5", "LLMQ_QUEUES_BATCH_WEIGHT": "2"])
+        #expect(configuration.queues.map(\.name) == ["HumanAI", "GodMode", "batch"])
+        #expect(configuration.queues.first?.priority == 5)
+        #expect(configuration.queues.last?.weight == 2)
+    }
+
+    @Test(
+        "conflicts and bad values are one line naming the key and its source",
+        arguments: [
+            (#"{"workerId": "a", "consumer": "b"}"#, [String: String](), #"workerId (from config file PATH): "a" conflicts with consumer "b" (from config file PATH)"#),
+            (#"{"backend": {"model": "m1", "modelLoaded": "m2"}}"#, [:], #"backend.modelLoaded (from config file PATH): "m2" conflicts with backend.model "m1""#),
+            (#"{"queues": {"x": {"weight": 0}}}"#, [:], "queues.x.weight (from config file PATH): 0 is out of range 1...1000000"),
+            (#"{"queues": {"x": {"minShare": 1.5}}}"#, [:], "queues.x.minShare (from config file PATH): 1.5 is out of range 0.0...1.0"),
+            (#"{"queues": {"x": {"priority": "high"}}}"#, [:], #"queues.x.priority (from config file PATH): expected a whole number, got "high""#),
+            (#"{"queues": {"x": {}, "y": {"stream": "llmq:requests:x"}}}"#, [:], #"queues.y.stream (from config file PATH): "llmq:requests:x" is also the stream of queue x"#),
+            (#"{"queues": {"x": {"stream": "llmq:replies"}}}"#, [:], #"queues.x.stream (from config file PATH): "llmq:replies" is the reply stream"#),
+            (#"{"queues": {"x": {}}}"#, ["LLMQ_QUEUES_X_STREAM": "llmq:stats"], #"queues.x.stream (from environment LLMQ_QUEUES_X_STREAM): "llmq:stats" is the stats hash"#),
+            (#"{"queues": {"bad name": {}}}"#, [:], #"queues.bad name (from config file PATH): "bad name" is not a queue name"#),
+            (#"{"polling": {"pollHumanAI": "yes"}}"#, [:], #"polling.pollHumanAI (from config file PATH): expected true or false, got "yes""#),
+            ("{}", ["LLMQ_QUEUES": "ok,no/slash"], #"queues (from environment LLMQ_QUEUES): "no/slash" is not a queue name"#),
+            (#"{"concurrency": true}"#, [:], "concurrency (from config file PATH): expected a whole number, got true"),
+            (#"{"streams": {"keepAnswered": 1}}"#, [:], "streams.keepAnswered (from config file PATH): expected true or false, got 1.0"),
+        ])
+    func refusals(json: String, environment: [String: String], message: String) throws {
+        let file = try writeConfig(json)
+        let line = refusal(file, environment)
+        #expect(line.hasPrefix(message.replacingOccurrences(of: "PATH", with: file)), "\(line)")
+        #expect(!line.contains("\n"))
+    }
+
+    @Test("an alias and its key in different layers: the higher layer wins, as for any key")
+    func aliasAcrossLayers() throws {
+        let file = try writeConfig(#"{"workerId": "from-file", "backend": {"modelLoaded": "file-model"}}"#)
+        #expect(try load(file, ["LLMQ_CONSUMER": "from-env"]).consumer == "from-env")
+        #expect(try load(file, flags: [.init(key: "consumer", flag: "--consumer", value: "from-flag")]).consumer == "from-flag")
+        #expect(try load(file, ["LLMQ_BACKEND_MODEL": "env-model"]).backend.model == "env-model")
+        #expect(try load(file, ["LLMQ_WORKER_ID": "env-id"]).consumer == "env-id")
+    }
+
+    @Test(
+        "unknown keys under polling and queues.<Name> are refused",
+        arguments: [
+            (#"{"polling": {"interval": 5}}"#, "polling.interval (from config file PATH): unknown key"),
+            (#"{"polling": {"poll": true}}"#, "polling.poll (from config file PATH): unknown key"),
+            (#"{"queues": {"HumanAI": {"prority": 1}}}"#, "queues.HumanAI.prority (from config file PATH): unknown key"),
+            (#"{"queues": {"HumanAI": {"minshare": 0.5}}}"#, #"queues.HumanAI.minshare (from config file PATH): unknown key; did you mean "queues.HumanAI.minShare"?"#),
+            (#"{"queues": ["HumanAI"]}"#, "queues (from config file PATH): expected an object"),
+        ])
+    func unknownQueueKeys(json: String, message: String) throws {
+        let file = try writeConfig(json)
+        let line = refusal(file)
+        #expect(line.hasPrefix(message.replacingOccurrences(of: "PATH", with: file)), "\(line)")
+    }
+
+    @Test("precedence through the library: file < environment < flags, for fixed and queue keys")
+    func precedence() throws {
+        let file = try writeConfig(#"{"concurrency": 2, "logLevel": "debug", "metrics": {"port": 9000}, "queues": {"q": {"weight": 2}}}"#)
+        let environment = ["LLMQ_CONCURRENCY": "3", "LLMQ_METRICS_PORT": "9100", "LLMQ_QUEUES_Q_WEIGHT": "4"]
+        let flags: [ConfigurationLoader.Flag] = [.init(key: "metrics.port", flag: "--metrics-port", value: "9200")]
+        let loaded = try ConfigurationLoader.loadWithSources(file: file, environment: environment, flags: flags, defaultConsumer: "c")
+        #expect(loaded.configuration.logLevel == .debug)
+        #expect(loaded.configuration.concurrency == 3)
+        #expect(loaded.configuration.metrics.port == 9200)
+        #expect(loaded.configuration.queues.first?.weight == 4)
+        #expect(loaded.sources["logLevel"] == .file(file))
+        #expect(loaded.sources["concurrency"] == .environment("LLMQ_CONCURRENCY"))
+        #expect(loaded.sources["metrics.port"] == .flag("--metrics-port"))
+        #expect(loaded.sources["queues.q.weight"] == .environment("LLMQ_QUEUES_Q_WEIGHT"))
+    }
+
+    // MARK: llmq worker --print-config
+
+    private func runWorker(_ arguments: [String], environment: [String: String]) throws -> (status: Int32, stdout: String, stderr: String) {
+        let process = Process()
+        process.executableURL = try llmqExecutable()
+        process.arguments = ["worker"] + arguments
+        var merged = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("LLMQ_") }
+        merged.merge(environment) { $1 }
+        process.environment = merged
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        let stdout = out.fileHandleForReading.readDataToEndOfFile()
+        let stderr = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: stdout, as: UTF8.self), String(decoding: stderr, as: UTF8.self))
+    }
+
+    @Test("--print-config prints every key with its value and source, and the queues, without connecting")
+    func printConfig() throws {
+        let file = Self.configDirectory.appendingPathComponent("legacy-worker-llamacpp-1.json").path
+        // Port 1 on loopback: nothing listens, so a worker that tried to connect would fail.
+        let result = try runWorker(
+            ["--config", file, "--print-config", "--concurrency", "6"],
+            environment: ["LLMQ_REDIS_URL": "redis://127.0.0.1:1", "LLMQ_LOG_LEVEL": "", "LLMQ_STREAMS_GROUP": "g"])
+        #expect(result.status == 0, "\(result.stderr)")
+        let lines = result.stdout.split(separator: "\n").map(String.init)
+        #expect(lines.contains("consumer = worker-llamacpp-1  (config file \(file))"))
+        #expect(lines.contains("backend.type = llama-cpp  (config file \(file))"))
+        #expect(lines.contains("backend.description = Llama.cpp with parallel processing  (config file \(file))"))
+        #expect(lines.contains("backend.model = (none)  (default)"))
+        #expect(lines.contains("concurrency = 6  (flag --concurrency)"))
+        #expect(lines.contains("streams.group = g  (environment LLMQ_STREAMS_GROUP)"))
+        #expect(lines.contains("logLevel = info  (default)"), "an empty variable is unset")
+        #expect(lines.contains("redis.url = redis://127.0.0.1:1/0  (environment LLMQ_REDIS_URL)"))
+        #expect(lines.contains("polling.pollGodMode = false  (config file \(file))"))
+        #expect(lines.contains("queues.HumanAI.stream = llmq:requests:HumanAI  (default)"))
+        #expect(!result.stdout.contains("GodMode.stream"))
+        for (key, _) in ConfigurationLoader.keys where !key.contains("<") && !["queues", "workerId", "backend.modelLoaded", "fallback.modelLoaded"].contains(key) {
+            #expect(lines.contains { $0.hasPrefix("\(key) = ") }, "\(key) is printed")
+        }
+    }
+
+    @Test("--print-config never shows a password or an API key")
+    func printConfigRedacts() throws {
+        let file = try writeConfig("""
+            {"redis": {"url": "redis://admin:hunter2-url@127.0.0.1:6390/2"},
+             "backend": {"type": "openai", "endpoint": "https://api.example.com/v1", "apiKey": "sk-file-secret"},
+             "fallback": {"type": "openai", "endpoint": "https://other.example.com/v1"}}
+            """)
+        let result = try runWorker(
+            ["--config", file, "--print-config"],
+            environment: ["LLMQ_FALLBACK_API_KEY": "sk-env-secret", "LLMQ_REDIS_PASSWORD": "hunter2-env"])
+        #expect(result.status == 0, "\(result.stderr)")
+        for secret in ["hunter2", "sk-file-secret", "sk-env-secret"] {
+            #expect(!result.stdout.contains(secret) && !result.stderr.contains(secret), "\(secret) printed")
+        }
+        #expect(result.stdout.contains("redis.url = redis://admin:<redacted>@127.0.0.1:6390/2  (config file \(file))"))
+        #expect(result.stdout.contains("redis.password = <redacted>  (environment LLMQ_REDIS_PASSWORD)"))
+        #expect(result.stdout.contains("backend.apiKey = <redacted>  (config file \(file))"))
+        #expect(result.stdout.contains("fallback.apiKey = <redacted>  (environment LLMQ_FALLBACK_API_KEY)"))
+    }
+
+    @Test("--print-config with an invalid configuration: one line on stderr, exit 2")
+    func printConfigInvalid() throws {
+        let file = try writeConfig(#"{"polling": {"pollHumanAI": true, "interval": 5}}"#)
+        let result = try runWorker(["--config", file, "--print-config"], environment: [:])
+        #expect(result.status == 2)
+        #expect(result.stdout.isEmpty)
+        #expect(result.stderr == "llmq: invalid configuration: polling.interval (from config file \(file)): unknown key; polling holds only poll<Queue>: true or false (e.g. pollHumanAI)\n")
+    }
+}
