@@ -24,9 +24,13 @@ final class WorkerProcess: @unchecked Sendable {
     private var log: FileHandle?
     let logPath: String
 
-    init(name: String, environment: [String: String]) throws {
+    /// Arguments after `llmq`; nil means `worker --consumer NAME`.
+    let arguments: [String]?
+
+    init(name: String, environment: [String: String], arguments: [String]? = nil) throws {
         self.name = name
         self.environment = environment
+        self.arguments = arguments
         self.logPath = FileManager.default.temporaryDirectory.appendingPathComponent("llmq-\(name)-\(UUID().uuidString.prefix(6)).log").path
         try start()
     }
@@ -38,7 +42,7 @@ final class WorkerProcess: @unchecked Sendable {
     func start() throws {
         let process = Process()
         process.executableURL = try llmqExecutable()
-        process.arguments = ["worker", "--consumer", name]
+        process.arguments = arguments ?? ["worker", "--consumer", name]
         var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("LLMQ_") }
         environment.merge(self.environment) { $1 }
         process.environment = environment
