@@ -155,3 +155,68 @@ struct ConsumerNameTests {
         #expect(!third.output.contains("in use by another live worker"), "\(third.output.prefix(800))")
     }
 }
+
+@Suite("Queues: guarantees per queue, and the commands that know them", .serialized)
+struct QueueGuaranteeTests {
+    @Test("An entry a crashed consumer left on the low queue is claimed and answered; one delivered too often is dead-lettered with its queue")
+    func claimsAndDeadLettersPerQueue() async throws {
+        let redis = try await RedisServer.start()
+        let client = RedisClient(configuration: redis.configuration)
+        defer { client.shutdown() }
+        let sim = try await RunningSimulator.start()
+        let high = WorkerConfiguration.Queue(name: "high", stream: "llmq:requests:high", priority: 1)
+        let low = WorkerConfiguration.Queue(name: "low", stream: "llmq:requests:low")
+        try await publish(client, [("prompt", "left behind"), ("id", "claimed")], stream: low.stream)
+        try await publish(client, [("prompt", "poison"), ("id", "dead")], stream: low.stream)
+        _ = try await client.send("XGROUP", "CREATE", low.stream, "llmq", "0")
+        let read = try await client.send("XREADGROUP", "GROUP", "llmq", "ghost", "COUNT", "2", "STREAMS", low.stream, ">")
+        let ids = (read.array?.first?.array?.last?.array ?? []).compactMap { $0.array?.first?.string }
+        #expect(ids.count == 2)
+        _ = try await client.send("XCLAIM", low.stream, "llmq", "ghost", "0", ids[1], "RETRYCOUNT", "5")
+
+        var configuration = workerConfiguration(redis: redis, backend: BackendConfiguration(kind: .llamaCpp, endpoint: sim.url))
+        configuration.queues = [high, low]
+        configuration.recovery.claimMinIdle = .milliseconds(300)
+        configuration.recovery.claimInterval = .milliseconds(100)
+        configuration.recovery.maxDeliveries = 5
+        let worker = try RunningWorker(configuration)
+        let replies = try await waitForReplies(client, count: 2)
+        await worker.stop()
+        let byID = Dictionary(uniqueKeysWithValues: replies.map { ($0["id"] ?? "", $0) })
+        #expect(byID["claimed"]?["status"] == "ok" && byID["claimed"]?["queue"] == "low", "\(replies)")
+        #expect(byID["dead"]?["error_code"] == "dead_letter" && byID["dead"]?["queue"] == "low", "\(replies)")
+        let dead = try await client.send("XRANGE", "llmq:dead", "-", "+").array ?? []
+        let record = Dictionary(((dead.first?.array?.last)?.pairs ?? []).map { ($0.name.string ?? "", $0.value.string ?? "") }, uniquingKeysWith: { $1 })
+        #expect(record["queue"] == "low" && record["request"] == ids[1], "\(record)")
+        #expect(try await client.send("XPENDING", low.stream, "llmq").array?.first?.int == 0)
+    }
+
+    @Test("llmq publish --queue writes to the queue's stream; llmq status shows every configured queue (JSON: an array)")
+    func commandsKnowQueues() async throws {
+        let redis = try await RedisServer.start()
+        let client = RedisClient(configuration: redis.configuration)
+        defer { client.shutdown() }
+        let config = FileManager.default.temporaryDirectory.appendingPathComponent("queues-\(UUID().uuidString).json")
+        try Data(#"{"queues": {"urgent": {"priority": 2}, "bulk": {"stream": "jobs:bulk", "weight": 3}}}"#.utf8).write(to: config)
+        defer { try? FileManager.default.removeItem(at: config) }
+        let llmq = try llmqExecutable().path
+        let common = ["--config", config.path, "--redis-url", redis.url]
+        #expect(try await runProgram(llmq, ["publish"] + common + ["--queue", "urgent", "--prompt", "now"]).status == 0)
+        #expect(try await runProgram(llmq, ["publish"] + common + ["--queue", "bulk", "--prompt", "later"]).status == 0)
+        #expect(try await runProgram(llmq, ["publish", "--redis-url", redis.url, "--queue", "adhoc", "--prompt", "x"]).status == 0)
+        #expect(try await client.send("XLEN", "llmq:requests:urgent").int == 1)
+        #expect(try await client.send("XLEN", "jobs:bulk").int == 1)
+        #expect(try await client.send("XLEN", "llmq:requests:adhoc").int == 1, "the naming rule without configuration")
+
+        let status = try await runProgram(llmq, ["status", "--json"] + common)
+        let array = try #require(try JSONSerialization.jsonObject(with: Data(status.output.utf8)) as? [[String: Any]], "\(status.output)")
+        #expect(array.map { $0["stream"] as? String } == ["llmq:requests:urgent", "jobs:bulk"], "priority order")
+        #expect(array.map { $0["length"] as? Int } == [1, 1])
+        let text = try await runProgram(llmq, ["status"] + common)
+        #expect(text.output.contains("queue urgent (priority 2") && text.output.contains("queue bulk (priority 0, weight 3"), "\(text.output)")
+        let watch = try await runProgram(llmq, ["status", "--watch", "--count", "1"] + common)
+        #expect(watch.status == 2 && watch.error.contains("--queue"), "\(watch.error)")
+        let one = try await runProgram(llmq, ["status", "--watch", "--count", "1", "--queue", "bulk"] + common)
+        #expect(one.status == 0 && one.output.contains("jobs:bulk"), "\(one.output)")
+    }
+}
