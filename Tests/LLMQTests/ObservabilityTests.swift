@@ -355,22 +355,6 @@ struct ObservabilityTests {
         ]) { $1 })
         defer { keeper.signal(SIGKILL) }
 
-        var answered = 0
-        var killed = 0
-        for batch in 0..<4 {
-            let workers = try (0..<5).map { try WorkerProcess(name: "churn-\(batch)-\($0)", environment: base) }
-            try await Task.sleep(for: .milliseconds(500))
-            for index in 0..<10 { try await publish(client, [("prompt", "batch \(batch) job \(index)"), ("max_tokens", "4")]) }
-            answered += 10
-            _ = try await waitForReplies(client, count: answered)
-            for (index, worker) in workers.enumerated() {
-                let signal = (batch * 5 + index) % 2 == 0 ? SIGTERM : SIGKILL
-                if signal == SIGKILL { killed += 1 }
-                worker.signal(signal)
-                _ = await worker.waitForExit()
-            }
-        }
-
         func consumers() async throws -> [String: Int] {
             let rows = try await client.send("XINFO", "CONSUMERS", "llmq:requests", "llmq").array ?? []
             var result: [String: Int] = [:]
@@ -380,6 +364,25 @@ struct ObservabilityTests {
             }
             return result
         }
+        var answered = 0
+        var killed = 0
+        for batch in 0..<4 {
+            let workers = try (0..<5).map { try WorkerProcess(name: "churn-\(batch)-\($0)", environment: base) }
+            try await Task.sleep(for: .milliseconds(500))
+            for index in 0..<10 { try await publish(client, [("prompt", "batch \(batch) job \(index)"), ("max_tokens", "4")]) }
+            answered += 10
+            _ = try await waitForReplies(client, count: answered)
+            // Redis 7 creates a consumer only when it first receives an entry: a worker that got
+            // none of the batch never joined, and leaves nothing behind.
+            let joined = try await consumers()
+            for (index, worker) in workers.enumerated() {
+                let signal = (batch * 5 + index) % 2 == 0 ? SIGTERM : SIGKILL
+                if signal == SIGKILL, joined[worker.name] != nil { killed += 1 }
+                worker.signal(signal)
+                _ = await worker.waitForExit()
+            }
+        }
+
         let deadline = ContinuousClock.now + .seconds(20)
         var names = try await consumers()
         while Set(names.keys) != ["keeper", "ghost"], ContinuousClock.now < deadline {
@@ -388,7 +391,7 @@ struct ObservabilityTests {
         }
         #expect(names == ["keeper": 0, "ghost": 1], "consumers left: \(names.keys.sorted())")
         // The keeper removed the killed ones; the ones stopped with SIGTERM removed themselves.
-        #expect(killed == 10)
+        #expect(killed >= 5, "enough killed workers had joined the group to judge: \(killed)")
         let deleted = try await Scrape.take(port: keeperPort).value("llmq_consumers_deleted_total")
         #expect(deleted == Double(killed), "deleted by the keeper: \(String(describing: deleted))")
     }
