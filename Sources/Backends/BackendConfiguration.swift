@@ -21,6 +21,18 @@ public struct BackendConfiguration: Sendable, Hashable {
     public var model: String?
     /// Free text for people (`backend.description`): shown in the startup log and status.
     public var description: String?
+    /// The name replies, status and metrics give this backend (`backends[].name`); nil: its type
+    /// (`llama-cpp`, `ollama`, `openai`), as a single `backend` is named.
+    public var name: String?
+    /// Share of requests among backends serving the same model (`backends[].weight`, >= 0;
+    /// 0 takes it out of rotation); nil: its slot count, so traffic follows capacity.
+    public var weight: Double?
+    /// Requests it serves at once (llama-server's `--parallel`); nil: learned from llama-server's
+    /// `/props` (`total_slots`) at start, else 1.
+    public var slots: Int?
+    /// The models it serves; nil: whatever a request asks for (a request naming no model goes to
+    /// any backend). `model` is added to it when both are given.
+    public var models: [String]?
     /// Sent as `Authorization: Bearer`; never logged.
     public var apiKey: String?
     /// Connecting to the backend.

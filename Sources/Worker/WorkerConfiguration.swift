@@ -150,6 +150,12 @@ public struct WorkerConfiguration: Sendable {
     public var backend: BackendConfiguration
     /// Takes over while the primary backend fails; optional.
     public var fallback: BackendConfiguration?
+    /// Several backends sharing the traffic (`backends: [...]`); when empty, ``backend`` alone.
+    /// Weights, models and slots decide which one serves a request (see `BackendPool`).
+    public var backends: [BackendConfiguration] = []
+    /// Backends used only while every one of ``backends`` is unavailable (`fallbacks: [...]`);
+    /// when empty, ``fallback``.
+    public var fallbacks: [BackendConfiguration] = []
     public var limits = Limits()
     public var retry = Retry()
     public var breaker = Breaker()
