@@ -10,10 +10,12 @@ public func makeChatBackend(_ configuration: BackendConfiguration, maxConcurrent
             maxCachedConnections: max(8, maxConcurrentRequests * 2)
         )
     )
+    // Replies, logs and metrics name it: its configured name, else its type.
+    let name = configuration.name ?? configuration.kind.rawValue
     switch api {
     case .openAIChat:
-        return OpenAIChatBackend(name: configuration.kind.rawValue, url: url, configuration: configuration, client: client)
+        return OpenAIChatBackend(name: name, url: url, configuration: configuration, client: client)
     case .ollamaChat:
-        return OllamaChatBackend(name: configuration.kind.rawValue, url: url, configuration: configuration, client: client)
+        return OllamaChatBackend(name: name, url: url, configuration: configuration, client: client)
     }
 }

@@ -2,15 +2,21 @@ import Logging
 import Metrics
 import Synchronization
 
-/// Retries transient failures with exponential backoff and jitter, and moves to a fallback
-/// backend while a circuit breaker holds the primary open.
+/// Several backends behind one worker, with retries, per-backend circuit breakers, weights,
+/// model routing, slot accounting and fallbacks.
 ///
-/// The breaker counts consecutive transient failures of the primary. At `failureThreshold` it
-/// opens: requests go to the fallback at once, or, with no fallback, wait (``waitUntilAvailable()``)
-/// so that the queue holds them instead of turning them into errors. After `openDuration` one
-/// request probes the primary; its success closes the circuit, its failure opens it again.
-/// Permanent errors (a 4xx such as llama-server's `exceed_context_size_error`) are returned at
-/// once, never retried, and do not count against the primary: it answered.
+/// Each request goes to one of the `members` that serves its model, whose breaker lets requests
+/// through and (preferably) that has a free slot; among those, the one furthest behind its
+/// `weight` in recent starts (so weights 9 and 1 split traffic 90/10, and weights equal to the
+/// slot counts split it by capacity). Transient failures (refused, timeout, 5xx, 503, 429) are
+/// retried with exponential backoff and jitter, each try choosing again, so a failing backend's
+/// share goes to the others. Each backend has its own breaker: `failureThreshold` consecutive
+/// transient failures open it for `openDuration`, after which one request probes it. When no
+/// member can take the request, the `fallbacks` are tried the same way; with no fallbacks the
+/// request waits for a probe (``waitUntilAvailable()`` holds new requests in the queue
+/// meanwhile). Permanent errors (a 4xx such as llama-server's `exceed_context_size_error`) are
+/// returned at once and do not count against the backend: it answered. A request naming a
+/// model no backend serves gets `model_not_found` without any call.
 public final class ResilientBackend: Sendable {
     public struct RetryPolicy: Sendable, Hashable {
         public var maxAttempts: Int
@@ -44,6 +50,32 @@ public final class ResilientBackend: Sendable {
         }
     }
 
+    /// One backend of the pool and how it shares the traffic.
+    public struct Member: Sendable {
+        public var backend: any ChatBackend
+        /// Share among members serving the same model; nil: its slot count (or 1).
+        public var weight: Double?
+        /// The models it serves; nil: any.
+        public var models: Set<String>?
+        /// Requests it takes at once; nil: no limit of llmq's.
+        public var slots: Int?
+
+        public init(backend: any ChatBackend, weight: Double? = nil, models: Set<String>? = nil, slots: Int? = nil) {
+            self.backend = backend
+            self.weight = weight
+            self.models = models
+            self.slots = slots
+        }
+
+        var name: String { backend.name }
+        var effectiveWeight: Double { weight ?? Double(slots ?? 1) }
+
+        func serves(_ model: String?) -> Bool {
+            guard let model, let models else { return true }
+            return models.contains(model)
+        }
+    }
+
     /// The result of ``complete(_:deadline:)``: the completion and how many calls it took.
     public struct Outcome: Sendable {
         public var completion: ChatCompletion
@@ -54,110 +86,241 @@ public final class ResilientBackend: Sendable {
     public struct Failure: Error, Sendable {
         public var error: BackendError
         public var attempts: Int
+        /// The backend of the last call; nil when none was made.
+        public var backend: String?
+
+        public init(error: BackendError, attempts: Int, backend: String? = nil) {
+            self.error = error
+            self.attempts = attempts
+            self.backend = backend
+        }
     }
 
-    public let primary: any ChatBackend
-    public let fallback: (any ChatBackend)?
+    /// One tier of members (the primaries, or the fallbacks) with their breakers and counters.
+    final class Tier: Sendable {
+        let members: [Member]
+        let breakers: [CircuitBreaker]
+        let metrics: [BackendMetrics]
+        private struct State {
+            var inFlight: [Int]
+            /// Starts, decaying (each start multiplies all by `1 - 1/64`), for the weights.
+            var recentStarts: [Double]
+        }
+        private let state: Mutex<State>
+
+        init(members: [Member], breaker: BreakerPolicy) {
+            self.members = members
+            self.breakers = members.map { CircuitBreaker(policy: breaker, backend: $0.name) }
+            self.metrics = members.map { BackendMetrics(backend: $0.name) }
+            self.state = Mutex(State(inFlight: Array(repeating: 0, count: members.count), recentStarts: Array(repeating: 0, count: members.count)))
+        }
+
+        /// The member for the next call: serving the model, its breaker letting requests
+        /// through, a free slot if any has one, then furthest behind its weight. Takes its
+        /// breaker permission (a probe, when the breaker's open period is over) and a slot.
+        func choose(model: String?, excluding excluded: Set<Int> = []) async -> (index: Int, isProbe: Bool)? {
+            var tried = excluded
+            while true {
+                let now = ContinuousClock.now
+                let candidate: Int?? = state.withLock { state in
+                    let eligible = members.indices.filter { index in
+                        !tried.contains(index) && members[index].serves(model) && members[index].effectiveWeight > 0
+                            && breakers[index].timeUntilProbe(at: now) == nil
+                    }
+                    if eligible.isEmpty { return .some(nil) }
+                    let free = eligible.filter { index in members[index].slots.map { state.inFlight[index] < $0 } ?? true }
+                    // All full: wait for a slot rather than overfill a backend.
+                    if free.isEmpty { return nil }
+                    return free.min { left, right in
+                        let l = state.recentStarts[left] / members[left].effectiveWeight
+                        let r = state.recentStarts[right] / members[right].effectiveWeight
+                        if l != r { return l < r }
+                        return state.inFlight[left] < state.inFlight[right]
+                    }
+                }
+                guard let found = candidate else {
+                    do {
+                        try await Task.sleep(for: .milliseconds(2))
+                    } catch {
+                        return nil
+                    }
+                    continue
+                }
+                guard let index = found else { return nil }
+                switch await breakers[index].permission() {
+                case .denied:
+                    tried.insert(index)  // another request took the probe first
+                case .granted(let isProbe):
+                    state.withLock { state in
+                        state.inFlight[index] += 1
+                        for member in state.recentStarts.indices { state.recentStarts[member] *= 1 - 1.0 / 64 }
+                        state.recentStarts[index] += 1
+                    }
+                    return (index, isProbe)
+                }
+            }
+        }
+
+        func finished(_ index: Int) {
+            state.withLock { $0.inFlight[index] -= 1 }
+        }
+
+        var inFlight: Int { state.withLock { $0.inFlight.reduce(0, +) } }
+
+        /// Free slots of the members whose breakers let requests through: `.unlimited` when one
+        /// of them has no slot limit, `.none` when no member lets requests through.
+        func freeSlots(at now: ContinuousClock.Instant) -> FreeSlots {
+            state.withLock { state in
+                var total = 0
+                var available = false
+                for index in members.indices where breakers[index].timeUntilProbe(at: now) == nil && members[index].effectiveWeight > 0 {
+                    available = true
+                    guard let slots = members[index].slots else { return .unlimited }
+                    total += max(0, slots - state.inFlight[index])
+                }
+                return available ? .count(total) : .none
+            }
+        }
+
+        enum FreeSlots {
+            case unlimited
+            case count(Int)
+            case none
+        }
+
+        /// When the first breaker lets a probe through; nil when one lets requests through now.
+        func timeUntilAvailable(at now: ContinuousClock.Instant) -> Duration? {
+            var soonest: Duration?
+            for breaker in breakers {
+                guard let wait = breaker.timeUntilProbe(at: now) else { return nil }
+                soonest = min(soonest ?? wait, wait)
+            }
+            return soonest
+        }
+
+        func serves(_ model: String?) -> Bool {
+            members.contains { $0.serves(model) }
+        }
+    }
+
+    let primaries: Tier
+    let fallbacks: Tier
     public let retry: RetryPolicy
-    private let breaker: CircuitBreaker
     private let logger: Logger
-    private let primaryMetrics: BackendMetrics
-    private let fallbackMetrics: BackendMetrics?
 
-    public init(primary: any ChatBackend, fallback: (any ChatBackend)?, retry: RetryPolicy, breaker: BreakerPolicy, logger: Logger) {
-        self.primary = primary
-        self.fallback = fallback
+    /// The first primary backend (its name labels requests that reached no backend).
+    public var primary: any ChatBackend { primaries.members[0].backend }
+    /// The first fallback, if any.
+    public var fallback: (any ChatBackend)? { fallbacks.members.first?.backend }
+
+    /// A pool of `members`, with `fallbacks` used only when none of them can take a request.
+    /// - Precondition: `members` is not empty.
+    public init(members: [Member], fallbacks: [Member] = [], retry: RetryPolicy, breaker: BreakerPolicy, logger: Logger) {
+        precondition(!members.isEmpty, "a backend pool needs a member")
+        self.primaries = Tier(members: members, breaker: breaker)
+        self.fallbacks = Tier(members: fallbacks, breaker: breaker)
         self.retry = retry
-        self.breaker = CircuitBreaker(policy: breaker, backend: primary.name)
         self.logger = logger
-        self.primaryMetrics = BackendMetrics(backend: primary.name)
-        self.fallbackMetrics = fallback.map { BackendMetrics(backend: $0.name) }
     }
 
-    /// Closes the connections of the primary and the fallback.
+    /// One primary and an optional fallback, as `backend` and `fallback` configure them.
+    public convenience init(primary: any ChatBackend, fallback: (any ChatBackend)?, retry: RetryPolicy, breaker: BreakerPolicy, logger: Logger) {
+        self.init(
+            members: [Member(backend: primary)], fallbacks: fallback.map { [Member(backend: $0)] } ?? [],
+            retry: retry, breaker: breaker, logger: logger)
+    }
+
+    /// Closes every backend's connections.
     public func shutdown() {
-        primary.shutdown()
-        fallback?.shutdown()
+        for member in primaries.members + fallbacks.members { member.backend.shutdown() }
     }
 
-    /// Whether the primary's circuit is open now (for status and tests).
-    public var isPrimaryOpen: Bool { breaker.isOpen(at: .now) }
+    /// Whether no primary backend lets requests through now (for readiness and tests).
+    public var isPrimaryOpen: Bool { primaries.timeUntilAvailable(at: .now) != nil }
 
-    /// Returns at once unless the primary's circuit is open and there is no fallback; then waits
-    /// until a probe may go out. Workers call it before taking new requests.
+    /// Free slots of the backends that let requests through (the primaries', else the
+    /// fallbacks'); nil when one of them has no slot limit, or when none lets requests through
+    /// (``waitUntilAvailable()`` then decides).
+    public var freeSlots: Int? {
+        let now = ContinuousClock.now
+        for tier in [primaries, fallbacks] {
+            switch tier.freeSlots(at: now) {
+            case .unlimited: return nil
+            case .count(let free): return free
+            case .none: continue
+            }
+        }
+        return nil
+    }
+
+    /// Requests at the backends now (calls in progress).
+    public var inFlight: Int { primaries.inFlight + fallbacks.inFlight }
+
+    /// Returns at once unless every primary's circuit is open and there is no fallback; then
+    /// waits until a probe may go out. Workers call it before taking new requests.
     public func waitUntilAvailable() async throws {
-        guard fallback == nil else { return }
-        while let wait = breaker.timeUntilProbe(at: .now) {
+        guard fallbacks.members.isEmpty else { return }
+        while let wait = primaries.timeUntilAvailable(at: .now) {
             try await Task.sleep(for: wait)
         }
     }
 
-    /// Completes the request on the primary, retrying transient failures, then on the fallback.
+    /// Completes the request on the primaries, retrying transient failures, then on the fallbacks.
     /// - Parameter deadline: No retry starts after this instant.
     public func complete(_ request: ChatRequest, deadline: ContinuousClock.Instant? = nil) async throws(Failure) -> Outcome {
+        guard primaries.serves(request.model) || fallbacks.serves(request.model) else {
+            throw Failure(error: BackendError(.modelNotFound, "no backend of this worker serves the model \(request.model ?? "")"), attempts: 0)
+        }
         var attempts = 0
         var lastError: BackendError?
-        var attempt = 0
-        primaryLoop: while attempt < retry.maxAttempts {
-            switch await breaker.permission() {
-            case .denied:
-                // Open circuit: go to the fallback, or with none, wait for the probe (the worker
-                // has stopped taking new requests meanwhile), unless that passes the deadline.
-                if fallback != nil { break primaryLoop }
-                guard let wait = breaker.timeUntilProbe(at: .now) else { continue primaryLoop }
-                if let deadline, ContinuousClock.now + wait >= deadline { break primaryLoop }
-                do {
-                    try await Task.sleep(for: wait)
-                } catch {
-                    break primaryLoop
+        var lastBackend: String?
+        for tier in [primaries, fallbacks] where !tier.members.isEmpty && tier.serves(request.model) {
+            var attempt = 0
+            while attempt < retry.maxAttempts {
+                guard let (index, isProbe) = await tier.choose(model: request.model) else {
+                    // Every breaker is open: go to the fallbacks, or with none (and on the
+                    // primaries), wait for a probe unless that passes the deadline.
+                    guard tier === primaries, fallbacks.members.isEmpty || !fallbacks.serves(request.model),
+                        let wait = tier.timeUntilAvailable(at: .now)
+                    else { break }
+                    if let deadline, ContinuousClock.now + wait >= deadline { break }
+                    do {
+                        try await Task.sleep(for: wait)
+                    } catch {
+                        break
+                    }
+                    continue
                 }
-                continue primaryLoop
-            case .granted(let isProbe):
                 attempt += 1
                 attempts += 1
-                if attempt > 1 { primaryMetrics.retry() }
+                let member = tier.members[index]
+                lastBackend = member.name
+                if attempt > 1 { tier.metrics[index].retry() }
+                if tier === fallbacks && attempt == 1 { tier.metrics[index].fallback() }
                 do {
-                    let completion = try await primary.complete(request)
-                    primaryMetrics.attempt(.ok)
-                    breaker.recordSuccess()
+                    let completion = try await member.backend.complete(request)
+                    tier.finished(index)
+                    tier.metrics[index].attempt(.ok)
+                    tier.breakers[index].recordSuccess()
                     return Outcome(completion: completion, attempts: attempts)
                 } catch {
-                    primaryMetrics.attempt(error.isTransient ? .transientError : .permanentError)
+                    tier.finished(index)
+                    tier.metrics[index].attempt(error.isTransient ? .transientError : .permanentError)
                     if Task.isCancelled {
                         // A cancelled probe proved nothing: let the next request probe.
-                        if isProbe { breaker.releaseProbe() }
-                        throw Failure(error: error, attempts: attempts)
+                        if isProbe { tier.breakers[index].releaseProbe() }
+                        throw Failure(error: error, attempts: attempts, backend: member.name)
                     }
                     guard error.isTransient else {
-                        breaker.recordSuccess()
-                        throw Failure(error: error, attempts: attempts)
+                        tier.breakers[index].recordSuccess()
+                        throw Failure(error: error, attempts: attempts, backend: member.name)
                     }
                     lastError = error
-                    if breaker.recordFailure(wasProbe: isProbe) {
-                        logger.warning("primary backend circuit opened", metadata: [
-                            "llmq.backend": "\(primary.name)", "llmq.error": "\(error.message)",
+                    if tier.breakers[index].recordFailure(wasProbe: isProbe) {
+                        logger.warning("backend circuit opened", metadata: [
+                            "llmq.backend": "\(member.name)", "llmq.error": "\(error.message)",
                         ])
-                        if fallback != nil { break primaryLoop }
                     }
-                }
-            }
-            if attempt < retry.maxAttempts {
-                guard await sleepBeforeRetry(attempt: attempt, error: lastError, deadline: deadline) else { break }
-            }
-        }
-        if let fallback {
-            fallbackMetrics?.fallback()
-            for attempt in 1...retry.maxAttempts {
-                attempts += 1
-                if attempt > 1 { fallbackMetrics?.retry() }
-                do {
-                    let completion = try await fallback.complete(request)
-                    fallbackMetrics?.attempt(.ok)
-                    return Outcome(completion: completion, attempts: attempts)
-                } catch {
-                    fallbackMetrics?.attempt(error.isTransient ? .transientError : .permanentError)
-                    lastError = error
-                    if !error.isTransient || Task.isCancelled { break }
                 }
                 if attempt < retry.maxAttempts {
                     guard await sleepBeforeRetry(attempt: attempt, error: lastError, deadline: deadline) else { break }
@@ -165,7 +328,7 @@ public final class ResilientBackend: Sendable {
             }
         }
         let error = lastError ?? BackendError(.unavailable, "\(primary.name) is failing (circuit open) and no fallback is configured")
-        throw Failure(error: error, attempts: attempts)
+        throw Failure(error: error, attempts: attempts, backend: lastBackend)
     }
 
     /// Sleeps the backoff; false if that would pass the deadline or the task was cancelled.

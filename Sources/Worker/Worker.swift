@@ -65,12 +65,27 @@ public final class Worker: Service, Sendable {
                 throw ConfigurationError(key: key, source: "", problem: error.reason)
             }
         }
-        let primary = try make(configuration.backend, key: "backend.endpoint")
-        let fallback = try configuration.fallback.map { backend throws(ConfigurationError) in
-            try make(backend, key: "fallback.endpoint")
+        func members(_ backends: [BackendConfiguration], key: String) throws(ConfigurationError) -> [ResilientBackend.Member] {
+            var members: [ResilientBackend.Member] = []
+            for (index, backend) in backends.enumerated() {
+                members.append(ResilientBackend.Member(
+                    backend: try make(backend, key: "\(key)[\(index)].endpoint"), weight: backend.weight,
+                    models: backend.models.map { Set($0 + (backend.model.map { [$0] } ?? [])) }, slots: backend.slots))
+            }
+            return members
+        }
+        let primaries: [ResilientBackend.Member]
+        if configuration.backends.isEmpty {
+            primaries = [ResilientBackend.Member(backend: try make(configuration.backend, key: "backend.endpoint"))]
+        } else {
+            primaries = try members(configuration.backends, key: "backends")
+        }
+        var fallbacks = try members(configuration.fallbacks, key: "fallbacks")
+        if fallbacks.isEmpty, let fallback = configuration.fallback {
+            fallbacks = [ResilientBackend.Member(backend: try make(fallback, key: "fallback.endpoint"))]
         }
         let resilient = ResilientBackend(
-            primary: primary, fallback: fallback,
+            members: primaries, fallbacks: fallbacks,
             retry: .init(
                 maxAttempts: configuration.retry.maxAttempts, initialBackoff: configuration.retry.initialBackoff,
                 maxBackoff: configuration.retry.maxBackoff),
@@ -185,7 +200,18 @@ public final class Worker: Service, Sendable {
                 health.enter(.waitingForBackend)
                 try await backend.waitUntilAvailable()
                 health.enter(.waitingForSlot)
-                let free = await slots.waitForFree()
+                var free = await slots.waitForFree()
+                // Only as many as the backends have free slots for, so that work waits in the
+                // stream, where any worker can take it, not inside one busy backend.
+                if let backendSlots = backend.freeSlots {
+                    // Requests taken but not yet at a backend will use some of those slots.
+                    let waiting = max(0, slots.inUse - backend.inFlight)
+                    free = min(free, max(0, backendSlots - waiting))
+                    if free == 0 {
+                        try await Task.sleep(for: .milliseconds(5))
+                        continue
+                    }
+                }
                 health.enter(.working)
                 if stopping || free == 0 { continue }
 
@@ -464,7 +490,7 @@ public final class Worker: Service, Sendable {
                     }
                     reply = .error(
                         callerID: request.callerID, entryID: entry.id, code: error.error.code.rawValue,
-                        message: error.error.message, backend: backend.primary.name, attempts: error.attempts)
+                        message: error.error.message, backend: error.backend ?? backend.primary.name, attempts: error.attempts)
                     logger.warning("backend failed", metadata: [
                         "llmq.request.error_code": "\(error.error.code.rawValue)", "llmq.request.error": "\(error.error.message)",
                         "llmq.request.attempts": "\(error.attempts)",

@@ -1,0 +1,106 @@
+import Foundation
+import LLMQBackends
+import LLMQRedis
+import LLMQSimulator
+import LLMQWorker
+import Testing
+
+private func named(_ name: String, _ url: String, weight: Double? = nil, slots: Int? = nil, models: [String]? = nil) -> BackendConfiguration {
+    var backend = BackendConfiguration(kind: .llamaCpp, endpoint: url)
+    backend.name = name
+    backend.weight = weight
+    backend.slots = slots
+    backend.models = models
+    return backend
+}
+
+@Suite("Backend pools: weights, routing by model, breakers per backend, slots", .serialized)
+struct BackendPoolTests {
+    @Test("Weights 9:1 split 1,000 requests 90/10 within 3 percentage points; replies name the backend that answered")
+    func weightedSplit() async throws {
+        let redis = try await RedisServer.start()
+        let client = RedisClient(configuration: redis.configuration)
+        defer { client.shutdown() }
+        let a = try await RunningSimulator.start(SimulatorConfiguration(slots: 64, tokenMilliseconds: 0))
+        let b = try await RunningSimulator.start(SimulatorConfiguration(slots: 64, tokenMilliseconds: 0))
+        var configuration = workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: a.url), concurrency: 32)
+        configuration.backends = [named("old-model", a.url, weight: 9), named("new-model", b.url, weight: 1)]
+        let worker = try RunningWorker(configuration)
+        for index in 0..<1000 { try await publish(client, [("prompt", "ab \(index)"), ("max_tokens", "2")]) }
+        let replies = try await waitForReplies(client, count: 1000, timeout: .seconds(120))
+        await worker.stop()
+        #expect(replies.allSatisfy { $0["status"] == "ok" })
+        let newShare = Double(replies.filter { $0["backend"] == "new-model" }.count) / 1000
+        #expect(replies.allSatisfy { ["old-model", "new-model"].contains($0["backend"] ?? "") })
+        #expect(abs(newShare - 0.1) <= 0.03, "new-model's share: \(newShare)")
+        let (statsA, statsB) = (try await a.stats(), try await b.stats())
+        #expect(statsA.requests + statsB.requests == 1000)
+    }
+
+    @Test("A request's model picks the backends that serve it; a model none serves is model_not_found without a call")
+    func routingByModel() async throws {
+        let redis = try await RedisServer.start()
+        let client = RedisClient(configuration: redis.configuration)
+        defer { client.shutdown() }
+        let a = try await RunningSimulator.start()
+        let b = try await RunningSimulator.start()
+        var configuration = workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: a.url))
+        configuration.backends = [named("qwen-host", a.url, models: ["qwen2.5:7b-instruct-q4_K_M"]), named("llama-host", b.url, models: ["llama3.2:1b"])]
+        let worker = try RunningWorker(configuration)
+        for index in 0..<6 {
+            try await publish(client, [("prompt", "q"), ("max_tokens", "2"), ("model", index % 2 == 0 ? "qwen2.5:7b-instruct-q4_K_M" : "llama3.2:1b"), ("id", "m\(index)")])
+        }
+        try await publish(client, [("prompt", "q"), ("model", "mistral:7b"), ("id", "unknown")])
+        let replies = try await waitForReplies(client, count: 7)
+        await worker.stop()
+        let byID = Dictionary(uniqueKeysWithValues: replies.map { ($0["id"] ?? "", $0) })
+        for index in 0..<6 {
+            #expect(byID["m\(index)"]?["backend"] == (index % 2 == 0 ? "qwen-host" : "llama-host"), "\(byID["m\(index)"] ?? [:])")
+        }
+        #expect(byID["unknown"]?["error_code"] == "model_not_found", "\(byID["unknown"] ?? [:])")
+        let (statsA, statsB) = (try await a.stats(), try await b.stats())
+        #expect(statsA.requests == 3 && statsB.requests == 3, "no call for the unknown model")
+    }
+
+    @Test("A backend that is down opens its own breaker; the others take its share and no request fails")
+    func breakerPerBackend() async throws {
+        let redis = try await RedisServer.start()
+        let client = RedisClient(configuration: redis.configuration)
+        defer { client.shutdown() }
+        let alive = try await RunningSimulator.start(SimulatorConfiguration(slots: 8, tokenMilliseconds: 0))
+        let dead = "http://127.0.0.1:\(try freePort())"
+        var configuration = workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: alive.url), concurrency: 4)
+        configuration.backends = [named("gone", dead), named("here", alive.url)]
+        configuration.breaker.failureThreshold = 2
+        configuration.breaker.openDuration = .seconds(60)
+        let worker = try RunningWorker(configuration)
+        for index in 0..<60 { try await publish(client, [("prompt", "p\(index)"), ("max_tokens", "2")]) }
+        let replies = try await waitForReplies(client, count: 60)
+        await worker.stop()
+        #expect(replies.allSatisfy { $0["status"] == "ok" && $0["backend"] == "here" }, "\(replies.filter { $0["status"] != "ok" }.prefix(3))")
+        // The down backend was tried until its breaker opened (twice), then left alone.
+        let retried = replies.filter { $0["attempts"] != "1" }.count
+        #expect(retried >= 1 && retried <= 4, "requests that needed a second try: \(retried)")
+    }
+
+    @Test("Slots: a worker never has more requests at a backend than its slots, and the rest wait in the stream")
+    func slotsAreNotOverfilled() async throws {
+        let redis = try await RedisServer.start()
+        let client = RedisClient(configuration: redis.configuration)
+        defer { client.shutdown() }
+        let a = try await RunningSimulator.start(SimulatorConfiguration(slots: 8, tokenMilliseconds: 20))
+        let b = try await RunningSimulator.start(SimulatorConfiguration(slots: 8, tokenMilliseconds: 10))
+        var configuration = workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: a.url), concurrency: 32)
+        configuration.backends = [named("slow", a.url, slots: 2), named("fast", b.url, slots: 3)]
+        let worker = try RunningWorker(configuration)
+        for index in 0..<40 { try await publish(client, [("prompt", "s\(index)"), ("max_tokens", "10")]) }
+        try await Task.sleep(for: .milliseconds(300))
+        let pending = try await client.send("XPENDING", "llmq:requests", "llmq").array?.first?.int ?? -1
+        #expect(pending <= 5, "claimed beyond the backends' 5 slots: \(pending)")
+        let replies = try await waitForReplies(client, count: 40)
+        await worker.stop()
+        #expect(replies.allSatisfy { $0["status"] == "ok" })
+        let (statsA, statsB) = (try await a.stats(), try await b.stats())
+        #expect(statsA.maxInFlight == 2 && statsB.maxInFlight == 3, "full, never over: \(statsA.maxInFlight), \(statsB.maxInFlight)")
+    }
+}
