@@ -143,4 +143,12 @@ public protocol ChatBackend: Sendable {
 
     /// Closes the backend's connections; no request may follow.
     func shutdown()
+
+    /// How many requests the server runs at once, when it can tell (llama-server's `/props`
+    /// `total_slots`); nil when it cannot or does not answer.
+    func parallelSlots() async -> Int?
+}
+
+extension ChatBackend {
+    public func parallelSlots() async -> Int? { nil }
 }

@@ -11,9 +11,14 @@ public struct OpenAIChatBackend: ChatBackend {
     /// Ollama accept it.
     private let sendsTopK: Bool
 
+    /// llama-server's `/props`, which tells its slot count; nil for other servers.
+    private let propsURL: String?
+
     public init(name: String, url: String, configuration: BackendConfiguration, client: HTTPClient) {
         self.name = name
         self.poster = JSONPoster(client: client, url: url, apiKey: configuration.apiKey, timeout: configuration.requestTimeout)
+        let suffix = "/v1/chat/completions"
+        self.propsURL = configuration.kind == .llamaCpp && url.hasSuffix(suffix) ? String(url.dropLast(suffix.count)) + "/props" : nil
         self.defaultModel = configuration.model
         self.sendsTopK = configuration.kind != .openAI
     }
@@ -50,6 +55,21 @@ public struct OpenAIChatBackend: ChatBackend {
         var choices: [Choice]
         var usage: Usage?
         var timings: Timings?
+    }
+
+    /// Whether it is a llama-server, which tells its slot count.
+    var reportsSlots: Bool { propsURL != nil }
+
+    /// llama-server's `total_slots` from `/props` (its `--parallel`).
+    public func parallelSlots() async -> Int? {
+        guard let propsURL else { return nil }
+        struct Props: Decodable { var total_slots: Int? }
+        let request = HTTPRequest(method: .get, url: propsURL, headers: poster.headers, body: nil, timeout: .seconds(5))
+        guard let response = try? await poster.client.execute(request), response.status == 200,
+            let props = try? JSONDecoder().decode(Props.self, from: Data(response.body)),
+            let slots = props.total_slots, (1...4096).contains(slots)
+        else { return nil }
+        return slots
     }
 
     public func shutdown() {

@@ -103,6 +103,8 @@ public final class ResilientBackend: Sendable {
         let metrics: [BackendMetrics]
         private struct State {
             var inFlight: [Int]
+            /// Each member's slots: configured, learned at start, or nil (no limit).
+            var slots: [Int?]
             /// Starts, decaying (each start multiplies all by `1 - 1/64`), for the weights.
             var recentStarts: [Double]
         }
@@ -112,7 +114,9 @@ public final class ResilientBackend: Sendable {
             self.members = members
             self.breakers = members.map { CircuitBreaker(policy: breaker, backend: $0.name) }
             self.metrics = members.map { BackendMetrics(backend: $0.name) }
-            self.state = Mutex(State(inFlight: Array(repeating: 0, count: members.count), recentStarts: Array(repeating: 0, count: members.count)))
+            self.state = Mutex(State(
+                inFlight: Array(repeating: 0, count: members.count), slots: members.map(\.slots),
+                recentStarts: Array(repeating: 0, count: members.count)))
         }
 
         /// The member for the next call: serving the model, its breaker letting requests
@@ -124,16 +128,16 @@ public final class ResilientBackend: Sendable {
                 let now = ContinuousClock.now
                 let candidate: Int?? = state.withLock { state in
                     let eligible = members.indices.filter { index in
-                        !tried.contains(index) && members[index].serves(model) && members[index].effectiveWeight > 0
+                        !tried.contains(index) && members[index].serves(model) && weight(index, state) > 0
                             && breakers[index].timeUntilProbe(at: now) == nil
                     }
                     if eligible.isEmpty { return .some(nil) }
-                    let free = eligible.filter { index in members[index].slots.map { state.inFlight[index] < $0 } ?? true }
+                    let free = eligible.filter { index in state.slots[index].map { state.inFlight[index] < $0 } ?? true }
                     // All full: wait for a slot rather than overfill a backend.
                     if free.isEmpty { return nil }
                     return free.min { left, right in
-                        let l = state.recentStarts[left] / members[left].effectiveWeight
-                        let r = state.recentStarts[right] / members[right].effectiveWeight
+                            let l = state.recentStarts[left] / weight(left, state)
+                        let r = state.recentStarts[right] / weight(right, state)
                         if l != r { return l < r }
                         return state.inFlight[left] < state.inFlight[right]
                     }
@@ -161,6 +165,29 @@ public final class ResilientBackend: Sendable {
             }
         }
 
+        /// A member's weight: configured, else its slots (so traffic follows capacity), else 1.
+        private func weight(_ index: Int, _ state: State) -> Double {
+            members[index].weight ?? Double(state.slots[index] ?? 1)
+        }
+
+        /// Asks each member without configured slots for its slot count (llama-server's
+        /// `/props`). One that does not answer starts with 1 slot and its breaker open, so it
+        /// joins when a probe succeeds; a server that cannot tell keeps no limit.
+        func discoverSlots(openWhenDown: Bool, logger: Logger) async {
+            for (index, member) in members.enumerated() where member.slots == nil {
+                let discovered = await member.backend.parallelSlots()
+                let knowsSlots = (member.backend as? OpenAIChatBackend)?.reportsSlots == true
+                if let discovered {
+                    state.withLock { $0.slots[index] = discovered }
+                    logger.info("backend slots", metadata: ["llmq.backend": "\(member.name)", "llmq.slots": "\(discovered)"])
+                } else if knowsSlots && openWhenDown {
+                    state.withLock { $0.slots[index] = 1 }
+                    breakers[index].open()
+                    logger.warning("backend not answering at start; it joins when a probe succeeds", metadata: ["llmq.backend": "\(member.name)"])
+                }
+            }
+        }
+
         func finished(_ index: Int) {
             state.withLock { $0.inFlight[index] -= 1 }
         }
@@ -173,9 +200,9 @@ public final class ResilientBackend: Sendable {
             state.withLock { state in
                 var total = 0
                 var available = false
-                for index in members.indices where breakers[index].timeUntilProbe(at: now) == nil && members[index].effectiveWeight > 0 {
+                for index in members.indices where breakers[index].timeUntilProbe(at: now) == nil && weight(index, state) > 0 {
                     available = true
-                    guard let slots = members[index].slots else { return .unlimited }
+                    guard let slots = state.slots[index] else { return .unlimited }
                     total += max(0, slots - state.inFlight[index])
                 }
                 return available ? .count(total) : .none
@@ -251,6 +278,15 @@ public final class ResilientBackend: Sendable {
             }
         }
         return nil
+    }
+
+    /// Learns the slot counts of backends that have none configured (llama-server's `/props`).
+    /// - Parameter openWhenDown: A llama-server that does not answer starts with one slot and
+    ///   its breaker open (in a pool, where the others take its share); otherwise it keeps no
+    ///   limit and requests find out.
+    public func discoverSlots(openWhenDown: Bool) async {
+        await primaries.discoverSlots(openWhenDown: openWhenDown, logger: logger)
+        await fallbacks.discoverSlots(openWhenDown: openWhenDown, logger: logger)
     }
 
     /// Requests at the backends now (calls in progress).
@@ -393,6 +429,15 @@ final class CircuitBreaker: Sendable {
             state.probeInFlight = true
             return .granted(isProbe: true)
         }
+    }
+
+    /// Opens the circuit now (a backend found down at start); a probe follows after the open period.
+    func open() {
+        state.withLock { state in
+            state.openUntil = ContinuousClock.now + policy.openDuration
+            state.probeInFlight = false
+        }
+        openGauge.record(1)
     }
 
     /// Gives up the probe without a verdict (its request was cancelled); the circuit stays

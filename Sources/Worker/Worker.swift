@@ -110,6 +110,9 @@ public final class Worker: Service, Sendable {
         if let model = configuration.backend.model { startup["llmq.backend.model"] = "\(model)" }
         logger.info("worker starting", metadata: startup)
         if let note = lease?.note { logger.warning("\(note)") }
+        // A pool learns its llama-servers' slots; a single `backend` runs as before, its
+        // requests limited by `concurrency` only.
+        if !configuration.backends.isEmpty { await backend.discoverSlots(openWhenDown: configuration.backends.count > 1) }
         let fatal = Mutex<WorkerError?>(nil)
         try await withGracefulShutdownHandler {
             await withDiscardingTaskGroup { group in
