@@ -433,8 +433,17 @@ struct ConfigFile {
             values[key] = value
         }
         do {
+            // JSONSnapshot refuses arrays of objects, and the lists are read from our own parse:
+            // it gets the file without them (re-encoded only then, the other values unchanged).
+            var snapshotData = data
+            if object.keys.contains(where: ConfigurationLoader.listKeys.contains),
+                var top = try JSONSerialization.jsonObject(with: data) as? [String: Any]
+            {
+                for key in ConfigurationLoader.listKeys { top[key] = nil }
+                snapshotData = try JSONSerialization.data(withJSONObject: top)
+            }
             let snapshot = try JSONSnapshot(
-                data: data.bytes, providerName: "config file \(path)",
+                data: snapshotData.bytes, providerName: "config file \(path)",
                 parsingOptions: .init(secretsSpecifier: .dynamic { key, value in
                     ConfigurationLoader.secretKeys.contains(key) || (key == "redis.url" && urlHoldsPassword(value))
                 }))
@@ -908,7 +917,13 @@ private final class ConfigurationReading {
             }
             let item = ConfigurationReading(
                 providers: [InMemoryProvider(name: prefix, values: contents)], layers: [.item(source: list.source, values: values)])
-            var backend = try item.backendConfiguration(prefix: prefix, required: true)!
+            var backend: BackendConfiguration
+            do {
+                backend = try item.backendConfiguration(prefix: prefix, required: true)!
+            } catch where error.source.isEmpty {
+                // A key the item lacks (an openai endpoint): the item is in the list's source.
+                throw problem(error.key, error.problem)
+            }
             backend.name = try item.nonEmptyString("\(prefix).name")
             backend.weight = try item.number("\(prefix).weight", atLeast: 0)
             backend.slots = try item.int("\(prefix).slots", in: 1...4096)
