@@ -420,6 +420,9 @@ struct ConfigFile {
                 }
                 continue
             }
+            if case .array = value, ConfigurationLoader.listKeys.contains(key + "s") {
+                throw problem("expected an object; a list of backends is \"\(key)s\"")
+            }
             if case .object(let members) = value {
                 if known.contains(key) { throw problem("expected a single value, found an object") }
                 pending.append(contentsOf: members.sorted { $0.key > $1.key }.map { ("\(key).\($0.key)", $0.value) })
@@ -905,9 +908,11 @@ private final class ConfigurationReading {
                 let content: ConfigContent
                 switch value {
                 case .null: continue
+                case _ where field == "models":
+                    values[key] = value  // a list or one name, checked below
+                    continue
                 case .object: throw problem(key, "expected a single value, found an object")
-                case .array where field != "models": throw problem(key, "expected a single value, found an array")
-                case .array: values[key] = value; continue
+                case .array: throw problem(key, "expected a single value, found an array")
                 case .string(let text): content = .string(text)
                 case .number(let number): content = .double(number)
                 case .bool(let flag): content = .bool(flag)
@@ -933,10 +938,10 @@ private final class ConfigurationReading {
                 switch models {
                 case .string(let name): names = [name]
                 case .array(let items):
-                    var list: [String] = []
-                    for case .string(let name) in items { list.append(name) }
-                    guard list.count == items.count else { throw problem(key, "expected a list of model names, got \(describe(models))") }
-                    names = list
+                    names = try items.map { (item: RawConfigValue) throws(ConfigurationError) -> String in
+                        guard case .string(let name) = item else { throw problem(key, "expected a list of model names, got \(describe(item)) in it") }
+                        return name
+                    }
                 default: throw problem(key, "expected a list of model names or one name, got \(describe(models))")
                 }
                 guard !names.isEmpty else { throw problem(key, "must name at least one model; leave it out to serve any") }

@@ -75,7 +75,8 @@ struct BackendListConfigurationTests {
     @Test("unnamed items get their type, then type-2, type-3..., skipping names given; models may be one string")
     func defaultNames() throws {
         let file = try writeFile("""
-            {"backends": [
+            {"streams": {"keepAnswered": true}, "metrics": {"port": 9100}, "breaker": {"openSeconds": 2.5},
+             "backends": [
                {"type": "llama-cpp"}, {"type": "ollama", "models": "llama3.2:1b", "model": "llama3.2:3b"},
                {"name": "llama-cpp-2", "endpoint": "http://b:8080"}, {"endpoint": "http://c:8080"}],
              "fallbacks": [{"type": "ollama", "endpoint": "http://d:11434"}]}
@@ -85,6 +86,10 @@ struct BackendListConfigurationTests {
         #expect(configuration.backends[1].models == ["llama3.2:1b", "llama3.2:3b"], "model is added to models")
         #expect(configuration.backends[0].endpoint == "http://127.0.0.1:8080", "the type's default endpoint")
         #expect(configuration.fallbacks.map(\.name) == ["ollama-2"])
+        // The other keys come through the library's JSON snapshot, which gets the file without the lists.
+        #expect(configuration.streams.keepAnswered)
+        #expect(configuration.metrics.port == 9100)
+        #expect(configuration.breaker.openDuration == .milliseconds(2500))
     }
 
     @Test(
@@ -97,7 +102,11 @@ struct BackendListConfigurationTests {
             (#"{"backends": [{"slots": 0}]}"#, "backends[0].slots (from config file PATH): 0 is out of range 1...4096"),
             (#"{"backends": [{"slots": 2.5}]}"#, "backends[0].slots (from config file PATH): expected a whole number, got 2.5"),
             (#"{"backends": [{"models": [""]}]}"#, "backends[0].models (from config file PATH): a model name must not be empty"),
-            (#"{"backends": [{"models": [1]}]}"#, "backends[0].models (from config file PATH): expected a list of model names, got an array"),
+            (#"{"backends": [{"models": ["a", 1]}]}"#, "backends[0].models (from config file PATH): expected a list of model names, got 1.0 in it"),
+            (#"{"backends": [{"models": {"a": 1}}]}"#, "backends[0].models (from config file PATH): expected a list of model names or one name, got an object"),
+            (#"{"backends": [{"slots": true}]}"#, "backends[0].slots (from config file PATH): expected a whole number, got true"),
+            (#"{"backends": [{"name": ""}]}"#, "backends[0].name (from config file PATH): must not be empty"),
+            (#"{"backend": [{"type": "ollama"}]}"#, #"backend (from config file PATH): expected an object; a list of backends is "backends""#),
             (#"{"backends": [{"models": []}]}"#, "backends[0].models (from config file PATH): must name at least one model; leave it out to serve any"),
             (#"{"backends": [{"type": "vllm"}]}"#, #"backends[0].type (from config file PATH): "vllm" is not one of llama-cpp, ollama, openai"#),
             (#"{"backends": [{"type": "openai"}]}"#, "backends[0].endpoint (from config file PATH): required for the openai backend"),
