@@ -39,7 +39,8 @@ public struct ConfigurationError: Error, Sendable, Hashable, CustomStringConvert
 /// checks across keys.
 public enum ConfigurationLoader {
     /// Every key, with what it holds. The README's configuration table mirrors this list.
-    /// Keys with `<Queue>` in them stand for one key per queue name.
+    /// Keys with `<Queue>` in them stand for one key per queue name, `<N>` for each item of a
+    /// list (`backends[0].weight`).
     public static let keys: [(key: String, help: String)] = [
         ("redis.url", "redis://[user:password@]host:port[/db] (default redis://127.0.0.1:6379)"),
         ("redis.username", "ACL user, overrides the URL's"),
@@ -65,6 +66,12 @@ public enum ConfigurationLoader {
         ("queues.<Queue>.weight", "share of slots among queues of one priority, 1 or more (default 1)"),
         ("queues.<Queue>.minShare", "fraction of starts the queue gets whenever it has work, 0...1 (default 0)"),
         ("polling.poll<Queue>", "true serves the queue <Queue> (e.g. polling.pollHumanAI), false does not, even if it is in queues"),
+        ("backends", "backends sharing the traffic: a list of objects with the backend.* keys and name, weight, slots, models; environment: LLMQ_BACKENDS as a JSON array; not with backend.*"),
+        ("backends[<N>].name", "name in replies, status and metrics (default its type, then type-2, type-3...)"),
+        ("backends[<N>].weight", "share of requests among backends serving a model, a number >= 0, 0 = out of rotation (default its slots)"),
+        ("backends[<N>].slots", "requests it serves at once, 1...4096 (default llama-server's total_slots, else 1)"),
+        ("backends[<N>].models", "models it serves, a list or one name (default any); its model is added"),
+        ("fallbacks", "backends used only while every backend is unavailable, items as in backends; environment: LLMQ_FALLBACKS as a JSON array; [] = none; not with fallback.*"),
         ("backend.type", "llama-cpp, ollama or openai (default llama-cpp)"),
         ("backend.endpoint", "base URL or full API path (default per type)"),
         ("backend.model", "model asked for when a request names none (none: the request must name it)"),
@@ -109,8 +116,21 @@ public enum ConfigurationLoader {
     /// `redis.url` is secret when it holds a password.
     static let secretKeys: Set<String> = ["redis.password", "backend.apiKey", "fallback.apiKey"]
 
-    /// The fixed keys a file may hold (the `<Queue>` patterns are checked on their own).
-    static let fixedKeys = Set(keys.map(\.key).filter { !$0.contains("<") && $0 != "queues" })
+    /// Whether a key's value is secret: one of ``secretKeys`` or a list item's `apiKey`.
+    static func isSecret(_ key: String) -> Bool {
+        secretKeys.contains(key) || (listKeys.contains { key.hasPrefix($0 + "[") } && key.hasSuffix("].apiKey"))
+    }
+
+    /// The keys that hold a list of backends, each item an object of ``itemFields``.
+    static let listKeys = ["backends", "fallbacks"]
+
+    /// The keys of one item of `backends` or `fallbacks`: those of `backend.*`, and what only
+    /// a backend among several needs.
+    static let itemFields = keys.map(\.key).filter { $0.hasPrefix("backend.") }.map { String($0.dropFirst("backend.".count)) }
+        + ["name", "weight", "slots", "models"]
+
+    /// The fixed keys a file may hold (the `<Queue>` patterns and the lists are checked on their own).
+    static let fixedKeys = Set(keys.map(\.key).filter { !$0.contains("<") && $0 != "queues" && !listKeys.contains($0) })
 
     /// The environment variable for a key: `backend.apiKeyFile` -> `LLMQ_BACKEND_API_KEY_FILE`.
     ///
@@ -178,7 +198,8 @@ public enum ConfigurationLoader {
         let environmentProvider = EnvironmentVariablesProvider(
             environmentVariables: variables,
             secretsSpecifier: .dynamic { name, value in
-                secretKeys.contains { environmentName(for: $0) == name }
+                // LLMQ_BACKENDS may hold API keys.
+                (secretKeys.union(listKeys)).contains { environmentName(for: $0) == name }
                     || (name == environmentName(for: "redis.url") && urlHoldsPassword(value))
             })
         var layers: [Layer] = []
@@ -208,8 +229,20 @@ public enum ConfigurationLoader {
             fileContents = parsed
         }
 
+        // The lists are whole values: LLMQ_BACKENDS replaces the file's backends, item by item
+        // keys do not merge across layers.
+        var lists: [String: BackendList] = [:]
+        for key in listKeys {
+            let name = environmentName(for: key)
+            if let text = variables[name] {
+                lists[key] = try BackendList(key: key, json: text, source: .environment(name))
+            } else if let items = fileContents?.lists[key], let configPath {
+                lists[key] = BackendList(key: key, items: items, source: .file(configPath))
+            }
+        }
+
         let reading = ConfigurationReading(providers: providers, layers: layers)
-        let configuration = try reading.build(defaultConsumer: defaultConsumer, file: fileContents)
+        let configuration = try reading.build(defaultConsumer: defaultConsumer, file: fileContents, lists: lists)
         return LoadedConfiguration(configuration: configuration, sources: reading.sources)
     }
 
@@ -233,7 +266,7 @@ enum RawConfigValue: Decodable, Sendable {
     case number(Double)
     case bool(Bool)
     case object([String: RawConfigValue])
-    case array
+    case array([RawConfigValue])
     case null
 
     init(from decoder: any Decoder) throws {
@@ -249,7 +282,7 @@ enum RawConfigValue: Decodable, Sendable {
         } else if let value = try? container.decode([String: RawConfigValue].self) {
             self = .object(value)
         } else {
-            self = .array
+            self = .array(try container.decode([RawConfigValue].self))
         }
     }
 }
@@ -283,9 +316,12 @@ private enum Layer {
     case flags(names: [String: String], texts: [String: String])
     case environment([String: String])
     case file(path: String, values: [String: RawConfigValue])
+    /// One item of a backend list, all from one source.
+    case item(source: ConfigurationSource, values: [String: RawConfigValue])
 
     func source(for key: String) -> ConfigurationSource {
         switch self {
+        case .item(let source, _): source
         case .flags(let names, _): .flag(names[key] ?? key)
         case .environment: .environment(ConfigurationLoader.environmentName(for: key))
         case .file(let path, _): .file(path)
@@ -296,7 +332,7 @@ private enum Layer {
         switch self {
         case .flags(_, let texts): texts[key].map(RawConfigValue.string)
         case .environment(let variables): variables[ConfigurationLoader.environmentName(for: key)].map(RawConfigValue.string)
-        case .file(_, let values): values[key]
+        case .file(_, let values), .item(_, let values): values[key]
         }
     }
 }
@@ -309,6 +345,8 @@ struct ConfigFile {
     /// Queue names in `polling.poll<Name>` keys and in the `queues` object, in file order.
     var pollingNames: [String] = []
     var queueNames: [String] = []
+    /// The items of `backends` and `fallbacks`, checked when the list is read.
+    var lists: [String: [RawConfigValue]] = [:]
     let provider: JSONFileProvider
 
     init(path: String) throws(ConfigurationError) {
@@ -332,6 +370,12 @@ struct ConfigFile {
         var pending: [(String, RawConfigValue)] = object.sorted { $0.key > $1.key }.map { ($0.key, $0.value) }
         while let (key, value) = pending.popLast() {
             let problem = { (problem: String) in ConfigurationError(key: key, source: source, problem: problem) }
+            if ConfigurationLoader.listKeys.contains(key) {
+                if case .null = value { continue }
+                guard case .array(let items) = value else { throw problem("expected a list of backends, got \(describe(value))") }
+                lists[key] = items
+                continue
+            }
             if key == "polling" || key == "queues" {
                 guard case .object(let members) = value else { throw problem("expected an object") }
                 for (name, member) in members.sorted(by: { $0.key < $1.key }) {
@@ -376,6 +420,9 @@ struct ConfigFile {
                 }
                 continue
             }
+            if case .array = value, ConfigurationLoader.listKeys.contains(key + "s") {
+                throw problem("expected an object; a list of backends is \"\(key)s\"")
+            }
             if case .object(let members) = value {
                 if known.contains(key) { throw problem("expected a single value, found an object") }
                 pending.append(contentsOf: members.sorted { $0.key > $1.key }.map { ("\(key).\($0.key)", $0.value) })
@@ -389,8 +436,17 @@ struct ConfigFile {
             values[key] = value
         }
         do {
+            // JSONSnapshot refuses arrays of objects, and the lists are read from our own parse:
+            // it gets the file without them (re-encoded only then, the other values unchanged).
+            var snapshotData = data
+            if object.keys.contains(where: ConfigurationLoader.listKeys.contains),
+                var top = try JSONSerialization.jsonObject(with: data) as? [String: Any]
+            {
+                for key in ConfigurationLoader.listKeys { top[key] = nil }
+                snapshotData = try JSONSerialization.data(withJSONObject: top)
+            }
             let snapshot = try JSONSnapshot(
-                data: data.bytes, providerName: "config file \(path)",
+                data: snapshotData.bytes, providerName: "config file \(path)",
                 parsingOptions: .init(secretsSpecifier: .dynamic { key, value in
                     ConfigurationLoader.secretKeys.contains(key) || (key == "redis.url" && urlHoldsPassword(value))
                 }))
@@ -454,6 +510,54 @@ private final class LastAccess: AccessReporter {
     }
 }
 
+/// The items of `backends` or `fallbacks`, from the file or from `LLMQ_BACKENDS` (JSON).
+struct BackendList {
+    let key: String
+    let items: [RawConfigValue]
+    let source: ConfigurationSource
+
+    init(key: String, items: [RawConfigValue], source: ConfigurationSource) {
+        self.key = key
+        self.items = items
+        self.source = source
+    }
+
+    init(key: String, json: String, source: ConfigurationSource) throws(ConfigurationError) {
+        let parsed: RawConfigValue
+        do {
+            parsed = try JSONDecoder().decode(RawConfigValue.self, from: Data(json.utf8))
+        } catch {
+            throw ConfigurationError(key: key, source: source.description, problem: "expected a JSON array of backends, not valid JSON: \(jsonErrorSummary(error))")
+        }
+        guard case .array(let items) = parsed else {
+            throw ConfigurationError(key: key, source: source.description, problem: "expected a JSON array of backends, got \(describe(parsed))")
+        }
+        self.init(key: key, items: items, source: source)
+    }
+}
+
+/// The candidate a mistyped key most likely meant: the same but for case, else one at most two
+/// edits away.
+private func closest(to word: String, among candidates: [String]) -> String? {
+    if let same = candidates.first(where: { $0.lowercased() == word.lowercased() }) { return same }
+    // Levenshtein distance, one row at a time.
+    func distance(_ a: [Character], _ b: [Character]) -> Int {
+        var row = Array(0...b.count)
+        for (i, x) in a.enumerated() {
+            var diagonal = row[0]
+            row[0] = i + 1
+            for (j, y) in b.enumerated() {
+                let above = row[j + 1]
+                row[j + 1] = min(above + 1, row[j] + 1, diagonal + (x == y ? 0 : 1))
+                diagonal = above
+            }
+        }
+        return row[b.count]
+    }
+    let scored = candidates.map { ($0, distance(Array(word.lowercased()), Array($0.lowercased()))) }.filter { $0.1 <= 2 }
+    return scored.min { $0.1 < $1.1 }?.0
+}
+
 /// A value the reader found, and where.
 private struct Found {
     var content: ConfigContent
@@ -467,7 +571,7 @@ private final class ConfigurationReading {
     private let access = LastAccess()
     private let layers: [Layer]
     /// Where each key's value came from; keys not here have their default.
-    private(set) var sources: [String: ConfigurationSource] = [:]
+    fileprivate(set) var sources: [String: ConfigurationSource] = [:]
 
     init(providers: [any ConfigProvider], layers: [Layer]) {
         self.layers = layers
@@ -481,9 +585,10 @@ private final class ConfigurationReading {
     /// Reads `key` as `type`. Text the library would not convert (flags, which the in-memory
     /// provider keeps as text; a number written as a string in the file) is parsed here, as
     /// the environment provider parses it; anything else is the one-line error.
-    private func find(_ key: String, _ type: ConfigType) throws(ConfigurationError) -> Found? {
+    /// - Parameter expecting: What the error says is expected, when not just the type.
+    private func find(_ key: String, _ type: ConfigType, expecting: String? = nil) throws(ConfigurationError) -> Found? {
         let configKey = ConfigKey(key)
-        let secret = ConfigurationLoader.secretKeys.contains(key)
+        let secret = ConfigurationLoader.isSecret(key)
         switch type {
         case .int: _ = reader.int(forKey: configKey, isSecret: secret)
         case .double: _ = reader.double(forKey: configKey, isSecret: secret)
@@ -503,16 +608,21 @@ private final class ConfigurationReading {
             sources[key] = source
             // JSONSerialization (under the JSON snapshot) cannot tell `true` from 1 on Linux, so
             // the snapshot converts between them; the file's own types are checked here.
-            if let raw, case .file = layer, !raw.fits(type) { throw mismatch(key, type, raw, source) }
+            if let raw, !raw.fits(type) { throw mismatch(key, type, raw, source, expecting: expecting) }
             return Found(content: value.content, source: source)
         case .failure:
             sources[key] = source
-            guard let raw, let content = raw.parsed(as: type) else { throw mismatch(key, type, raw ?? .null, source) }
+            guard let raw, let content = raw.parsed(as: type) else { throw mismatch(key, type, raw ?? .null, source, expecting: expecting) }
             return Found(content: content, source: source)
         }
     }
 
-    private func mismatch(_ key: String, _ type: ConfigType, _ raw: RawConfigValue, _ source: ConfigurationSource) -> ConfigurationError {
+    private func mismatch(
+        _ key: String, _ type: ConfigType, _ raw: RawConfigValue, _ source: ConfigurationSource, expecting: String? = nil
+    ) -> ConfigurationError {
+        if let expecting {
+            return ConfigurationError(key: key, source: source.description, problem: "expected \(expecting), got \(describe(raw))")
+        }
         let expected =
             switch type {
             case .int: "expected a whole number, got \(describe(raw))"
@@ -552,6 +662,14 @@ private final class ConfigurationReading {
         guard range.contains(number) else {
             throw error(key, "\(number) is out of range \(range.lowerBound)...\(range.upperBound)")
         }
+        return number
+    }
+
+    /// A finite number >= `minimum`.
+    func number(_ key: String, atLeast minimum: Double) throws(ConfigurationError) -> Double? {
+        let expecting = "a number >= \(LoadedConfiguration.number(minimum))"
+        guard case .double(let number)? = try find(key, .double, expecting: expecting)?.content else { return nil }
+        guard number.isFinite, number >= minimum else { throw error(key, "expected \(expecting), got \(LoadedConfiguration.number(number))") }
         return number
     }
 
@@ -612,10 +730,34 @@ private final class ConfigurationReading {
 
     // MARK: Building
 
-    func build(defaultConsumer: String, file: ConfigFile?) throws(ConfigurationError) -> WorkerConfiguration {
-        let backend = try backendConfiguration(prefix: "backend", required: true)!
+    func build(defaultConsumer: String, file: ConfigFile?, lists: [String: BackendList]) throws(ConfigurationError) -> WorkerConfiguration {
+        // `backends` or `backend.*`, and `fallbacks` or `fallback.*`: code that knows one backend
+        // reads `backend`, so a list also sets it to its first item.
+        var backends: [BackendConfiguration] = []
+        var fallbacks: [BackendConfiguration] = []
+        if let list = lists["backends"] {
+            try refuseSingle("backend", besides: list)
+            backends = try backendList(list)
+        }
+        if let list = lists["fallbacks"] {
+            try refuseSingle("fallback", besides: list)
+            fallbacks = try backendList(list)
+        }
+        try name(&backends, &fallbacks)
+        let backend: BackendConfiguration
+        if let first = backends.first {
+            backend = first
+        } else {
+            backend = try backendConfiguration(prefix: "backend", required: true)!
+        }
         var configuration = WorkerConfiguration(consumer: try aliased("consumer", "workerId") ?? defaultConsumer, backend: backend)
-        configuration.fallback = try backendConfiguration(prefix: "fallback", required: false)
+        configuration.backends = backends
+        configuration.fallbacks = fallbacks
+        if lists["fallbacks"] == nil {
+            configuration.fallback = try backendConfiguration(prefix: "fallback", required: false)
+        } else {
+            configuration.fallback = fallbacks.first
+        }
 
         if let url = try nonEmptyString("redis.url") {
             do {
@@ -729,6 +871,121 @@ private final class ConfigurationReading {
             queues.append(queue)
         }
         return queues.sorted { ($0.priority, $1.name) > ($1.priority, $0.name) }
+    }
+
+    // MARK: Lists of backends
+
+    /// A list and `prefix.*` keys together are an error naming the first such key: which one
+    /// the worker should use is the user's call.
+    private func refuseSingle(_ prefix: String, besides list: BackendList) throws(ConfigurationError) {
+        for key in ConfigurationLoader.keys.map(\.key) where key.hasPrefix(prefix + ".") && has(key) {
+            throw error(key, "set either \(list.key) (from \(list.source)) or \(prefix).*, not both")
+        }
+    }
+
+    /// The backends of a list, each item read as `backend.*` is, through a reader of its own over
+    /// the item's keys (`backends[1].endpoint`), so its errors and sources name the item.
+    private func backendList(_ list: BackendList) throws(ConfigurationError) -> [BackendConfiguration] {
+        if list.items.isEmpty && list.key == "backends" {
+            throw ConfigurationError(key: list.key, source: list.source.description, problem: "must list at least one backend")
+        }
+        sources[list.key] = list.source
+        var backends: [BackendConfiguration] = []
+        for (index, item) in list.items.enumerated() {
+            let prefix = "\(list.key)[\(index)]"
+            let problem = { (key: String, problem: String) in ConfigurationError(key: key, source: list.source.description, problem: problem) }
+            guard case .object(let fields) = item else {
+                throw problem(prefix, "expected an object of backend keys (type, endpoint, ...), got \(describe(item))")
+            }
+            var values: [String: RawConfigValue] = [:]
+            var contents: [AbsoluteConfigKey: ConfigValue] = [:]
+            for (field, value) in fields.sorted(by: { $0.key < $1.key }) {
+                let key = "\(prefix).\(field)"
+                guard ConfigurationLoader.itemFields.contains(field) else {
+                    let close = closest(to: field, among: ConfigurationLoader.itemFields)
+                    throw problem(key, "unknown key" + (close.map { "; did you mean \"\(prefix).\($0)\"?" } ?? "; a backend has \(ConfigurationLoader.itemFields.joined(separator: ", "))"))
+                }
+                let content: ConfigContent
+                switch value {
+                case .null: continue
+                case _ where field == "models":
+                    values[key] = value  // a list or one name, checked below
+                    continue
+                case .object: throw problem(key, "expected a single value, found an object")
+                case .array: throw problem(key, "expected a single value, found an array")
+                case .string(let text): content = .string(text)
+                case .number(let number): content = .double(number)
+                case .bool(let flag): content = .bool(flag)
+                }
+                values[key] = value
+                contents[AbsoluteConfigKey(ConfigKey(key))] = ConfigValue(content, isSecret: ConfigurationLoader.isSecret(key))
+            }
+            let item = ConfigurationReading(
+                providers: [InMemoryProvider(name: prefix, values: contents)], layers: [.item(source: list.source, values: values)])
+            var backend: BackendConfiguration
+            do {
+                backend = try item.backendConfiguration(prefix: prefix, required: true)!
+            } catch where error.source.isEmpty {
+                // A key the item lacks (an openai endpoint): the item is in the list's source.
+                throw problem(error.key, error.problem)
+            }
+            backend.name = try item.nonEmptyString("\(prefix).name")
+            backend.weight = try item.number("\(prefix).weight", atLeast: 0)
+            backend.slots = try item.int("\(prefix).slots", in: 1...4096)
+            if let models = values["\(prefix).models"] {
+                let key = "\(prefix).models"
+                let names: [String]
+                switch models {
+                case .string(let name): names = [name]
+                case .array(let items):
+                    names = try items.map { (item: RawConfigValue) throws(ConfigurationError) -> String in
+                        guard case .string(let name) = item else { throw problem(key, "expected a list of model names, got \(describe(item)) in it") }
+                        return name
+                    }
+                default: throw problem(key, "expected a list of model names or one name, got \(describe(models))")
+                }
+                guard !names.isEmpty else { throw problem(key, "must name at least one model; leave it out to serve any") }
+                guard names.allSatisfy({ !$0.trimmingCharacters(in: .whitespaces).isEmpty }) else { throw problem(key, "a model name must not be empty") }
+                var served = names
+                if let model = backend.model, !served.contains(model) { served.append(model) }
+                backend.models = served
+                item.sources[key] = list.source
+            }
+            sources.merge(item.sources) { $1 }
+            backends.append(backend)
+        }
+        return backends
+    }
+
+    /// Names the backends of both lists: a name given twice is an error; an item without one
+    /// gets its type, then `type-2`, `type-3`... for later ones of that type, skipping names
+    /// already given.
+    private func name(_ backends: inout [BackendConfiguration], _ fallbacks: inout [BackendConfiguration]) throws(ConfigurationError) {
+        var owners: [String: String] = [:]
+        for (listKey, list) in [("backends", backends), ("fallbacks", fallbacks)] {
+            for (index, backend) in list.enumerated() {
+                guard let name = backend.name else { continue }
+                let key = "\(listKey)[\(index)].name"
+                if let owner = owners[name] { throw error(key, "\"\(name)\" is already the name of \(owner)") }
+                owners[name] = "\(listKey)[\(index)]"
+            }
+        }
+        var unnamed: [BackendConfiguration.Kind: Int] = [:]
+        func assign(_ list: inout [BackendConfiguration], _ listKey: String) {
+            for index in list.indices where list[index].name == nil {
+                let kind = list[index].kind
+                var name: String
+                repeat {
+                    let count = unnamed[kind, default: 0] + 1
+                    unnamed[kind] = count
+                    name = count == 1 ? kind.rawValue : "\(kind.rawValue)-\(count)"
+                } while owners[name] != nil
+                owners[name] = "\(listKey)[\(index)]"
+                list[index].name = name
+            }
+        }
+        assign(&backends, "backends")
+        assign(&fallbacks, "fallbacks")
     }
 
     private func backendConfiguration(prefix: String, required: Bool) throws(ConfigurationError) -> BackendConfiguration? {

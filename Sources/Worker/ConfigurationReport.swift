@@ -12,7 +12,8 @@ public struct LoadedConfiguration: Sendable {
     /// The effective configuration for `llmq worker --print-config`: one line per key,
     /// `key = value  (source)`, with each served queue's keys after the fixed ones. Secrets
     /// (passwords, API keys, a password inside redis.url) show as `<redacted>`; aliases
-    /// (`workerId`, `*.modelLoaded`) appear under the key they stand for.
+    /// (`workerId`, `*.modelLoaded`) appear under the key they stand for. A list of backends
+    /// shows each item's keys (`backends[0].weight`) instead of `backend.*`.
     public func printed() -> String {
         var lines: [String] = []
         func line(_ key: String, _ value: String?) {
@@ -20,13 +21,42 @@ public struct LoadedConfiguration: Sendable {
             let derivedFrom: String? =
                 switch key {
                 case "redis.username", "redis.password": "redis.url"
-                case "backend.apiKey", "fallback.apiKey": key + "File"
+                case _ where key.hasSuffix(".apiKey"): key + "File"
                 default: nil
                 }
             let source = sources[key] ?? (value == nil ? nil : derivedFrom.flatMap { sources[$0] }) ?? .defaultValue
             lines.append("\(key) = \(value ?? "(none)")  (\(source))")
         }
+        func list(_ listKey: String, _ backends: [BackendConfiguration], none: String) {
+            guard !backends.isEmpty || sources[listKey] != nil else {
+                lines.append("\(listKey) = (none: \(none))  (default)")
+                return
+            }
+            lines.append("\(listKey) = \(backends.count) backend\(backends.count == 1 ? "" : "s")  (\(sources[listKey] ?? .defaultValue))")
+            for (index, backend) in backends.enumerated() {
+                let prefix = "\(listKey)[\(index)]"
+                line("\(prefix).name", backend.name)
+                for field in ["type", "endpoint", "model", "description", "apiKey", "apiKeyFile", "connectTimeoutSeconds", "timeoutSeconds"] {
+                    line("\(prefix).\(field)", Self.value(of: field, in: backend, fileSet: sources["\(prefix).apiKeyFile"] != nil))
+                }
+                line("\(prefix).weight", backend.weight.map(Self.number))
+                line("\(prefix).slots", backend.slots.map { String($0) })
+                line("\(prefix).models", backend.models?.joined(separator: ", "))
+            }
+        }
+        let c = configuration
         for (key, _) in ConfigurationLoader.keys where !key.contains("<") && !Self.aliases.contains(key) && key != "queues" {
+            switch key {
+            case "backends":
+                list(key, c.backends, none: "backend.* is the one backend")
+                continue
+            case "fallbacks":
+                list(key, c.fallbacks, none: c.fallback == nil ? "no fallback" : "fallback.* is the one fallback")
+                continue
+            case _ where key.hasPrefix("backend.") && !c.backends.isEmpty, _ where key.hasPrefix("fallback.") && !c.fallbacks.isEmpty:
+                continue
+            default: break
+            }
             if key.hasPrefix("fallback."), configuration.fallback == nil {
                 line(key, nil)
                 continue
@@ -56,17 +86,7 @@ public struct LoadedConfiguration: Sendable {
     private func value(of key: String) -> String? {
         let c = configuration
         if key.hasPrefix("backend.") || key.hasPrefix("fallback."), let backend = key.hasPrefix("backend.") ? c.backend : c.fallback {
-            switch key.split(separator: ".").last! {
-            case "type": return backend.kind.rawValue
-            case "endpoint": return backend.endpoint
-            case "model": return backend.model
-            case "description": return backend.description
-            case "apiKey": return backend.apiKey.map { _ in "<redacted>" }
-            case "apiKeyFile": return sources[key] == nil ? nil : "(set; its content is the apiKey)"
-            case "connectTimeoutSeconds": return Self.seconds(backend.connectTimeout)
-            case "timeoutSeconds": return Self.seconds(backend.requestTimeout)
-            default: return nil
-            }
+            return Self.value(of: String(key.split(separator: ".").last!), in: backend, fileSet: sources[key] != nil)
         }
         switch key {
         case "redis.url": return Self.redactedURL(c.redis)
@@ -109,6 +129,22 @@ public struct LoadedConfiguration: Sendable {
         }
     }
 
+    /// One of a backend's `backend.*` fields as text, its API key redacted.
+    /// - Parameter fileSet: Whether its `apiKeyFile` was set (the path is not kept).
+    private static func value(of field: String, in backend: BackendConfiguration, fileSet: Bool) -> String? {
+        switch field {
+        case "type": backend.kind.rawValue
+        case "endpoint": backend.endpoint
+        case "model": backend.model
+        case "description": backend.description
+        case "apiKey": backend.apiKey.map { _ in "<redacted>" }
+        case "apiKeyFile": fileSet ? "(set; its content is the apiKey)" : nil
+        case "connectTimeoutSeconds": seconds(backend.connectTimeout)
+        case "timeoutSeconds": seconds(backend.requestTimeout)
+        default: nil
+        }
+    }
+
     /// `redis://[user[:<redacted>]@]host:port/db`: the URL the worker connects to, never its password.
     static func redactedURL(_ redis: RedisConfiguration) -> String {
         var credentials = ""
@@ -126,7 +162,7 @@ public struct LoadedConfiguration: Sendable {
         number((Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18) * 1000)
     }
 
-    private static func number(_ value: Double) -> String {
+    static func number(_ value: Double) -> String {
         value == value.rounded() && abs(value) < 1e15 ? String(Int(value)) : String(value)
     }
 }
