@@ -1,4 +1,5 @@
 import Foundation
+import Glibc
 import LLMQBackends
 import LLMQRedis
 import LLMQSimulator
@@ -104,6 +105,28 @@ struct BackendPoolTests {
         let late = replies.suffix(100)
         #expect(late.allSatisfy { $0["backend"] == "b" }, "after the kill only b answers")
         #expect(replies.prefix(40).contains { $0["backend"] == "a" } && replies.prefix(40).contains { $0["backend"] == "b" }, "both served before")
+    }
+
+    @Test("llmq worker with LLMQ_BACKENDS: two named llama-servers with their slots learned from /props share the work")
+    func workerProcessWithBackendList() async throws {
+        let redis = try await RedisServer.start()
+        let client = RedisClient(configuration: redis.configuration)
+        defer { client.shutdown() }
+        let a = try await RunningSimulator.start(SimulatorConfiguration(slots: 3, tokenMilliseconds: 10))
+        let b = try await RunningSimulator.start(SimulatorConfiguration(slots: 2, tokenMilliseconds: 10))
+        let list = #"[{"name": "gpu-a", "type": "llama-cpp", "endpoint": "\#(a.url)"}, {"name": "gpu-b", "type": "llama-cpp", "endpoint": "\#(b.url)"}]"#
+        let worker = try WorkerProcess(name: "pool", environment: [
+            "LLMQ_REDIS_URL": redis.url, "LLMQ_BACKENDS": list, "LLMQ_CONCURRENCY": "16", "LLMQ_READ_BLOCK_MS": "200",
+        ])
+        defer { worker.signal(SIGKILL) }
+        for index in 0..<50 { try await publish(client, [("prompt", "w\(index)"), ("max_tokens", "10")]) }
+        let replies = try await waitForReplies(client, count: 50, workers: [worker])
+        #expect(replies.allSatisfy { $0["status"] == "ok" })
+        let shareA = Double(replies.filter { $0["backend"] == "gpu-a" }.count) / 50
+        #expect(shareA > 0.45 && shareA < 0.75, "by slots 3:2, gpu-a's share: \(shareA)")
+        let (statsA, statsB) = (try await a.stats(), try await b.stats())
+        #expect(statsA.maxInFlight <= 3 && statsB.maxInFlight <= 2, "\(statsA.maxInFlight), \(statsB.maxInFlight)")
+        #expect(worker.output.contains("backend slots"), "\(worker.output.prefix(800))")
     }
 
     @Test("Slots: a worker never has more requests at a backend than its slots, and the rest wait in the stream")
