@@ -126,6 +126,10 @@ struct BenchReport: Encodable {
         var queue: Double?
         var backend: Double?
         var total: Double?
+        /// The backend that answered (`backend`), or "-" for replies no backend produced.
+        var backendName: String
+        var completionTokens: Int?
+        var generationMilliseconds: Double?
 
         init(id: String, fields: RESPValue) {
             replyMilliseconds = Int64(id.split(separator: "-").first ?? "") ?? 0
@@ -138,7 +142,20 @@ struct BenchReport: Encodable {
             queue = values["queue_ms"].flatMap(Double.init)
             backend = values["backend_ms"].flatMap(Double.init)
             total = values["total_ms"].flatMap(Double.init)
+            backendName = values["backend"] ?? "-"
+            completionTokens = values["completion_tokens"].flatMap { Int($0) }
+            generationMilliseconds = values["generation_ms"].flatMap(Double.init)
         }
+    }
+
+    /// One backend's part of a run, to compare backends (an A/B split) side by side.
+    struct BackendShare: Encodable {
+        var name: String
+        var replies: Int
+        var errors: Int
+        var backendMilliseconds: Percentiles
+        /// Completion tokens per second of generation, over the replies that report both.
+        var tokensPerSecond: Double?
     }
 
     struct Percentiles: Encodable {
@@ -174,6 +191,8 @@ struct BenchReport: Encodable {
     var totalMilliseconds: Percentiles
     /// total - backend: what llmq itself adds between claiming a request and replying.
     var addedMilliseconds: Percentiles
+    /// By the backend that answered, busiest first.
+    var backends: [BackendShare]
 
     init(run: String, requested: Int, replies: [Reply]) {
         self.run = run
@@ -197,6 +216,15 @@ struct BenchReport: Encodable {
         addedMilliseconds = Percentiles(replies.compactMap { reply in
             reply.total.flatMap { total in reply.backend.map { total - $0 } }
         })
+        backends = Dictionary(grouping: replies, by: \.backendName).map { name, replies in
+            let timed = replies.filter { ($0.completionTokens ?? 0) > 0 && ($0.generationMilliseconds ?? 0) > 0 }
+            let tokens = timed.compactMap(\.completionTokens).reduce(0, +)
+            let milliseconds = timed.compactMap(\.generationMilliseconds).reduce(0, +)
+            return BackendShare(
+                name: name, replies: replies.count, errors: replies.filter { !$0.ok }.count,
+                backendMilliseconds: Percentiles(replies.compactMap(\.backend)),
+                tokensPerSecond: milliseconds > 0 ? Double(tokens) * 1000 / milliseconds : nil)
+        }.sorted { $0.replies > $1.replies }
     }
 
     var text: String {
@@ -211,6 +239,19 @@ struct BenchReport: Encodable {
             \(row("backend", backendMilliseconds))
             \(row("total", totalMilliseconds))
             \(row("added", addedMilliseconds))
-            """
+            """ + (backends.count > 1 ? "\n" + backendTable : "")
+    }
+
+    /// Each backend's share, latency and generation speed (shown when several answered).
+    private var backendTable: String {
+        var lines = ["backend          replies  share  errors  backend_ms p50      p99   tokens/s"]
+        for share in backends {
+            let tokens = share.tokensPerSecond.map { String(format: "%10.1f", $0) } ?? "         -"
+            lines.append(
+                share.name.padding(toLength: 16, withPad: " ", startingAt: 0)
+                    + String(format: "%8d %5.1f%% %7d %14.3f %8.3f", share.replies, Double(share.replies) * 100 / Double(max(1, replies)), share.errors, share.backendMilliseconds.p50, share.backendMilliseconds.p99)
+                    + tokens)
+        }
+        return lines.joined(separator: "\n")
     }
 }

@@ -129,6 +129,28 @@ struct BackendPoolTests {
         #expect(worker.output.contains("backend slots"), "\(worker.output.prefix(800))")
     }
 
+    @Test("llmq bench reports each backend's share, latency and tokens per second")
+    func benchPerBackend() async throws {
+        let redis = try await RedisServer.start()
+        let a = try await RunningSimulator.start(SimulatorConfiguration(slots: 8, tokenMilliseconds: 1))
+        let b = try await RunningSimulator.start(SimulatorConfiguration(slots: 8, tokenMilliseconds: 3))
+        let list = #"[{"name": "old", "type": "llama-cpp", "endpoint": "\#(a.url)", "weight": 3}, {"name": "new", "type": "llama-cpp", "endpoint": "\#(b.url)", "weight": 1}]"#
+        let worker = try WorkerProcess(name: "bench-pool", environment: [
+            "LLMQ_REDIS_URL": redis.url, "LLMQ_BACKENDS": list, "LLMQ_CONCURRENCY": "16", "LLMQ_READ_BLOCK_MS": "200",
+        ])
+        defer { worker.signal(SIGKILL) }
+        let llmq = try llmqExecutable().path
+        let json = try await runProgram(llmq, ["bench", "--redis-url", redis.url, "--requests", "200", "--max-tokens", "8", "--json"])
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(json.output.utf8)) as? [String: Any], "\(json.output) \(json.error)")
+        let backends = try #require(report["backends"] as? [[String: Any]])
+        let replies = Dictionary(uniqueKeysWithValues: backends.map { ($0["name"] as? String ?? "", $0["replies"] as? Int ?? 0) })
+        #expect(replies.values.reduce(0, +) == 200 && Set(replies.keys) == ["old", "new"], "\(replies)")
+        #expect(abs(Double(replies["old"] ?? 0) / 200 - 0.75) <= 0.08, "\(replies)")
+        #expect(backends.allSatisfy { ($0["tokensPerSecond"] as? Double ?? 0) > 0 })
+        let text = try await runProgram(llmq, ["bench", "--redis-url", redis.url, "--requests", "40", "--max-tokens", "8"])
+        #expect(text.output.contains("backend          replies  share"), "\(text.output)")
+    }
+
     @Test("Slots: a worker never has more requests at a backend than its slots, and the rest wait in the stream")
     func slotsAreNotOverfilled() async throws {
         let redis = try await RedisServer.start()
