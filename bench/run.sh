@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # llmq's benchmarks, each a ratio measured side by side in one run (see docs/BENCHMARKS.md).
-#   bench/run.sh [latency|drain|slots|llama|memory|redis-memory|metrics|all]
+#   bench/run.sh [latency|drain|slots|llama|memory|redis-memory|metrics|backends|all]
 # Needs a release build (make release); `drain` also the Python baseline's packages
 # (pip install -r bench/python-consumer/requirements.txt), `llama` a llama-server
 # (scripts/llama-server.sh build). Everything listens on 127.0.0.1 and stops by itself.
@@ -210,6 +210,46 @@ print(f'worker CPU per request: median off {statistics.median(off_cpu):.1f} us, 
     stop_all
 }
 
+backends_bench() {
+    local n=${BACKENDS_REQUESTS:-1500} sim2_port; sim2_port=$(free_port)
+    echo "## two sims (A: 8 slots x 20 tokens x 10 ms, B: 4 slots x 20 tokens x 20 ms), 3 workers, $n requests"
+    echo "ideal (Little's law): 8 / 0.2 s + 4 / 0.4 s = 50 requests/s"
+    for mode in split discover; do
+        fresh_redis; sim 8 10
+        "$LLMQ" sim --port "$sim2_port" --slots 4 --token-ms 20 --max-queue 100000 2>/dev/null &
+        pids+=($!)
+        until curl -sf "http://127.0.0.1:$sim2_port/health" >/dev/null; do sleep 0.05; done
+        local splits=("3 2" "3 1" "2 1")
+        for i in 0 1 2; do
+            set -- ${splits[$i]}
+            local list
+            if [ "$mode" = split ]; then
+                # A static split: the workers' slots add up to each server's.
+                list="[{\"name\":\"A\",\"type\":\"llama-cpp\",\"endpoint\":\"http://127.0.0.1:$SIM_PORT\",\"slots\":$1},{\"name\":\"B\",\"type\":\"llama-cpp\",\"endpoint\":\"http://127.0.0.1:$sim2_port\",\"slots\":$2}]"
+            else
+                # Each worker learns the servers' whole slot counts from /props.
+                list="[{\"name\":\"A\",\"type\":\"llama-cpp\",\"endpoint\":\"http://127.0.0.1:$SIM_PORT\"},{\"name\":\"B\",\"type\":\"llama-cpp\",\"endpoint\":\"http://127.0.0.1:$sim2_port\"}]"
+            fi
+            LLMQ_BACKENDS="$list" "$LLMQ" worker --redis-url "$REDIS" --consumer "pool$i" --concurrency 12 --log-level warning &
+            pids+=($!)
+        done
+        sleep 1
+        local report; report=$("$LLMQ" bench --redis-url "$REDIS" --requests "$n" --max-tokens 20 --json 2>/dev/null)
+        local rate; rate=$(echo "$report" | json_field 'd["endToEndPerSecond"]')
+        # backend_ms above the generation time is time spent waiting inside a server.
+        local waits; waits=$(echo "$report" | python3 -c "
+import json, sys
+d = json.load(sys.stdin)
+print(' '.join('%s: %d replies, backend_ms p50 %.0f p99 %.0f;' % (b['name'], b['replies'], b['backendMilliseconds']['p50'], b['backendMilliseconds']['p99']) for b in d['backends']))")
+        local a b
+        a=$(curl -s "http://127.0.0.1:$SIM_PORT/sim/stats" | json_field 'd["maxInFlight"]')
+        b=$(curl -s "http://127.0.0.1:$sim2_port/sim/stats" | json_field 'd["maxInFlight"]')
+        python3 -c "print(f'$mode: {$rate:.1f} requests/s, {$rate / 50:.3f} of ideal; most generating at once: A {$a} (8 slots), B {$b} (4 slots)')"
+        echo "  $waits"
+        stop_all
+    done
+}
+
 case "${1:-all}" in
     latency) latency ;;
     drain) drain ;;
@@ -218,6 +258,7 @@ case "${1:-all}" in
     memory) memory ;;
     redis-memory) redis_memory ;;
     metrics) metrics_cost ;;
+    backends) backends_bench ;;
     all) latency; drain; slots; memory; redis_memory; metrics_cost; llama ;;
     *) sed -n '2,7p' "$0"; exit 2 ;;
 esac
