@@ -14,14 +14,31 @@ public struct QueueStatus: Sendable, Codable {
         public var error: Int
         /// `error:<code>`, by code (`timeout`, `dead_letter`, ...).
         public var errorsByCode: [String: Int]
+        /// `backend:<name>:<status>`: replies by the backend that answered (or failed), to
+        /// compare backends (an A/B split) side by side.
+        public var byBackend: [String: BackendCounts]
+
+        public struct BackendCounts: Sendable, Codable, Hashable {
+            public var ok = 0
+            public var error = 0
+        }
 
         /// What a missing hash means: nothing counted yet.
         public static let zero = ReplyCounts(ok: 0, error: 0, errorsByCode: [:])
 
-        public init(ok: Int, error: Int, errorsByCode: [String: Int]) {
+        public init(ok: Int, error: Int, errorsByCode: [String: Int], byBackend: [String: BackendCounts] = [:]) {
             self.ok = ok
             self.error = error
             self.errorsByCode = errorsByCode
+            self.byBackend = byBackend
+        }
+
+        public init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: CodingKeys.self)
+            self.init(
+                ok: try container.decode(Int.self, forKey: .ok), error: try container.decode(Int.self, forKey: .error),
+                errorsByCode: try container.decode([String: Int].self, forKey: .errorsByCode),
+                byBackend: try container.decodeIfPresent([String: BackendCounts].self, forKey: .byBackend) ?? [:])
         }
 
         /// Reads an `HGETALL` reply. Anything but an array (a key of another type answers
@@ -37,6 +54,13 @@ public struct QueueStatus: Sendable, Codable {
                     error = count
                 } else if field.hasPrefix("error:"), field.count > 6 {
                     errorsByCode[String(field.dropFirst(6))] = count
+                } else if field.hasPrefix("backend:"), let colon = field.lastIndex(of: ":"), colon > field.index(field.startIndex, offsetBy: 8) {
+                    let name = String(field[field.index(field.startIndex, offsetBy: 8)..<colon])
+                    switch field[field.index(after: colon)...] {
+                    case "ok": byBackend[name, default: BackendCounts()].ok = count
+                    case "error": byBackend[name, default: BackendCounts()].error = count
+                    default: break
+                    }
                 }
             }
         }
@@ -213,6 +237,12 @@ public struct QueueStatus: Sendable, Codable {
             }
         }
         lines.append(countsLine)
+        if replyCounts.byBackend.count > 1 {
+            lines.append("  by backend: " + replyCounts.byBackend.sorted { $0.key < $1.key }.map { name, counts in
+                let total = counts.ok + counts.error
+                return "\(name) ok \(counts.ok) error \(counts.error) (\(formatShare(total, of: replyCounts.ok + replyCounts.error)))"
+            }.joined(separator: ", "))
+        }
         lines.append("replies \(replies): \(repliesLength) entries; dead letters \(dead): \(deadLength) entries")
         return lines.joined(separator: "\n")
     }
@@ -224,4 +254,11 @@ public struct QueueStatus: Sendable, Codable {
     private func seconds(_ milliseconds: Int) -> String {
         String(format: "%.1fs", Double(milliseconds) / 1000)
     }
+}
+
+/// `part` as a percentage of `whole`, one decimal.
+private func formatShare(_ part: Int, of whole: Int) -> String {
+    guard whole > 0 else { return "0%" }
+    let tenths = (part * 1000 + whole / 2) / whole
+    return "\(tenths / 10).\(tenths % 10)%"
 }

@@ -159,13 +159,13 @@ final class RequestStream: Sendable {
     ///   - status: `ok` or `error`, counted in the stats hash with `errorCode`.
     func reply(
         to entryID: String, on requests: String, stream replyStream: String, fields: [(String, String)],
-        status: String, errorCode: String,
+        status: String, errorCode: String, backend: String = "",
         deadLetter: RedisCommand? = nil, mode: ReplyMode = .owned
     ) async throws(RedisError) -> ReplyResult {
         var arguments = RedisCommand(
             streams.group, entryID, consumer, mode.rawValue, String(streams.replyMaxLength),
             String(streams.deadMaxLength), streams.keepAnswered ? "keep" : "delete",
-            String(streams.answeredMaxLength), answeredMinimumID(), status, errorCode,
+            String(streams.answeredMaxLength), answeredMinimumID(), status, errorCode, backend,
             String(deadLetter?.argumentCount ?? 0))
         if let deadLetter { arguments.append(contentsOf: deadLetter) }
         for (name, value) in fields {
@@ -261,10 +261,11 @@ enum Scripts {
     /// (``RequestStream/ReplyResult``).
     /// ARGV: group, entry ID, consumer, mode (`owned`/`lost`), reply max length, dead-letter
     /// max length, `delete`/`keep` (the answered request entry), history max length, history
-    /// minimum ID (or ""), status, error code (or ""), dead-letter argument count, dead-letter
-    /// fields..., reply fields...
+    /// minimum ID (or ""), status, error code (or ""), backend (or ""), dead-letter argument
+    /// count, dead-letter fields..., reply fields...
     ///
-    /// The stats hash counts `replies:<status>` and `error:<code>` with each reply written; a
+    /// The stats hash counts `replies:<status>`, `error:<code>` and `backend:<name>:<status>`
+    /// with each reply written; a
     /// stats key of another type, or a field that is not a counter, is left alone (the counts
     /// are a convenience, the reply is not).
     ///
@@ -277,9 +278,9 @@ enum Scripts {
             local group, id, consumer, mode = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
             local replyMax, deadMax = tonumber(ARGV[5]), tonumber(ARGV[6])
             local keep, historyMax, historyMinID = ARGV[7] == 'keep', tonumber(ARGV[8]), ARGV[9]
-            local status, errorCode = ARGV[10], ARGV[11]
-            local deadCount = tonumber(ARGV[12])
-            local first = 13
+            local status, errorCode, backend = ARGV[10], ARGV[11], ARGV[12]
+            local deadCount = tonumber(ARGV[13])
+            local first = 14
             local function notStream(key)
               local kind = redis.call('TYPE', key)['ok']
               if kind == 'stream' or kind == 'none' then return nil end
@@ -332,7 +333,8 @@ enum Scripts {
               end
             end
             local counters = {'replies:' .. status}
-            if errorCode ~= '' then counters[2] = 'error:' .. errorCode end
+            if errorCode ~= '' then counters[#counters + 1] = 'error:' .. errorCode end
+            if backend ~= '' then counters[#counters + 1] = 'backend:' .. backend .. ':' .. status end
             local statsKind = redis.call('TYPE', KEYS[6])['ok']
             if statsKind == 'hash' then
               for _, field in ipairs(counters) do

@@ -544,7 +544,7 @@ public final class Worker: Service, Sendable {
             do {
                 switch try await stream.reply(
                     to: entryID, on: requests, stream: replyStream, fields: reply.fields, status: reply.status,
-                    errorCode: reply.errorCode, deadLetter: deadLetter, mode: mode)
+                    errorCode: reply.errorCode, backend: reply.backend, deadLetter: deadLetter, mode: mode)
                 {
                 case .written:
                     logger.debug("replied")

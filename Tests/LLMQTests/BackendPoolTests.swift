@@ -36,6 +36,12 @@ struct BackendPoolTests {
         #expect(abs(newShare - 0.1) <= 0.03, "new-model's share: \(newShare)")
         let (statsA, statsB) = (try await a.stats(), try await b.stats())
         #expect(statsA.requests + statsB.requests == 1000)
+        // llmq status compares the backends from the counts the reply script keeps.
+        let status = try await QueueStatus.read(from: client, streams: .init())
+        let byBackend = status.replyCounts.byBackend
+        #expect(byBackend["new-model"]?.ok == replies.filter { $0["backend"] == "new-model" }.count)
+        #expect(byBackend["old-model"]?.ok == replies.filter { $0["backend"] == "old-model" }.count)
+        #expect(status.text.contains("by backend: new-model ok"), "\(status.text)")
     }
 
     @Test("A request's model picks the backends that serve it; a model none serves is model_not_found without a call")
