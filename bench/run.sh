@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # llmq's benchmarks, each a ratio measured side by side in one run (see docs/BENCHMARKS.md).
-#   bench/run.sh [latency|drain|slots|llama|memory|redis-memory|metrics|backends|all]
+#   bench/run.sh [latency|drain|slots|llama|memory|redis-memory|metrics|backends|failover|llama-pool|all]
 # Needs a release build (make release); `drain` also the Python baseline's packages
 # (pip install -r bench/python-consumer/requirements.txt), `llama` a llama-server
 # (scripts/llama-server.sh build). Everything listens on 127.0.0.1 and stops by itself.
@@ -250,6 +250,63 @@ print(' '.join('%s: %d replies, backend_ms p50 %.0f p99 %.0f;' % (b['name'], b['
     done
 }
 
+backends_failover() {
+    local sim2_port; sim2_port=$(free_port)
+    echo "## a backend lost and back: sims A (8 slots x 200 ms) and B (4 slots x 400 ms), one worker, 45 requests/s for 40 s; A killed (SIGKILL) at 12 s, back at 26 s"
+    fresh_redis; sim 8 10
+    local sim_a=${pids[-1]}
+    "$LLMQ" sim --port "$sim2_port" --slots 4 --token-ms 20 --max-queue 100000 2>/dev/null &
+    pids+=($!)
+    until curl -sf "http://127.0.0.1:$sim2_port/health" >/dev/null; do sleep 0.05; done
+    LLMQ_BACKENDS="[{\"name\":\"A\",\"type\":\"llama-cpp\",\"endpoint\":\"http://127.0.0.1:$SIM_PORT\"},{\"name\":\"B\",\"type\":\"llama-cpp\",\"endpoint\":\"http://127.0.0.1:$sim2_port\"}]" \
+        LLMQ_BREAKER_OPEN_SECONDS=2 LLMQ_BREAKER_FAILURE_THRESHOLD=2 \
+        "$LLMQ" worker --redis-url "$REDIS" --consumer failover --concurrency 16 --log-level error &
+    pids+=($!)
+    sleep 1
+    "$LLMQ" bench --redis-url "$REDIS" --requests 1800 --rate 45 --max-tokens 20 --timeline 2 > /tmp/llmq-failover.txt 2>&1 &
+    local bench=$!
+    sleep 12; kill -9 "$sim_a"; wait "$sim_a" 2>/dev/null || true
+    sleep 14; "$LLMQ" sim --port "$SIM_PORT" --slots 8 --token-ms 10 --max-queue 100000 2>/dev/null &
+    pids+=($!)
+    wait "$bench" || true
+    cat /tmp/llmq-failover.txt
+    stop_all
+}
+
+llama_pool() {
+    local bin model n=16 port_a port_b
+    bin=$(scripts/llama-server.sh build); model=$(scripts/llama-server.sh model)
+    port_a=$(free_port); port_b=$(free_port)
+    echo "## two real llama-servers (-np 2, -t 1 each): llmq pool (1 worker x 4, LLMQ_BACKENDS, slots from /props) vs 2+2 direct HTTP clients, $n x 128 tokens, best of 3"
+    for port in "$port_a" "$port_b"; do
+        "$bin" -m "$model" --host 127.0.0.1 --port "$port" -np 2 -kvu -c 2048 -t 1 --no-webui >/dev/null 2>&1 &
+        pids+=($!)
+    done
+    for port in "$port_a" "$port_b"; do until curl -sf "http://127.0.0.1:$port/health" >/dev/null; do sleep 0.2; done; done
+    local list="[{\"name\":\"llama-a\",\"type\":\"llama-cpp\",\"endpoint\":\"http://127.0.0.1:$port_a\"},{\"name\":\"llama-b\",\"type\":\"llama-cpp\",\"endpoint\":\"http://127.0.0.1:$port_b\"}]"
+    local best_direct=0 best_llmq=0
+    for round in 1 2 3; do
+        local start end
+        start=$(date +%s.%N)
+        python3 scripts/direct-bench.py "http://127.0.0.1:$port_a" --requests $((n / 2)) --concurrency 2 --max-tokens 128 --tag "a$round " --no-ignore-eos >/dev/null &
+        local da=$!
+        python3 scripts/direct-bench.py "http://127.0.0.1:$port_b" --requests $((n / 2)) --concurrency 2 --max-tokens 128 --tag "b$round " --no-ignore-eos >/dev/null &
+        local db=$!
+        wait "$da" "$db"
+        end=$(date +%s.%N)
+        local direct; direct=$(python3 -c "print($n / ($end - $start))")
+        fresh_redis
+        LLMQ_BACKENDS="$list" "$LLMQ" worker --redis-url "$REDIS" --consumer llama-pool --concurrency 4 --log-level warning &
+        local w=$!
+        local pooled; pooled=$("$LLMQ" bench --redis-url "$REDIS" --requests "$n" --max-tokens 128 --prompt "p$round tell a long story" --json 2>/dev/null | json_field 'd["endToEndPerSecond"]')
+        kill "$w"; wait "$w" 2>/dev/null || true
+        echo "round $round: direct $direct requests/s, llmq $pooled requests/s"
+        best_direct=$(python3 -c "print(max($best_direct, $direct))"); best_llmq=$(python3 -c "print(max($best_llmq, $pooled))")
+    done
+    python3 -c "print(f'best: direct {$best_direct:.3f}, llmq {$best_llmq:.3f} requests/s, ratio {$best_llmq / $best_direct:.3f}')"
+    stop_all
+}
+
 case "${1:-all}" in
     latency) latency ;;
     drain) drain ;;
@@ -259,6 +316,8 @@ case "${1:-all}" in
     redis-memory) redis_memory ;;
     metrics) metrics_cost ;;
     backends) backends_bench ;;
+    failover) backends_failover ;;
+    llama-pool) llama_pool ;;
     all) latency; drain; slots; memory; redis_memory; metrics_cost; llama ;;
     *) sed -n '2,7p' "$0"; exit 2 ;;
 esac

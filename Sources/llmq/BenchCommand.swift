@@ -30,6 +30,7 @@ struct BenchCommand: AsyncParsableCommand {
     @Flag(name: .customLong("prefill-only"), help: "Publish, print the run name, do not wait for replies.") var prefillOnly = false
     @Flag(name: .customLong("collect-only"), help: "Do not publish; collect the replies of --run.") var collectOnly = false
     @Flag(help: "Print JSON.") var json = false
+    @Option(help: "Also report replies per interval of this many seconds, by backend (0: no timeline).") var timeline: Double = 0
 
     func validate() throws {
         if collectOnly && run == nil { throw ValidationError("--collect-only needs --run") }
@@ -53,7 +54,7 @@ struct BenchCommand: AsyncParsableCommand {
                 return
             }
             let replies = try await collect(client: client, replyStream: replyStream)
-            let report = BenchReport(run: name, requested: requests, replies: replies)
+            let report = BenchReport(run: name, requested: requests, replies: replies, timelineSeconds: timeline)
             if json {
                 let encoder = JSONEncoder()
                 encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -193,8 +194,20 @@ struct BenchReport: Encodable {
     var addedMilliseconds: Percentiles
     /// By the backend that answered, busiest first.
     var backends: [BackendShare]
+    /// Replies per interval from the first publication (with `--timeline`), to watch a run
+    /// change: a backend lost and back, a burst.
+    var timeline: [Interval]
 
-    init(run: String, requested: Int, replies: [Reply]) {
+    struct Interval: Encodable {
+        /// Seconds from the first publication to the interval's start.
+        var start: Double
+        var repliesPerSecond: Double
+        var errors: Int
+        /// Replies by backend in the interval.
+        var backends: [String: Int]
+    }
+
+    init(run: String, requested: Int, replies: [Reply], timelineSeconds: Double = 0) {
         self.run = run
         self.requested = requested
         self.replies = replies.count
@@ -225,6 +238,18 @@ struct BenchReport: Encodable {
                 backendMilliseconds: Percentiles(replies.compactMap(\.backend)),
                 tokensPerSecond: milliseconds > 0 ? Double(tokens) * 1000 / milliseconds : nil)
         }.sorted { $0.replies > $1.replies }
+        timeline = []
+        if timelineSeconds > 0, let origin = replies.compactMap(\.requestMilliseconds).min() {
+            let width = Int64(timelineSeconds * 1000)
+            let buckets = Dictionary(grouping: replies) { max(0, ($0.replyMilliseconds - origin) / width) }
+            for bucket in 0...(buckets.keys.max() ?? 0) {
+                let inside = buckets[bucket] ?? []
+                timeline.append(Interval(
+                    start: Double(bucket * width) / 1000, repliesPerSecond: Double(inside.count) / timelineSeconds,
+                    errors: inside.filter { !$0.ok }.count,
+                    backends: Dictionary(grouping: inside, by: \.backendName).mapValues(\.count)))
+            }
+        }
     }
 
     var text: String {
@@ -239,7 +264,18 @@ struct BenchReport: Encodable {
             \(row("backend", backendMilliseconds))
             \(row("total", totalMilliseconds))
             \(row("added", addedMilliseconds))
-            """ + (backends.count > 1 ? "\n" + backendTable : "")
+            """ + (backends.count > 1 ? "\n" + backendTable : "") + (timeline.isEmpty ? "" : "\n" + timelineTable)
+    }
+
+    private var timelineTable: String {
+        let names = backends.map(\.name)
+        var lines = ["from s   replies/s  errors  " + names.joined(separator: "  ")]
+        for interval in timeline {
+            lines.append(
+                String(format: "%6.0f %11.1f %7d  ", interval.start, interval.repliesPerSecond, interval.errors)
+                    + names.map { String(interval.backends[$0] ?? 0).padding(toLength: max($0.count, 4), withPad: " ", startingAt: 0) }.joined(separator: "  "))
+        }
+        return lines.joined(separator: "\n")
     }
 
     /// Each backend's share, latency and generation speed (shown when several answered).
