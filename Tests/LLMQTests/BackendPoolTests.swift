@@ -95,8 +95,9 @@ struct BackendPoolTests {
         let redis = try await RedisServer.start()
         let client = RedisClient(configuration: redis.configuration)
         defer { client.shutdown() }
-        let a = try await RunningSimulator.start(SimulatorConfiguration(slots: 4, tokenMilliseconds: 5))
-        let b = try await RunningSimulator.start(SimulatorConfiguration(slots: 4, tokenMilliseconds: 5))
+        // Processes, so that one can be killed as a server dies (SIGKILL), mid-request.
+        let a = try await SimProcess(["--slots", "4", "--token-ms", "5"])
+        let b = try await SimProcess(["--slots", "4", "--token-ms", "5"])
         var configuration = workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: a.url), concurrency: 8)
         configuration.backends = [named("a", a.url), named("b", b.url)]
         configuration.breaker.failureThreshold = 2
@@ -104,7 +105,7 @@ struct BackendPoolTests {
         let worker = try RunningWorker(configuration)
         for index in 0..<200 { try await publish(client, [("prompt", "k\(index)"), ("max_tokens", "10")]) }
         _ = try await waitForReplies(client, count: 40)
-        await a.stop()
+        a.kill()
         let replies = try await waitForReplies(client, count: 200, timeout: .seconds(60))
         await worker.stop()
         #expect(replies.allSatisfy { $0["status"] == "ok" }, "\(replies.filter { $0["status"] != "ok" }.prefix(3))")
@@ -138,8 +139,9 @@ struct BackendPoolTests {
     @Test("llmq bench reports each backend's share, latency and tokens per second")
     func benchPerBackend() async throws {
         let redis = try await RedisServer.start()
-        let a = try await RunningSimulator.start(SimulatorConfiguration(slots: 8, tokenMilliseconds: 1))
-        let b = try await RunningSimulator.start(SimulatorConfiguration(slots: 8, tokenMilliseconds: 3))
+        // Slots to spare on both: the weights decide, not which one has a slot free.
+        let a = try await RunningSimulator.start(SimulatorConfiguration(slots: 64, tokenMilliseconds: 1))
+        let b = try await RunningSimulator.start(SimulatorConfiguration(slots: 64, tokenMilliseconds: 3))
         let list = #"[{"name": "old", "type": "llama-cpp", "endpoint": "\#(a.url)", "weight": 3}, {"name": "new", "type": "llama-cpp", "endpoint": "\#(b.url)", "weight": 1}]"#
         let worker = try WorkerProcess(name: "bench-pool", environment: [
             "LLMQ_REDIS_URL": redis.url, "LLMQ_BACKENDS": list, "LLMQ_CONCURRENCY": "16", "LLMQ_READ_BLOCK_MS": "200",

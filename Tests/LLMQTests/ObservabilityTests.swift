@@ -5,30 +5,6 @@ import LLMQSimulator
 import LLMQWorker
 import Testing
 
-/// An `llmq sim` process on a free port.
-private final class SimProcess: @unchecked Sendable {
-    // @unchecked: set once in init.
-    let port: Int
-    private let process: Process
-
-    init(_ arguments: [String]) async throws {
-        port = try freePort()
-        process = Process()
-        process.executableURL = try llmqExecutable()
-        process.arguments = ["sim", "--port", String(port)] + arguments
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        _ = try await waitForHTTP("http://127.0.0.1:\(port)/health", status: 200)
-    }
-
-    var url: String { "http://127.0.0.1:\(port)" }
-
-    deinit {
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-    }
-}
-
 /// The environment of a worker process with its metrics listener on `metricsPort`.
 private func metricsEnvironment(redis: RedisServer, backend: String, metricsPort: Int, extra: [String: String] = [:]) -> [String: String] {
     [
