@@ -171,21 +171,7 @@ struct BackendListConfigurationTests {
     // MARK: llmq worker --print-config
 
     private func printConfig(_ arguments: [String], environment: [String: String]) throws -> (status: Int32, stdout: String, stderr: String) {
-        let process = Process()
-        process.executableURL = try llmqExecutable()
-        process.arguments = ["worker", "--print-config"] + arguments
-        var merged = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("LLMQ_") }
-        merged.merge(environment) { $1 }
-        process.environment = merged
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        let stdout = out.fileHandleForReading.readDataToEndOfFile()
-        let stderr = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: stdout, as: UTF8.self), String(decoding: stderr, as: UTF8.self))
+        try runLLMQ(["worker", "--print-config"] + arguments, environment: environment)
     }
 
     @Test("--print-config shows each backend's keys with their source, and never an API key")

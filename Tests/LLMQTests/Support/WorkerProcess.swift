@@ -79,3 +79,23 @@ final class WorkerProcess: @unchecked Sendable {
         (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
     }
 }
+
+/// Runs `llmq ARGUMENTS` to its end with `environment` over this process's (without its
+/// `LLMQ_*` variables); returns the exit status and what it printed.
+func runLLMQ(_ arguments: [String], environment: [String: String]) throws -> (status: Int32, stdout: String, stderr: String) {
+    let process = Process()
+    process.executableURL = try llmqExecutable()
+    process.arguments = arguments
+    var merged = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("LLMQ_") }
+    merged.merge(environment) { $1 }
+    process.environment = merged
+    let out = Pipe(), err = Pipe()
+    process.standardOutput = out
+    process.standardError = err
+    process.standardInput = FileHandle.nullDevice
+    try process.run()
+    let stdout = out.fileHandleForReading.readDataToEndOfFile()
+    let stderr = err.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return (process.terminationStatus, String(decoding: stdout, as: UTF8.self), String(decoding: stderr, as: UTF8.self))
+}
