@@ -147,8 +147,13 @@ public protocol ChatBackend: Sendable {
     /// How many requests the server runs at once, when it can tell (llama-server's `/props`
     /// `total_slots`); nil when it cannot or does not answer.
     func parallelSlots() async -> Int?
+
+    /// Whether ``parallelSlots()`` can answer at all (a llama-server): then no answer means the
+    /// server is down.
+    var reportsSlots: Bool { get }
 }
 
 extension ChatBackend {
     public func parallelSlots() async -> Int? { nil }
+    public var reportsSlots: Bool { false }
 }

@@ -58,7 +58,7 @@ public struct OpenAIChatBackend: ChatBackend {
     }
 
     /// Whether it is a llama-server, which tells its slot count.
-    var reportsSlots: Bool { propsURL != nil }
+    public var reportsSlots: Bool { propsURL != nil }
 
     /// llama-server's `total_slots` from `/props` (its `--parallel`).
     public func parallelSlots() async -> Int? {

@@ -68,7 +68,6 @@ public final class ResilientBackend: Sendable {
         }
 
         var name: String { backend.name }
-        var effectiveWeight: Double { weight ?? Double(slots ?? 1) }
 
         func serves(_ model: String?) -> Bool {
             guard let model, let models else { return true }
@@ -176,11 +175,10 @@ public final class ResilientBackend: Sendable {
         func discoverSlots(openWhenDown: Bool, logger: Logger) async {
             for (index, member) in members.enumerated() where member.slots == nil {
                 let discovered = await member.backend.parallelSlots()
-                let knowsSlots = (member.backend as? OpenAIChatBackend)?.reportsSlots == true
                 if let discovered {
                     state.withLock { $0.slots[index] = discovered }
                     logger.info("backend slots", metadata: ["llmq.backend": "\(member.name)", "llmq.slots": "\(discovered)"])
-                } else if knowsSlots && openWhenDown {
+                } else if member.backend.reportsSlots && openWhenDown {
                     state.withLock { $0.slots[index] = 1 }
                     breakers[index].open()
                     logger.warning("backend not answering at start; it joins when a probe succeeds", metadata: ["llmq.backend": "\(member.name)"])

@@ -62,11 +62,6 @@ public final class ConsumerNameLease: Sendable {
         }
     }
 
-    /// A lease for `name` that was never taken (tests, in-process workers).
-    public static func unleased(_ name: String) -> ConsumerNameLease {
-        ConsumerNameLease(name: name, note: nil, key: nil, token: "", ttl: .zero)
-    }
-
     /// Renews the lease; retakes it if it expired meanwhile (Redis restarted, a long pause).
     /// - Returns: False when another worker holds it now.
     func renew(on client: RedisClient) async throws(RedisError) -> Bool {
