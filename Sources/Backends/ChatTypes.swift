@@ -61,6 +61,8 @@ public struct ChatCompletion: Sendable, Hashable {
     public var generationMilliseconds: Double?
     /// Generated tokens per second, when it reports it.
     public var tokensPerSecond: Double?
+    /// From sending the request to the first generated text, when the answer was streamed.
+    public var firstTokenMilliseconds: Double?
     /// The name of the backend that answered (differs from the primary's after a fallback).
     public var backend: String
 
@@ -73,6 +75,7 @@ public struct ChatCompletion: Sendable, Hashable {
         promptMilliseconds: Double? = nil,
         generationMilliseconds: Double? = nil,
         tokensPerSecond: Double? = nil,
+        firstTokenMilliseconds: Double? = nil,
         backend: String
     ) {
         self.content = content
@@ -83,6 +86,7 @@ public struct ChatCompletion: Sendable, Hashable {
         self.promptMilliseconds = promptMilliseconds
         self.generationMilliseconds = generationMilliseconds
         self.tokensPerSecond = tokensPerSecond
+        self.firstTokenMilliseconds = firstTokenMilliseconds
         self.backend = backend
     }
 }
@@ -141,6 +145,12 @@ public protocol ChatBackend: Sendable {
     /// Sends one chat to the backend and waits for the whole completion.
     func complete(_ request: ChatRequest) async throws(BackendError) -> ChatCompletion
 
+    /// Asks the backend to stream its answer and hands each piece of text to `onText` as it
+    /// arrives; returns the whole completion at the end, as ``complete(_:)`` does.
+    /// - Throws: ``BackendError``, also when the stream breaks off midway (text already handed
+    ///   over then belongs to a failed answer).
+    func complete(_ request: ChatRequest, onText: (String) -> Void) async throws(BackendError) -> ChatCompletion
+
     /// Closes the backend's connections; no request may follow.
     func shutdown()
 
@@ -154,6 +164,13 @@ public protocol ChatBackend: Sendable {
 }
 
 extension ChatBackend {
+    /// A backend that cannot stream hands over its whole answer at the end.
+    public func complete(_ request: ChatRequest, onText: (String) -> Void) async throws(BackendError) -> ChatCompletion {
+        let completion = try await complete(request)
+        if !completion.content.isEmpty { onText(completion.content) }
+        return completion
+    }
+
     public func parallelSlots() async -> Int? { nil }
     public var reportsSlots: Bool { false }
 }

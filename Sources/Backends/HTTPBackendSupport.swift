@@ -19,23 +19,77 @@ struct JSONPoster: Sendable {
     }
 
     func post(_ body: some Encodable) async throws(BackendError) -> HTTPResponse {
-        let data: Data
-        do {
-            data = try JSONEncoder().encode(body)
-        } catch {
-            throw BackendError(.rejected, "could not encode the request: \(error)")
-        }
-        let request = HTTPRequest(method: .post, url: url, headers: headers, body: Array(data), timeout: timeout)
+        let request = try request(body)
         do {
             return try await client.execute(request)
         } catch {
-            switch error.code {
-            case .connect: throw BackendError(.unavailable, error.message)
-            case .timeout: throw BackendError(.timeout, "no complete answer within \(timeout): \(error.message)")
-            case .responseTooLarge: throw BackendError(.badResponse, error.message)
-            case .invalidRequest: throw BackendError(.rejected, error.message)
-            case .cancelled, .shutdown, .transport: throw BackendError(.unavailable, error.message)
+            throw backendError(error)
+        }
+    }
+
+    /// Posts and returns once the response has begun; its body is read as it arrives.
+    func stream(_ body: some Encodable) async throws(BackendError) -> HTTPStreamingResponse {
+        let request = try request(body)
+        do {
+            return try await client.stream(request)
+        } catch {
+            throw backendError(error)
+        }
+    }
+
+    private func request(_ body: some Encodable) throws(BackendError) -> HTTPRequest {
+        do {
+            return HTTPRequest(method: .post, url: url, headers: headers, body: Array(try JSONEncoder().encode(body)), timeout: timeout)
+        } catch {
+            throw BackendError(.rejected, "could not encode the request: \(error)")
+        }
+    }
+
+    /// A failed transfer as a backend error (also for one that fails midway through a stream).
+    func backendError(_ error: HTTPClientError) -> BackendError {
+        switch error.code {
+        case .connect: BackendError(.unavailable, error.message)
+        case .timeout: BackendError(.timeout, "no complete answer within \(timeout): \(error.message)")
+        case .responseTooLarge: BackendError(.badResponse, error.message)
+        case .invalidRequest: BackendError(.rejected, error.message)
+        case .cancelled, .shutdown, .transport: BackendError(.unavailable, error.message)
+        }
+    }
+
+    /// Reads a streamed body line by line (`\n`, a trailing `\r` dropped), calling `handle`
+    /// with each complete line; a last line without its newline is handled at the end.
+    func readLines(
+        of response: HTTPStreamingResponse, _ handle: (ArraySlice<UInt8>) throws(BackendError) -> Void
+    ) async throws(BackendError) {
+        var pending: [UInt8] = []
+        func split(_ bytes: [UInt8]) throws(BackendError) {
+            var start = bytes.startIndex
+            while let newline = bytes[start...].firstIndex(of: UInt8(ascii: "\n")) {
+                var line = bytes[start..<newline]
+                if !pending.isEmpty {
+                    pending += line
+                    line = pending[...]
+                    pending = []
+                }
+                if line.last == UInt8(ascii: "\r") { line = line.dropLast() }
+                try handle(line)
+                start = newline + 1
             }
+            pending += bytes[start...]
+        }
+        do {
+            for try await piece in response.body { try split(piece) }
+        } catch let error as BackendError {
+            throw error
+        } catch let error as HTTPClientError {
+            throw backendError(error)
+        } catch {
+            throw BackendError(.unavailable, "\(error)")
+        }
+        if !pending.isEmpty {
+            let last = pending
+            pending = []
+            try handle(last[...])
         }
     }
 }
@@ -104,4 +158,12 @@ func parseRetryAfter(_ value: String) -> Duration? {
     guard trimmed.utf8.count <= 32, let seconds = Double(trimmed), seconds.isFinite, seconds >= 0 else { return nil }
     let capped = min(seconds, Double(maxRetryAfter.components.seconds))
     return .milliseconds(Int64((capped * 1000).rounded(.up)))
+}
+
+extension Duration {
+    /// Milliseconds as a fraction, for reply timings.
+    public var fractionalMilliseconds: Double {
+        let (seconds, attoseconds) = components
+        return Double(seconds) * 1000 + Double(attoseconds) / 1e15
+    }
 }

@@ -49,6 +49,37 @@ public struct OllamaChatBackend: ChatBackend {
     }
 
     public func complete(_ request: ChatRequest) async throws(BackendError) -> ChatCompletion {
+        let body = try body(for: request, stream: false)
+        let response = try await poster.post(body)
+        guard response.status == 200 else {
+            throw backendError(status: response.status, body: response.body, retryAfter: response.header("retry-after"), backend: name)
+        }
+        return try Self.parse(response.body, model: body.model, backend: name)
+    }
+
+    /// Streams the answer as NDJSON: one `{"message": {"content": ...}}` line per piece, then a
+    /// line with `"done": true` and the counts and durations; an `{"error": ...}` line fails the
+    /// call as a server error, which may be retried.
+    public func complete(_ request: ChatRequest, onText: (String) -> Void) async throws(BackendError) -> ChatCompletion {
+        let body = try body(for: request, stream: true)
+        let started = ContinuousClock.now
+        let response = try await poster.stream(body)
+        guard response.head.status == 200 else {
+            let errorBody = (try? await response.collect()) ?? []
+            throw backendError(status: response.head.status, body: errorBody, retryAfter: response.head.header("retry-after"), backend: name)
+        }
+        var answer = Answer(model: body.model, backend: name)
+        try await poster.readLines(of: response) { line throws(BackendError) in
+            guard let text = try answer.add(line), !text.isEmpty else { return }
+            if answer.firstTokenMilliseconds == nil {
+                answer.firstTokenMilliseconds = (ContinuousClock.now - started).fractionalMilliseconds
+            }
+            onText(text)
+        }
+        return try answer.completion()
+    }
+
+    private func body(for request: ChatRequest, stream: Bool) throws(BackendError) -> Body {
         guard let model = request.model ?? defaultModel else {
             throw BackendError(.rejected, "no model: Ollama needs one (set backend.model or the request's model field)")
         }
@@ -60,19 +91,35 @@ public struct OllamaChatBackend: ChatBackend {
             seed: request.seed,
             stop: request.stop.isEmpty ? nil : request.stop
         )
-        let response = try await poster.post(Body(model: model, messages: request.messages, options: options))
-        guard response.status == 200 else {
-            throw backendError(status: response.status, body: response.body, retryAfter: response.header("retry-after"), backend: name)
-        }
-        return try Self.parse(response.body, model: model, backend: name)
+        return Body(model: model, messages: request.messages, stream: stream, options: options)
     }
 
     /// Parses one JSON object or an NDJSON stream of them.
     static func parse(_ body: [UInt8], model: String, backend: String) throws(BackendError) -> ChatCompletion {
+        var answer = Answer(model: model, backend: backend)
+        for line in body.split(separator: UInt8(ascii: "\n")) {
+            _ = try answer.add(line)
+        }
+        return try answer.completion()
+    }
+
+    /// An answer read line by line, whole or streamed.
+    struct Answer {
+        var model: String
+        var backend: String
         var content = ""
         var final: Chunk?
-        let decoder = JSONDecoder()
-        for line in body.split(separator: UInt8(ascii: "\n")) where !line.allSatisfy({ $0 == 32 || $0 == 13 }) {
+        var firstTokenMilliseconds: Double?
+        private let decoder = JSONDecoder()
+
+        init(model: String, backend: String) {
+            self.model = model
+            self.backend = backend
+        }
+
+        /// Adds one line; returns its text.
+        mutating func add(_ line: ArraySlice<UInt8>) throws(BackendError) -> String? {
+            guard !line.allSatisfy({ $0 == 32 || $0 == 13 }) else { return nil }
             let chunk: Chunk
             do {
                 chunk = try decoder.decode(Chunk.self, from: Data(line))
@@ -82,26 +129,32 @@ public struct OllamaChatBackend: ChatBackend {
             if let error = chunk.error {
                 throw BackendError(.serverError, "\(backend) failed while generating: \(error)")
             }
-            content += chunk.message?.content ?? ""
+            let text = chunk.message?.content
+            content += text ?? ""
             if chunk.done == true { final = chunk }
+            return text
         }
-        guard let final else {
-            throw BackendError(.badResponse, "\(backend) ended its answer without a \"done\" message")
+
+        func completion() throws(BackendError) -> ChatCompletion {
+            guard let final else {
+                throw BackendError(.badResponse, "\(backend) ended its answer without a \"done\" message")
+            }
+            let generationMilliseconds = final.eval_duration.map { $0 / 1_000_000 }
+            return ChatCompletion(
+                content: content,
+                finishReason: final.done_reason,
+                model: final.model ?? model,
+                promptTokens: final.prompt_eval_count,
+                completionTokens: final.eval_count,
+                promptMilliseconds: final.prompt_eval_duration.map { $0 / 1_000_000 },
+                generationMilliseconds: generationMilliseconds,
+                tokensPerSecond: zip(final.eval_count, generationMilliseconds).flatMap { count, ms in
+                    ms > 0 ? Double(count) * 1000 / ms : nil
+                },
+                firstTokenMilliseconds: firstTokenMilliseconds,
+                backend: backend
+            )
         }
-        let generationMilliseconds = final.eval_duration.map { $0 / 1_000_000 }
-        return ChatCompletion(
-            content: content,
-            finishReason: final.done_reason,
-            model: final.model ?? model,
-            promptTokens: final.prompt_eval_count,
-            completionTokens: final.eval_count,
-            promptMilliseconds: final.prompt_eval_duration.map { $0 / 1_000_000 },
-            generationMilliseconds: generationMilliseconds,
-            tokensPerSecond: zip(final.eval_count, generationMilliseconds).flatMap { count, ms in
-                ms > 0 ? Double(count) * 1000 / ms : nil
-            },
-            backend: backend
-        )
     }
 }
 

@@ -33,6 +33,27 @@ public struct OpenAIChatBackend: ChatBackend {
         var seed: Int?
         var stop: [String]?
         var stream = false
+        /// Asks for token counts at the end of a stream (OpenAI sends them only when asked).
+        var stream_options: StreamOptions?
+
+        struct StreamOptions: Encodable {
+            var include_usage = true
+        }
+    }
+
+    /// One event of a streamed answer (`data: {...}`): a delta, the finish reason in the last
+    /// choice, usage and llama-server's timings at the end, or an error.
+    struct StreamChunk: Decodable {
+        struct Choice: Decodable {
+            struct Delta: Decodable { var content: String? }
+            var delta: Delta?
+            var finish_reason: String?
+        }
+        var model: String?
+        var choices: [Choice]?
+        var usage: Response.Usage?
+        var timings: Response.Timings?
+        var error: ErrorBody.Detail?
     }
 
     struct Response: Decodable {
@@ -77,16 +98,7 @@ public struct OpenAIChatBackend: ChatBackend {
     }
 
     public func complete(_ request: ChatRequest) async throws(BackendError) -> ChatCompletion {
-        let body = Body(
-            model: request.model ?? defaultModel,
-            messages: request.messages,
-            max_tokens: request.maxTokens,
-            temperature: request.temperature,
-            top_p: request.topP,
-            top_k: sendsTopK ? request.topK : nil,
-            seed: request.seed,
-            stop: request.stop.isEmpty ? nil : request.stop
-        )
+        let body = body(for: request)
         let response = try await poster.post(body)
         guard response.status == 200 else {
             throw backendError(status: response.status, body: response.body, retryAfter: response.header("retry-after"), backend: name)
@@ -113,6 +125,87 @@ public struct OpenAIChatBackend: ChatBackend {
             generationMilliseconds: decoded.timings?.predicted_ms,
             tokensPerSecond: decoded.timings?.predicted_per_second,
             backend: name
+        )
+    }
+
+    /// Streams the answer as server-sent events: `data: {chunk}` events with deltas, the finish
+    /// reason in the last choice, usage and timings in the last chunk (or one of their own), then
+    /// `data: [DONE]`. An error event (`data: {"error": ...}`, or llama-server's `error: {...}`)
+    /// fails the call as a server error, which may be retried.
+    public func complete(_ request: ChatRequest, onText: (String) -> Void) async throws(BackendError) -> ChatCompletion {
+        var body = body(for: request)
+        body.stream = true
+        body.stream_options = .init()
+        let started = ContinuousClock.now
+        let response = try await poster.stream(body)
+        guard response.head.status == 200 else {
+            let errorBody = (try? await response.collect()) ?? []
+            throw backendError(status: response.head.status, body: errorBody, retryAfter: response.head.header("retry-after"), backend: name)
+        }
+        var completion = ChatCompletion(content: "", model: body.model, backend: name)
+        var finished = false
+        let decoder = JSONDecoder()
+        let name = self.name
+        try await poster.readLines(of: response) { line throws(BackendError) in
+            // `data: ...`; a field without the space after the colon is valid SSE too.
+            guard let colon = line.firstIndex(of: UInt8(ascii: ":")), colon != line.startIndex else { return }
+            let field = line[..<colon]
+            var value = line[(colon + 1)...]
+            if value.first == UInt8(ascii: " ") { value = value.dropFirst() }
+            let isError = field.elementsEqual("error".utf8)
+            guard field.elementsEqual("data".utf8) || isError else { return }
+            if value.elementsEqual("[DONE]".utf8) {
+                finished = true
+                return
+            }
+            let chunk: StreamChunk
+            do {
+                chunk = try decoder.decode(StreamChunk.self, from: Data(value))
+            } catch {
+                if isError { throw BackendError(.serverError, "\(name) failed while generating: \(String(decoding: value.prefix(300), as: UTF8.self))") }
+                throw BackendError(.badResponse, "\(name) sent an event that is not a chat completion chunk: \(String(decoding: value.prefix(200), as: UTF8.self))")
+            }
+            if let error = chunk.error {
+                throw BackendError(.serverError, "\(name) failed while generating: \(error.message ?? "unknown error")")
+            }
+            if let model = chunk.model { completion.model = model }
+            for choice in chunk.choices ?? [] {
+                if let text = choice.delta?.content, !text.isEmpty {
+                    if completion.firstTokenMilliseconds == nil {
+                        completion.firstTokenMilliseconds = (ContinuousClock.now - started).fractionalMilliseconds
+                    }
+                    completion.content += text
+                    onText(text)
+                }
+                if let reason = choice.finish_reason { completion.finishReason = reason }
+            }
+            if let usage = chunk.usage {
+                completion.promptTokens = usage.prompt_tokens ?? completion.promptTokens
+                completion.completionTokens = usage.completion_tokens ?? completion.completionTokens
+            }
+            if let timings = chunk.timings {
+                completion.promptMilliseconds = timings.prompt_ms ?? completion.promptMilliseconds
+                completion.generationMilliseconds = timings.predicted_ms ?? completion.generationMilliseconds
+                completion.tokensPerSecond = timings.predicted_per_second ?? completion.tokensPerSecond
+            }
+        }
+        // Some servers end with the finish reason and no [DONE]; an answer with neither broke off.
+        guard finished || completion.finishReason != nil else {
+            throw BackendError(.badResponse, "\(name) ended its stream before the answer was finished")
+        }
+        return completion
+    }
+
+    private func body(for request: ChatRequest) -> Body {
+        Body(
+            model: request.model ?? defaultModel,
+            messages: request.messages,
+            max_tokens: request.maxTokens,
+            temperature: request.temperature,
+            top_p: request.topP,
+            top_k: sendsTopK ? request.topK : nil,
+            seed: request.seed,
+            stop: request.stop.isEmpty ? nil : request.stop
         )
     }
 }

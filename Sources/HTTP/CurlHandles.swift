@@ -77,6 +77,17 @@ final class MultiHandle: @unchecked Sendable {
     }
 }
 
+/// How a transfer hands its response over.
+enum Delivery {
+    /// The whole response to one waiting task.
+    case whole(CheckedContinuation<Result<HTTPResponse, HTTPClientError>, Never>)
+    /// The head to a waiting task once the first body bytes (or the end) arrive, then each
+    /// piece of the body as curl receives it.
+    case streaming(
+        head: CheckedContinuation<Result<HTTPResponseHead, HTTPClientError>, Never>?,
+        body: AsyncThrowingStream<[UInt8], any Error>.Continuation)
+}
+
 /// Owns a `CURL` easy handle; reused for many transfers (`curl_easy_reset` between them).
 final class EasyHandle {
     let handle: UnsafeMutableRawPointer
@@ -102,10 +113,13 @@ final class Transfer: @unchecked Sendable {
     /// Set by the waiting task's cancellation handler, so that a transfer whose task was
     /// cancelled before the client's thread saw it never starts.
     let isCancelled = Atomic<Bool>(false)
-    var continuation: CheckedContinuation<Result<HTTPResponse, HTTPClientError>, Never>?
+    /// Where the response goes: whole, to one waiting task, or streamed (head, then body pieces).
+    var delivery: Delivery?
     private(set) var easy: EasyHandle?
     private var headerList: UnsafeMutablePointer<curl_slist>?
     private var body: [UInt8] = []
+    /// Body bytes received so far (also when streamed, where `body` stays empty).
+    private var received = 0
     private var responseHeaders: [UInt8] = []
     private var tooLarge = false
     /// curl writes a readable reason here on failure; it must stay at one address for the
@@ -177,12 +191,28 @@ final class Transfer: @unchecked Sendable {
     }
 
     fileprivate func receive(_ data: UnsafeRawBufferPointer) -> Bool {
-        if body.count + data.count > configuration.maxResponseBytes {
+        if received + data.count > configuration.maxResponseBytes {
             tooLarge = true
             return false
         }
-        body.append(contentsOf: data)
+        received += data.count
+        guard case .streaming(let head, let pieces) = delivery else {
+            body.append(contentsOf: data)
+            return true
+        }
+        if let head {
+            // The first body bytes: the head is complete, so the waiting task can have it.
+            delivery = .streaming(head: nil, body: pieces)
+            head.resume(returning: .success(HTTPResponseHead(status: responseStatus(), rawHeaders: responseHeaders)))
+        }
+        pieces.yield(Array(data))
         return true
+    }
+
+    private func responseStatus() -> Int {
+        var status = 0
+        if let easy { _ = llmq_curl_easy_getinfo_long(easy.handle, CURLINFO_RESPONSE_CODE, &status) }
+        return status
     }
 
     /// Returns false (which aborts the transfer) when the headers grow past ``maxHeaderBytes``:
@@ -203,11 +233,9 @@ final class Transfer: @unchecked Sendable {
 
     /// Called on the client's thread when curl reports the transfer done.
     func complete(code: CURLcode) {
-        guard let easy else { return }
+        guard easy != nil else { return }
         if code == CURLE_OK {
-            var status = 0
-            _ = llmq_curl_easy_getinfo_long(easy.handle, CURLINFO_RESPONSE_CODE, &status)
-            finish(.success(HTTPResponse(status: status, body: body, rawHeaders: responseHeaders)))
+            finish(.success(HTTPResponse(status: responseStatus(), body: body, rawHeaders: responseHeaders)))
             return
         }
         let detail = String(cString: errorBuffer)
@@ -231,11 +259,25 @@ final class Transfer: @unchecked Sendable {
         finish(.failure(HTTPClientError(errorCode, message)))
     }
 
-    /// Resumes the waiting task, once.
+    /// Resumes the waiting task, once; a streamed response ends its body (a response without
+    /// body bytes gets its head here).
     func finish(_ result: Result<HTTPResponse, HTTPClientError>) {
-        guard let continuation else { return }
-        self.continuation = nil
-        continuation.resume(returning: result)
+        guard let delivery else { return }
+        self.delivery = nil
+        switch (delivery, result) {
+        case (.whole(let continuation), _):
+            continuation.resume(returning: result)
+        case (.streaming(let head?, let pieces), .success(let response)):
+            head.resume(returning: .success(HTTPResponseHead(status: response.status, rawHeaders: response.rawHeaders)))
+            pieces.finish()
+        case (.streaming(let head?, let pieces), .failure(let error)):
+            head.resume(returning: .failure(error))
+            pieces.finish(throwing: error)
+        case (.streaming(nil, let pieces), .success):
+            pieces.finish()
+        case (.streaming(nil, let pieces), .failure(let error)):
+            pieces.finish(throwing: error)
+        }
     }
 
     /// Detaches the easy handle, resets it and hands it back for reuse.

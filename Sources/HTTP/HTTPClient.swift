@@ -28,7 +28,8 @@ public final class HTTPClient: Sendable {
 
     private enum Command {
         case start(Transfer)
-        case cancel(ObjectIdentifier)
+        /// Holds the transfer itself, not its identifier: a freed transfer's address may be reused.
+        case cancel(Transfer)
     }
 
     private struct State {
@@ -57,10 +58,9 @@ public final class HTTPClient: Sendable {
     /// - Throws: ``HTTPClientError`` when no response arrived.
     public func execute(_ request: HTTPRequest) async throws(HTTPClientError) -> HTTPResponse {
         let transfer = Transfer(request: request, configuration: configuration)
-        let id = ObjectIdentifier(transfer)
         let result: Result<HTTPResponse, HTTPClientError> = await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
-                transfer.continuation = continuation
+                transfer.delivery = .whole(continuation)
                 if !submit(.start(transfer)) {
                     transfer.finish(.failure(HTTPClientError(.shutdown, "HTTP client is shut down")))
                 }
@@ -69,9 +69,35 @@ public final class HTTPClient: Sendable {
             // Runs at once for a task cancelled already. The flag stops a transfer the thread has
             // not started yet (it never starts); the command stops one that is running.
             transfer.isCancelled.store(true, ordering: .relaxed)
-            _ = submit(.cancel(id))
+            _ = submit(.cancel(transfer))
         }
         return try result.get()
+    }
+
+    /// Performs the request and returns as soon as the response's head and first body bytes
+    /// have arrived; the body follows in pieces as the server sends them.
+    /// - Throws: ``HTTPClientError`` when no response arrived.
+    public func stream(_ request: HTTPRequest) async throws(HTTPClientError) -> HTTPStreamingResponse {
+        let transfer = Transfer(request: request, configuration: configuration)
+        let (body, pieces) = AsyncThrowingStream<[UInt8], any Error>.makeStream()
+        // Whoever stops reading the body (done, failed, cancelled) stops the transfer; after the
+        // transfer's own end the command finds nothing to cancel.
+        pieces.onTermination = { [weak self] _ in
+            transfer.isCancelled.store(true, ordering: .relaxed)
+            _ = self?.submit(.cancel(transfer))
+        }
+        let head: Result<HTTPResponseHead, HTTPClientError> = await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                transfer.delivery = .streaming(head: continuation, body: pieces)
+                if !submit(.start(transfer)) {
+                    transfer.finish(.failure(HTTPClientError(.shutdown, "HTTP client is shut down")))
+                }
+            }
+        } onCancel: {
+            transfer.isCancelled.store(true, ordering: .relaxed)
+            _ = submit(.cancel(transfer))
+        }
+        return HTTPStreamingResponse(head: try head.get(), body: body)
     }
 
     /// Fails transfers in flight, closes every connection and stops the thread. Call it when
@@ -144,8 +170,8 @@ public final class HTTPClient: Sendable {
                     }
                     multi.add(easy)
                     active[ObjectIdentifier(transfer)] = transfer
-                case .cancel(let id):
-                    guard let transfer = active.removeValue(forKey: id), let easy = transfer.easy else { continue }
+                case .cancel(let transfer):
+                    guard active.removeValue(forKey: ObjectIdentifier(transfer)) != nil, let easy = transfer.easy else { continue }
                     multi.remove(easy)
                     transfer.finish(.failure(HTTPClientError(.cancelled, "request cancelled")))
                     if let reusable = transfer.releaseHandle() { idleHandles.append(reusable) }

@@ -50,18 +50,57 @@ public struct HTTPResponse: Sendable {
 
     /// The value of a header (case-insensitive name), if the response has it.
     public func header(_ name: String) -> String? {
-        let wanted = Array(name.lowercased().utf8)
-        for line in rawHeaders.split(separator: UInt8(ascii: "\n")) {
-            guard let colon = line.firstIndex(of: UInt8(ascii: ":")), colon - line.startIndex == wanted.count else { continue }
-            let matches = zip(line[..<colon], wanted).allSatisfy { byte, expected in
-                (byte >= 65 && byte <= 90 ? byte + 32 : byte) == expected
-            }
-            guard matches else { continue }
-            let value = line[line.index(after: colon)...].drop { $0 == 32 || $0 == 9 }
-            return String(decoding: value.reversed().drop { $0 == 13 || $0 == 32 || $0 == 9 }.reversed(), as: UTF8.self)
-        }
-        return nil
+        headerValue(name, in: rawHeaders)
     }
+}
+
+/// The status and headers of a streamed response, which arrive before its body.
+public struct HTTPResponseHead: Sendable {
+    public var status: Int
+    var rawHeaders: [UInt8]
+
+    /// The value of a header (case-insensitive name), if the response has it.
+    public func header(_ name: String) -> String? {
+        headerValue(name, in: rawHeaders)
+    }
+}
+
+/// A response whose body is read as it arrives (server-sent events, NDJSON).
+public struct HTTPStreamingResponse: Sendable {
+    public var head: HTTPResponseHead
+    /// The body in the pieces curl received; ends with the response, or throws
+    /// ``HTTPClientError`` when the transfer fails midway. Ending the iteration early (or
+    /// cancelling the task that iterates) cancels the transfer.
+    public var body: AsyncThrowingStream<[UInt8], any Error>
+
+    /// Reads the rest of the body, for an error status whose body explains it.
+    /// - Throws: ``HTTPClientError`` when the transfer fails.
+    public func collect() async throws(HTTPClientError) -> [UInt8] {
+        var bytes: [UInt8] = []
+        do {
+            for try await piece in body { bytes += piece }
+        } catch let error as HTTPClientError {
+            throw error
+        } catch {
+            throw HTTPClientError(.transport, "\(error)")
+        }
+        return bytes
+    }
+}
+
+/// A header's value from a raw header block (case-insensitive name).
+private func headerValue(_ name: String, in rawHeaders: [UInt8]) -> String? {
+    let wanted = Array(name.lowercased().utf8)
+    for line in rawHeaders.split(separator: UInt8(ascii: "\n")) {
+        guard let colon = line.firstIndex(of: UInt8(ascii: ":")), colon - line.startIndex == wanted.count else { continue }
+        let matches = zip(line[..<colon], wanted).allSatisfy { byte, expected in
+            (byte >= 65 && byte <= 90 ? byte + 32 : byte) == expected
+        }
+        guard matches else { continue }
+        let value = line[line.index(after: colon)...].drop { $0 == 32 || $0 == 9 }
+        return String(decoding: value.reversed().drop { $0 == 13 || $0 == 32 || $0 == 9 }.reversed(), as: UTF8.self)
+    }
+    return nil
 }
 
 /// A transfer that produced no HTTP response.

@@ -109,6 +109,10 @@ public enum ConfigurationLoader {
         ("metrics.port", "port for /metrics, /healthz and /readyz, 0 = no listener (default 0)"),
         ("metrics.host", "address the metrics listener binds (default 127.0.0.1)"),
         ("metrics.queueIntervalMs", "how often each worker reads the queue gauges from Redis (default 5000)"),
+        ("streaming.flushMs", "a streamed answer's text is written at most this often per request, the first piece at once (default 10)"),
+        ("streaming.flushTokens", "or as soon as this many pieces wait (default 16)"),
+        ("streaming.expireSeconds", "a chunk stream expires this long after its last write (default 300)"),
+        ("streaming.maxLength", "approximate cap on a chunk stream's length (MAXLEN ~), 0 = none (default 10000)"),
     ]
 
     /// Keys whose values are never printed or logged; they are marked secret in every provider
@@ -830,6 +834,10 @@ private final class ConfigurationReading {
         if let value = try seconds("metrics.queueIntervalMs", scale: 0.001, in: 100...3_600_000) {
             configuration.metrics.queueInterval = value
         }
+        if let value = try seconds("streaming.flushMs", scale: 0.001, in: 0...10_000) { configuration.streaming.flushInterval = value }
+        if let value = try int("streaming.flushTokens", in: 1...100_000) { configuration.streaming.flushTokens = value }
+        if let value = try seconds("streaming.expireSeconds", in: 1...(30 * 86_400)) { configuration.streaming.expire = value }
+        if let value = try int("streaming.maxLength", in: 0...100_000_000) { configuration.streaming.maxLength = value }
         return configuration
     }
 

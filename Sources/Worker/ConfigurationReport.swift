@@ -125,6 +125,10 @@ public struct LoadedConfiguration: Sendable {
         case "metrics.port": return String(c.metrics.port ?? 0)
         case "metrics.host": return c.metrics.host
         case "metrics.queueIntervalMs": return Self.milliseconds(c.metrics.queueInterval)
+        case "streaming.flushMs": return Self.milliseconds(c.streaming.flushInterval)
+        case "streaming.flushTokens": return String(c.streaming.flushTokens)
+        case "streaming.expireSeconds": return Self.seconds(c.streaming.expire)
+        case "streaming.maxLength": return String(c.streaming.maxLength)
         default: return nil
         }
     }

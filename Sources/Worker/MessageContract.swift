@@ -30,6 +30,17 @@ public struct ParsedRequest: Sendable {
     public var chat: ChatRequest
     /// When the request stops being worth answering, in Unix milliseconds.
     public var deadlineMilliseconds: Int64?
+    /// Whether the answer is streamed as it is generated, and where to (see ``StreamTarget``).
+    public var stream: StreamTarget?
+}
+
+/// Where a streamed answer's chunks go.
+public enum StreamTarget: Sendable, Hashable {
+    /// The request's own stream, `<replyToPrefix>stream:<entry ID>` (with a queue's name before
+    /// the ID for a named queue).
+    case perRequest
+    /// The stream the request named in `stream_to`.
+    case named(String)
 }
 
 /// Why a request gets an error reply without reaching a backend.
@@ -45,12 +56,16 @@ public struct RequestRejection: Error, Sendable {
     /// Routing taken from the entry where it could be read, so the error reaches its producer.
     public var callerID: String?
     public var replyTo: String?
+    /// The stream a streaming request's chunks go to, when it could be read: its last chunk
+    /// says what was wrong too.
+    public var stream: StreamTarget?
 }
 
 /// Reads request entries as the README's message contract describes them.
 ///
 /// Fields: `prompt` or `messages` (exactly one), optional `system`, `model`, `max_tokens`,
-/// `temperature`, `top_p`, `top_k`, `seed`, `stop`, `id`, `reply_to`, `ttl_ms`, `deadline_ms`.
+/// `temperature`, `top_p`, `top_k`, `seed`, `stop`, `id`, `reply_to`, `ttl_ms`, `deadline_ms`,
+/// `stream`, `stream_to`.
 /// Other fields are ignored, so producers may attach their own metadata.
 public struct RequestParser: Sendable {
     public var limits: WorkerConfiguration.Limits
@@ -58,16 +73,22 @@ public struct RequestParser: Sendable {
     /// Streams a `reply_to` may not name even under the prefix: the request stream (a reply
     /// there would come back as a request), the dead-letter and history streams.
     public var reservedStreams: Set<String>
+    /// The default reply stream, which a `stream_to` may not name either.
+    public var replies: String
 
-    public init(limits: WorkerConfiguration.Limits, replyToPrefix: String, reservedStreams: Set<String> = []) {
+    public init(
+        limits: WorkerConfiguration.Limits, replyToPrefix: String, reservedStreams: Set<String> = [],
+        replies: String = WorkerConfiguration.Streams().replies
+    ) {
         self.limits = limits
         self.replyToPrefix = replyToPrefix
         self.reservedStreams = reservedStreams
+        self.replies = replies
     }
 
     static let knownFields: Set<String> = [
         "prompt", "messages", "system", "model", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop",
-        "id", "reply_to", "ttl_ms", "deadline_ms",
+        "id", "reply_to", "ttl_ms", "deadline_ms", "stream", "stream_to",
     ]
 
     /// - Parameter now: The current time in Unix milliseconds, for `ttl_ms` and `deadline_ms`.
@@ -110,6 +131,10 @@ public struct RequestParser: Sendable {
                 return reject("reply_to \"\(text)\" is not allowed: it is one of llmq's own streams")
             }
             rejection.replyTo = text
+        }
+        switch streamTarget(fields) {
+        case .success(let target): rejection.stream = target
+        case .failure(let problem): return reject(problem.message)
         }
         if size > limits.maxRequestBytes {
             return reject("the request is \(size) bytes, over the limit of \(limits.maxRequestBytes) bytes")
@@ -170,7 +195,7 @@ public struct RequestParser: Sendable {
             }
             return .success(ParsedRequest(
                 entryID: entry.id, callerID: rejection.callerID, replyTo: rejection.replyTo,
-                chat: chat, deadlineMilliseconds: deadline))
+                chat: chat, deadlineMilliseconds: deadline, stream: rejection.stream))
         } catch {
             return reject(error.message)
         }
@@ -178,6 +203,37 @@ public struct RequestParser: Sendable {
 
     private struct Problem: Error {
         var message: String
+    }
+
+    /// `stream` (`true`/`false`, `1`/`0`) and `stream_to` (a stream under the reply prefix;
+    /// giving one turns streaming on). Nil when the answer is not streamed.
+    private func streamTarget(_ fields: [String: [UInt8]]) -> Result<StreamTarget?, Problem> {
+        var wanted: Bool?
+        if let raw = fields["stream"] {
+            let text = String(decoding: raw.prefix(16), as: UTF8.self).trimmingCharacters(in: .whitespaces).lowercased()
+            switch text {
+            case "1", "true": wanted = true
+            case "0", "false": wanted = false
+            default:
+                let shown = String(decoding: raw.prefix(40), as: UTF8.self)
+                return .failure(Problem(message: "stream must be true or false (or 1 or 0), got \"\(shown)\""))
+            }
+        }
+        guard let target = fields["stream_to"] else { return .success(wanted == true ? .perRequest : nil) }
+        guard wanted != false else {
+            return .failure(Problem(message: "stream_to is given but stream is false: drop one of them"))
+        }
+        guard let text = String(validating: target, as: UTF8.self), !text.isEmpty, target.count <= 512 else {
+            return .failure(Problem(message: "stream_to must be a stream key of 1 to 512 bytes"))
+        }
+        guard text.hasPrefix(replyToPrefix) else {
+            return .failure(Problem(message: "stream_to \"\(text)\" is not allowed: streams must start with \"\(replyToPrefix)\""))
+        }
+        let replyStream = fields["reply_to"].map { String(decoding: $0, as: UTF8.self) } ?? replies
+        guard !reservedStreams.contains(text), text != replies, text != replyStream else {
+            return .failure(Problem(message: "stream_to \"\(text)\" is not allowed: it is a reply stream or one of llmq's own streams"))
+        }
+        return .success(.named(text))
     }
 
     private func text(_ fields: [String: [UInt8]], _ name: String) throws(Problem) -> String? {

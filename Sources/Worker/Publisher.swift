@@ -53,4 +53,32 @@ public struct Publisher: Sendable {
         }
         return nil
     }
+
+    /// Reads a streamed answer's chunks from `key` as they are written, calling `handle` with
+    /// each of the request's chunks (those whose `id` is `id`; a `stream_to` may be shared).
+    /// - Returns: The last chunk (`done`), or nil if it did not arrive within `timeout`.
+    public func follow(
+        _ key: String, id: String, timeout: Duration, _ handle: ([(String, String)]) -> Void
+    ) async throws(RedisError) -> [(String, String)]? {
+        var cursor = "0-0"
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            let block = max(1, min(1000, (deadline - ContinuousClock.now).milliseconds))
+            let reply = try await client.send(RedisCommand("XREAD", "COUNT", "1000", "BLOCK", String(block), "STREAMS", key, cursor))
+            for item in reply.array ?? [] {
+                guard let pair = item.array, pair.count == 2, let entries = pair[1].array else { continue }
+                for value in entries {
+                    let entry = try RequestStream.entry(from: value)
+                    cursor = entry.id
+                    let fields = (entry.fields ?? []).map {
+                        (String(decoding: $0.name, as: UTF8.self), String(decoding: $0.value, as: UTF8.self))
+                    }
+                    guard fields.contains(where: { $0 == ("id", id) }) else { continue }
+                    handle(fields)
+                    if fields.contains(where: { $0 == ("done", "1") }) { return fields }
+                }
+            }
+        }
+        return nil
+    }
 }

@@ -49,6 +49,7 @@ struct Reply {
         reply.add("prompt_ms", milliseconds: completion.promptMilliseconds)
         reply.add("generation_ms", milliseconds: completion.generationMilliseconds)
         if let rate = completion.tokensPerSecond { reply.add("tokens_per_second", formatDecimal(rate, places: 2)) }
+        reply.add("first_token_ms", milliseconds: completion.firstTokenMilliseconds)
         reply.add("attempts", attempts)
         return reply
     }

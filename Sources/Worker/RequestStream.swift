@@ -150,7 +150,17 @@ final class RequestStream: Sendable {
         case lost
     }
 
-    /// Publishes the reply (and a dead-letter record) and acknowledges the request in one
+    /// The `done` entry of a streamed answer, written with its reply.
+    struct LastChunk {
+        var stream: String
+        var fields: [(String, String)]
+        /// The chunk stream's expiry, renewed.
+        var expire: Duration
+        /// `MAXLEN ~` of the chunk stream; 0 none.
+        var maxLength: Int
+    }
+
+    /// Publishes the reply (and a dead-letter record, and a streamed answer's last chunk) and acknowledges the request in one
     /// atomic step, only if this consumer still owns the entry; then deletes the request entry
     /// (with `streams.keepAnswered`, after copying it to the history stream).
     /// - Parameter deadLetter: Field names and values of the dead-letter record, if any.
@@ -160,23 +170,30 @@ final class RequestStream: Sendable {
     func reply(
         to entryID: String, on requests: String, stream replyStream: String, fields: [(String, String)],
         status: String, errorCode: String, backend: String = "",
-        deadLetter: RedisCommand? = nil, mode: ReplyMode = .owned
+        deadLetter: RedisCommand? = nil, lastChunk: LastChunk? = nil, mode: ReplyMode = .owned
     ) async throws(RedisError) -> ReplyResult {
+        var chunk = RedisCommand()
+        for (name, value) in lastChunk?.fields ?? [] {
+            chunk.append(name)
+            chunk.append(value)
+        }
         var arguments = RedisCommand(
             streams.group, entryID, consumer, mode.rawValue, String(streams.replyMaxLength),
             String(streams.deadMaxLength), streams.keepAnswered ? "keep" : "delete",
             String(streams.answeredMaxLength), answeredMinimumID(), status, errorCode, backend,
-            String(deadLetter?.argumentCount ?? 0))
+            String(deadLetter?.argumentCount ?? 0), String(chunk.argumentCount),
+            String(lastChunk?.expire.milliseconds ?? 0), String(lastChunk?.maxLength ?? 0))
         if let deadLetter { arguments.append(contentsOf: deadLetter) }
+        arguments.append(contentsOf: chunk)
         for (name, value) in fields {
             arguments.append(name)
             arguments.append(value)
         }
         // Lost mode only: set when the entry is answered, for a day, so the answer goes out once.
         let marker = requests + ":lost:" + entryID
-        let result = try await Scripts.reply.run(
-            on: writer, keys: [requests, replyStream, streams.dead, streams.answered, marker, streams.stats],
-            arguments: arguments)
+        var keys = [requests, replyStream, streams.dead, streams.answered, marker, streams.stats]
+        if let lastChunk { keys.append(lastChunk.stream) }
+        let result = try await Scripts.reply.run(on: writer, keys: keys, arguments: arguments)
         switch result.int {
         case 1: return .written
         case 2: return .goneFromGroup
@@ -256,13 +273,15 @@ final class Script: Sendable {
 
 enum Scripts {
     /// KEYS: request stream, reply stream, dead-letter stream, history stream, lost-entry
-    /// marker (`<requests>:lost:<id>`, lost mode only), stats hash. Returns 1 when written, 0
+    /// marker (`<requests>:lost:<id>`, lost mode only), stats hash, and for a streamed answer
+    /// its chunk stream. Returns 1 when written, 0
     /// when the entry is not ours, 2 when it is neither pending nor in the stream
     /// (``RequestStream/ReplyResult``).
     /// ARGV: group, entry ID, consumer, mode (`owned`/`lost`), reply max length, dead-letter
     /// max length, `delete`/`keep` (the answered request entry), history max length, history
     /// minimum ID (or ""), status, error code (or ""), backend (or ""), dead-letter argument
-    /// count, dead-letter fields..., reply fields...
+    /// count, last chunk argument count, chunk stream expiry ms, chunk stream max length,
+    /// dead-letter fields..., last chunk fields..., reply fields...
     ///
     /// The stats hash counts `replies:<status>`, `error:<code>` and `backend:<name>:<status>`
     /// with each reply written; a
@@ -279,8 +298,9 @@ enum Scripts {
             local replyMax, deadMax = tonumber(ARGV[5]), tonumber(ARGV[6])
             local keep, historyMax, historyMinID = ARGV[7] == 'keep', tonumber(ARGV[8]), ARGV[9]
             local status, errorCode, backend = ARGV[10], ARGV[11], ARGV[12]
-            local deadCount = tonumber(ARGV[13])
-            local first = 14
+            local deadCount, chunkCount = tonumber(ARGV[13]), tonumber(ARGV[14])
+            local chunkExpire, chunkMax = tonumber(ARGV[15]), tonumber(ARGV[16])
+            local first = 17
             local function notStream(key)
               local kind = redis.call('TYPE', key)['ok']
               if kind == 'stream' or kind == 'none' then return nil end
@@ -305,7 +325,15 @@ enum Scripts {
               return redis.error_reply('WRONGTYPE reply key ' .. KEYS[2] .. ' holds a ' .. kind .. ', not a stream')
             end
             local reply = {}
-            for i = first + deadCount, #ARGV do reply[#reply + 1] = ARGV[i] end
+            for i = first + deadCount + chunkCount, #ARGV do reply[#reply + 1] = ARGV[i] end
+            if chunkCount > 0 then
+              kind = notStream(KEYS[7])
+              if kind then
+                chunkCount = 0
+                reply[#reply + 1] = 'stream_error'
+                reply[#reply + 1] = 'the chunk stream ' .. KEYS[7] .. ' holds a ' .. kind .. ', not a stream; its last chunk was not written'
+              end
+            end
             if deadCount > 0 then
               kind = notStream(KEYS[3])
               if kind then
@@ -350,6 +378,12 @@ enum Scripts {
               local record = {}
               for i = first, first - 1 + deadCount do record[#record + 1] = ARGV[i] end
               add(KEYS[3], deadMax, record)
+            end
+            if chunkCount > 0 then
+              local chunk = {}
+              for i = first + deadCount, first - 1 + deadCount + chunkCount do chunk[#chunk + 1] = ARGV[i] end
+              add(KEYS[7], chunkMax, chunk)
+              redis.call('PEXPIRE', KEYS[7], chunkExpire)
             end
             if mode == 'lost' then
               redis.call('SET', KEYS[5], '1', 'PX', 86400000)
@@ -435,9 +469,4 @@ extension Duration {
         return seconds * 1000 + attoseconds / 1_000_000_000_000_000
     }
 
-    /// Milliseconds as a fraction, for reply timings.
-    var fractionalMilliseconds: Double {
-        let (seconds, attoseconds) = components
-        return Double(seconds) * 1000 + Double(attoseconds) / 1e15
-    }
 }

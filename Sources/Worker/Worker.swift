@@ -46,7 +46,8 @@ public final class Worker: Service, Sendable {
         let streams = configuration.streams
         self.parser = RequestParser(
             limits: configuration.limits, replyToPrefix: streams.replyToPrefix,
-            reservedStreams: Set(configuration.effectiveQueues.map(\.stream) + [streams.requests, streams.dead, streams.answered]))
+            reservedStreams: Set(configuration.effectiveQueues.map(\.stream) + [streams.requests, streams.dead, streams.answered]),
+            replies: streams.replies)
         self.slots = Slots(capacity: configuration.concurrency)
         self.metrics = WorkerMetrics(configuration: configuration, queues: configuration.effectiveQueues)
         self.health = WorkerHealth(configuration: configuration)
@@ -443,12 +444,23 @@ public final class Worker: Service, Sendable {
         var deadLetter: RedisCommand?
         var backendTime: Duration?
 
+        // A streamed answer's chunk stream, once the request says it wants one (even a broken
+        // request's error goes there as its last chunk).
+        var answer: AnswerStream?
+        func streamTo(_ target: StreamTarget?, callerID: String?) {
+            guard let target else { return }
+            answer = AnswerStream(
+                key: streamKey(target, queue: queue, entryID: entry.id), id: callerID ?? entry.id,
+                delivery: delivery.deliveries, writer: stream.writer, settings: configuration.streaming)
+        }
+
         if delivery.deliveries > configuration.recovery.maxDeliveries {
             let message = "delivered \(delivery.deliveries) times without an answer (the consumers handling it crashed or stalled); moved to \(configuration.streams.dead)"
             var callerID: String?
             if case .success(let request) = parser.parse(entry, now: now) {
                 callerID = request.callerID
                 replyStream = request.replyTo ?? replyStream
+                streamTo(request.stream, callerID: callerID)
             }
             reply = .error(callerID: callerID, entryID: entry.id, code: "dead_letter", message: message)
             deadLetter = DeadLetter.record(
@@ -458,12 +470,14 @@ public final class Worker: Service, Sendable {
             switch parser.parse(entry, now: now) {
             case .failure(let rejection):
                 replyStream = rejection.replyTo ?? replyStream
+                streamTo(rejection.stream, callerID: rejection.callerID)
                 reply = .error(callerID: rejection.callerID, entryID: entry.id, code: rejection.code.rawValue, message: rejection.message)
                 logger.notice("request rejected", metadata: [
                     "llmq.request.error_code": "\(rejection.code.rawValue)", "llmq.request.error": "\(rejection.message)",
                 ])
             case .success(let request) where request.chat.model == nil && backendNeedsModel:
                 replyStream = request.replyTo ?? replyStream
+                streamTo(request.stream, callerID: request.callerID)
                 let message = "the request names no model, and this worker's backend (\(configuration.backend.kind.rawValue)) needs one: add a model field, or set backend.model"
                 reply = .error(callerID: request.callerID, entryID: entry.id, code: RequestRejection.Code.invalidRequest.rawValue, message: message)
                 logger.notice("request rejected", metadata: [
@@ -471,19 +485,20 @@ public final class Worker: Service, Sendable {
                 ])
             case .success(let request):
                 replyStream = request.replyTo ?? replyStream
+                streamTo(request.stream, callerID: request.callerID)
                 let deadline = request.deadlineMilliseconds.map { deadline in
                     // Both are non-negative (the contract bounds deadline_ms), so this cannot overflow.
                     claimedAt + .milliseconds(deadline.subtractingReportingOverflow(now).partialValue)
                 }
                 let started = ContinuousClock.now
-                do {
-                    let outcome = try await backend.complete(request.chat, deadline: deadline)
+                switch await complete(request.chat, deadline: deadline, streamingTo: answer) {
+                case .success(let outcome):
                     backendTime = ContinuousClock.now - started
                     reply = .success(callerID: request.callerID, entryID: entry.id, completion: outcome.completion, attempts: outcome.attempts)
                     metrics.tokens(
                         prompt: outcome.completion.promptTokens, completion: outcome.completion.completionTokens,
                         backend: outcome.completion.backend)
-                } catch {
+                case .failure(let error):
                     backendTime = ContinuousClock.now - started
                     if Task.isCancelled {
                         // Shutdown past its grace period: no reply, no acknowledgement; the entry
@@ -501,6 +516,15 @@ public final class Worker: Service, Sendable {
                 }
             }
         }
+        var lastChunk: RequestStream.LastChunk?
+        if let answer {
+            let (seq, attempt, failure) = await answer.finish()
+            reply.add("stream", answer.key)
+            if let failure { reply.add("stream_error", failure) }
+            lastChunk = RequestStream.LastChunk(
+                stream: answer.key, fields: answer.doneChunk(for: reply, seq: seq, attempt: attempt),
+                expire: configuration.streaming.expire, maxLength: configuration.streaming.maxLength)
+        }
         let total = ContinuousClock.now - claimedAt
         reply.addTimings(
             consumer: configuration.consumer, queueMilliseconds: queueMilliseconds,
@@ -508,7 +532,7 @@ public final class Worker: Service, Sendable {
             totalMilliseconds: total.fractionalMilliseconds)
         if !configuration.queues.isEmpty { reply.add("queue", queue) }
         let written = await publish(
-            reply, for: entry.id, on: delivery.stream, to: replyStream, deadLetter: deadLetter,
+            reply, for: entry.id, on: delivery.stream, to: replyStream, deadLetter: deadLetter, lastChunk: lastChunk,
             mode: delivery.removedFromGroup ? .lost : .owned, logger: logger)
         guard written else { return }
         metrics.replied(reply, queue: queue)
@@ -518,6 +542,36 @@ public final class Worker: Service, Sendable {
             metrics.backendTime(backendTime, backend: reply.backend.isEmpty ? backend.primary.name : reply.backend)
         }
         metrics.overhead.recordNanoseconds((total - (backendTime ?? .zero)).nanoseconds)
+    }
+
+    /// Calls the backends; a streamed answer's chunks are written meanwhile by a task of their own.
+    private func complete(
+        _ chat: ChatRequest, deadline: ContinuousClock.Instant?, streamingTo answer: AnswerStream?
+    ) async -> Result<ResilientBackend.Outcome, ResilientBackend.Failure> {
+        guard let answer else {
+            do {
+                return .success(try await backend.complete(chat, deadline: deadline))
+            } catch {
+                return .failure(error)
+            }
+        }
+        return await withTaskGroup(of: Void.self) { group in
+            group.addTask { await answer.run() }
+            defer { group.cancelAll() }
+            do throws(ResilientBackend.Failure) {
+                return .success(try await backend.complete(chat, deadline: deadline, streamingTo: answer))
+            } catch {
+                return .failure(error)
+            }
+        }
+    }
+
+    /// The chunk stream of a streamed request: its `stream_to`, else its own.
+    private func streamKey(_ target: StreamTarget, queue: String, entryID: String) -> String {
+        switch target {
+        case .named(let key): key
+        case .perRequest: configuration.chunkStream(queue: queue, entryID: entryID)
+        }
     }
 
     /// Waits between Redis retries: doubling from `initial`, at most 5 s, with jitter (half to
@@ -532,9 +586,10 @@ public final class Worker: Service, Sendable {
     ///   also when a lost connection hid that an earlier try wrote it).
     private func publish(
         _ reply: Reply, for entryID: String, on requests: String, to replyStream: String, deadLetter: RedisCommand?,
-        mode: RequestStream.ReplyMode, logger: Logger
+        lastChunk: RequestStream.LastChunk?, mode: RequestStream.ReplyMode, logger: Logger
     ) async -> Bool {
         var mode = mode
+        var lastChunk = lastChunk
         var failures = 0
         // After a connection error an attempt may have run without our hearing of it.
         var mayHaveWritten = false
@@ -544,7 +599,7 @@ public final class Worker: Service, Sendable {
             do {
                 switch try await stream.reply(
                     to: entryID, on: requests, stream: replyStream, fields: reply.fields, status: reply.status,
-                    errorCode: reply.errorCode, backend: reply.backend, deadLetter: deadLetter, mode: mode)
+                    errorCode: reply.errorCode, backend: reply.backend, deadLetter: deadLetter, lastChunk: lastChunk, mode: mode)
                 {
                 case .written:
                     logger.debug("replied")
@@ -560,6 +615,11 @@ public final class Worker: Service, Sendable {
                     logger.warning("entry no longer ours (claimed by another consumer, acknowledged or answered); reply dropped")
                 }
                 return false
+            } catch where error.code == .server && lastChunk != nil {
+                // The chunk stream cannot be written with the reply (another cluster slot, say):
+                // the reply goes without its last chunk and says why.
+                reply.add("stream_error", "could not write the last chunk to \(lastChunk?.stream ?? ""): \(error.message)")
+                lastChunk = nil
             } catch where error.code == .server && replyStream != configuration.streams.replies {
                 // The producer's reply_to cannot take the reply (wrong type, other cluster slot):
                 // answer on the default stream and say why.

@@ -118,6 +118,21 @@ public struct WorkerConfiguration: Sendable {
         public init() {}
     }
 
+    /// Streamed answers (requests with `stream`): how their chunks are written.
+    public struct Streaming: Sendable, Hashable {
+        /// After the first piece of an answer, which is written at once, text is written at most
+        /// this often per request: one `XADD` carries every piece received meanwhile.
+        public var flushInterval: Duration = .milliseconds(10)
+        /// Text is written sooner once this many pieces wait.
+        public var flushTokens = 16
+        /// A chunk stream expires this long after its last write, so abandoned ones vanish.
+        public var expire: Duration = .seconds(300)
+        /// Chunk streams are trimmed to about this many entries (`MAXLEN ~`); 0 = no bound. Only
+        /// a `stream_to` shared by many requests comes near it.
+        public var maxLength = 10_000
+        public init() {}
+    }
+
     /// How log lines are written on stderr.
     public enum LogFormat: String, Sendable, Hashable, CaseIterable {
         /// `timestamp level label: metadata message`, for people.
@@ -147,6 +162,14 @@ public struct WorkerConfiguration: Sendable {
         if name == "default" { return Queue(name: name, stream: streams.requests) }
         return Queue(name: name, stream: streams.requests + ":" + name)
     }
+
+    /// A streamed request's own chunk stream: `<replyToPrefix>stream:<entry ID>`, with the
+    /// queue's name before the ID when queues are configured (entry IDs are unique per stream
+    /// only): `llmq:stream:1700000000000-0`, `llmq:stream:HumanAI:1700000000000-0`.
+    public func chunkStream(queue: String, entryID: String) -> String {
+        streams.replyToPrefix + "stream:" + (queues.isEmpty ? "" : queue + ":") + entryID
+    }
+
     public var backend: BackendConfiguration
     /// Takes over while the primary backend fails; optional.
     public var fallback: BackendConfiguration?
@@ -167,6 +190,7 @@ public struct WorkerConfiguration: Sendable {
     public var logLevel: Logger.Level = .info
     public var logFormat: LogFormat = .text
     public var metrics = Metrics()
+    public var streaming = Streaming()
 
     public init(
         consumer: String,

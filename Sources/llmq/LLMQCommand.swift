@@ -25,8 +25,8 @@ struct ConnectionOptions: ParsableArguments {
     @Option(name: .long, help: "redis://[user:password@]host:port[/db] [redis.url]")
     var redisUrl: String?
 
-    @Option(name: .long, help: "Request stream. [streams.requests]")
-    var stream: String?
+    @Option(name: .customLong("request-stream"), help: "Request stream. [streams.requests]")
+    var requestStream: String?
 
     @Option(name: .long, help: "Consumer group. [streams.group]")
     var group: String?
@@ -37,7 +37,7 @@ struct ConnectionOptions: ParsableArguments {
     var flags: [ConfigurationLoader.Flag] {
         var flags: [ConfigurationLoader.Flag] = []
         flags.add("redis.url", "--redis-url", redisUrl)
-        flags.add("streams.requests", "--stream", stream)
+        flags.add("streams.requests", "--request-stream", requestStream)
         flags.add("streams.group", "--group", group)
         flags.add("streams.replies", "--replies", replies)
         return flags

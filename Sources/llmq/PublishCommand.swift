@@ -54,6 +54,12 @@ struct PublishCommand: AsyncParsableCommand {
     @Flag(help: "Wait for the reply and print it.")
     var wait = false
 
+    @Flag(help: "Stream the answer: print its text as it is generated, then the timings.")
+    var stream = false
+
+    @Option(name: .customLong("stream-to"), help: "Stream the answer to this stream instead of its own (must start with the allowed prefix).")
+    var streamTo: String?
+
     @Option(help: "Seconds to wait for the reply.")
     var timeout: Double = 120
 
@@ -88,13 +94,22 @@ struct PublishCommand: AsyncParsableCommand {
         add("id", id)
         add("reply_to", replyTo)
         add("ttl_ms", ttlMs)
+        if stream || streamTo != nil { add("stream", "1") }
+        add("stream_to", streamTo)
 
         let client = RedisClient(configuration: configuration.redis, name: "llmq-publish")
         defer { client.shutdown() }
         let publisher = Publisher(client: client, streams: configuration.streams)
         do {
+            let published = ContinuousClock.now
             let entryID = try await publisher.publish(fields)
-            print(entryID)
+            // Unbuffered, so the ID comes before a streamed answer's text.
+            FileHandle.standardOutput.write(Data((entryID + "\n").utf8))
+            if stream || streamTo != nil {
+                let queueName = queue ?? "default"
+                let key = streamTo ?? configuration.chunkStream(queue: queueName, entryID: entryID)
+                try await follow(key, id: id ?? entryID, publisher: publisher, published: published)
+            }
             guard wait else { return }
             guard let reply = try await publisher.waitForReply(
                 to: entryID, on: replyTo, timeout: .milliseconds(Int64(timeout * 1000)))
@@ -106,5 +121,30 @@ struct PublishCommand: AsyncParsableCommand {
         } catch let error as RedisError {
             throw fail("\(error)")
         }
+    }
+
+    /// Prints the answer's text as its chunks arrive, a line for each reset, and at the end the
+    /// time to first token seen here and the backend's timings.
+    private func follow(_ key: String, id: String, publisher: Publisher, published: ContinuousClock.Instant) async throws {
+        var firstText: Duration?
+        let output = FileHandle.standardOutput
+        let done = try await publisher.follow(key, id: id, timeout: .milliseconds(Int64(timeout * 1000))) { chunk in
+            let field = { (name: String) in chunk.first { $0.0 == name }?.1 }
+            if field("reset") == "1" {
+                output.write(Data("\n[reset: \(field("reason") ?? "")]\n".utf8))
+            } else if let delta = field("delta") {
+                if firstText == nil { firstText = ContinuousClock.now - published }
+                output.write(Data(delta.utf8))
+            }
+        }
+        guard let done else {
+            throw fail("\nthe answer did not finish within \(timeout) s (is a worker running? see llmq status)")
+        }
+        print("")
+        var summary: [String] = []
+        if let firstText { summary.append("first text here after: \(String(format: "%.1f", firstText.fractionalMilliseconds)) ms") }
+        for (name, value) in done where !["id", "seq", "done", "delta"].contains(name) { summary.append("\(name): \(value)") }
+        print(summary.joined(separator: "\n"))
+        if !wait, done.contains(where: { $0 == ("status", "error") }) { throw ExitCode(3) }
     }
 }
