@@ -158,11 +158,15 @@ public struct OpenAIChatBackend: ChatBackend {
                 finished = true
                 return
             }
+            if isError {
+                // llama-server's `error: {"code", "message", "type"}` line.
+                let detail = (try? decoder.decode(ErrorBody.Detail.self, from: Data(value)))?.message
+                throw BackendError(.serverError, "\(name) failed while generating: \(detail ?? String(decoding: value.prefix(300), as: UTF8.self))")
+            }
             let chunk: StreamChunk
             do {
                 chunk = try decoder.decode(StreamChunk.self, from: Data(value))
             } catch {
-                if isError { throw BackendError(.serverError, "\(name) failed while generating: \(String(decoding: value.prefix(300), as: UTF8.self))") }
                 throw BackendError(.badResponse, "\(name) sent an event that is not a chat completion chunk: \(String(decoding: value.prefix(200), as: UTF8.self))")
             }
             if let error = chunk.error {

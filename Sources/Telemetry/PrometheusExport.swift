@@ -79,6 +79,8 @@ public enum MetricsCatalogue {
         ("llmq_queue_wait_seconds", "Time from publishing a request (its entry ID) to a worker claiming it."),
         ("llmq_backend_duration_seconds", "Time spent in the backend per request, retries and fallback included, by backend (the primary)."),
         ("llmq_overhead_seconds", "llmq's own time per request: from claim to reply written, minus the backend's time."),
+        ("llmq_backend_first_token_seconds", "Streamed requests: time from sending the answering call to its first text, by backend."),
+        ("llmq_stream_chunks_total", "Entries written to chunk streams of streamed requests (text, resets and the last chunk)."),
         ("llmq_backend_attempts_total", "Calls to a backend, by backend and result (ok, transient_error, permanent_error)."),
         ("llmq_backend_retries_total", "Calls to a backend that repeated a failed call, by backend."),
         ("llmq_fallbacks_total", "Requests sent to the fallback backend after the primary failed or its circuit was open, by backend (the fallback)."),
@@ -113,6 +115,7 @@ public enum MetricsCatalogue {
             switch name {
             case "llmq_overhead_seconds": [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1]
             case "llmq_backend_duration_seconds": [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300]
+            case "llmq_backend_first_token_seconds": [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
             default: [0.005, 0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800]
             }
         return seconds.map { .nanoseconds(Int64($0 * 1e9)) }

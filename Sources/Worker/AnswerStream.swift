@@ -32,8 +32,12 @@ final class AnswerStream: CompletionStreamSink {
         var backend = ""
         /// The next entry's `seq`.
         var seq = 0
-        /// Entries built but not yet known to be written (kept across a lost connection).
+        /// Entries built but not yet known to be written (kept across a lost connection), and
+        /// how many of those commands are entries (the rest renew the expiry).
         var unwritten: [RedisCommand] = []
+        var unwrittenEntries = 0
+        /// Entries written so far.
+        var written = 0
         /// Resets to write before more text.
         var resets: [(attempt: Int, reason: String)] = []
         /// Text received and not yet in an entry, and in how many pieces.
@@ -122,13 +126,13 @@ final class AnswerStream: CompletionStreamSink {
     }
 
     /// Writes what is left (call after ``run()`` has ended) and returns the `seq` and attempt
-    /// of the last chunk, and why writing failed, if it did.
-    func finish() async -> (seq: Int, attempt: Int, failure: String?) {
+    /// of the last chunk, the entries written, and why writing failed, if it did.
+    func finish() async -> (seq: Int, attempt: Int, written: Int, failure: String?) {
         for _ in 0..<3 {
             guard case .now(let commands) = nextWrite(at: .now, force: true) else { break }
             if await !write(commands) { break }
         }
-        return state.withLock { ($0.seq, max($0.attempt, 1), $0.failure) }
+        return state.withLock { ($0.seq, max($0.attempt, 1), $0.written, $0.failure) }
     }
 
     private enum Due {
@@ -150,6 +154,7 @@ final class AnswerStream: CompletionStreamSink {
                 }
             }
             var commands: [RedisCommand] = []
+            let entries = state.resets.count + (hasText ? 1 : 0)
             for reset in state.resets {
                 state.seq = 0
                 commands.append(add([
@@ -173,6 +178,7 @@ final class AnswerStream: CompletionStreamSink {
             }
             state.lastWrite = now
             state.unwritten = commands
+            state.unwrittenEntries = entries
             return .now(commands)
         }
     }
@@ -196,6 +202,7 @@ final class AnswerStream: CompletionStreamSink {
             let replies = try await writer.pipeline(commands)
             state.withLock { state in
                 state.unwritten = []
+                state.written += state.unwrittenEntries
                 if let message = replies.lazy.compactMap(\.errorMessage).first {
                     state.failure = "could not write to stream \(key): \(message)"
                 }

@@ -498,6 +498,9 @@ public final class Worker: Service, Sendable {
                     metrics.tokens(
                         prompt: outcome.completion.promptTokens, completion: outcome.completion.completionTokens,
                         backend: outcome.completion.backend)
+                    if let firstToken = outcome.completion.firstTokenMilliseconds {
+                        metrics.firstToken(milliseconds: firstToken, backend: outcome.completion.backend)
+                    }
                 case .failure(let error):
                     backendTime = ContinuousClock.now - started
                     if Task.isCancelled {
@@ -518,7 +521,8 @@ public final class Worker: Service, Sendable {
         }
         var lastChunk: RequestStream.LastChunk?
         if let answer {
-            let (seq, attempt, failure) = await answer.finish()
+            let (seq, attempt, written, failure) = await answer.finish()
+            metrics.streamChunks.increment(by: written)
             reply.add("stream", answer.key)
             if let failure { reply.add("stream_error", failure) }
             lastChunk = RequestStream.LastChunk(
@@ -536,6 +540,7 @@ public final class Worker: Service, Sendable {
             mode: delivery.removedFromGroup ? .lost : .owned, logger: logger)
         guard written else { return }
         metrics.replied(reply, queue: queue)
+        if lastChunk != nil { metrics.streamChunks.increment() }
         if deadLetter != nil { metrics.deadLetters.increment() }
         if let queueMilliseconds { metrics.queueWait.recordNanoseconds(Int64(max(0, queueMilliseconds) * 1_000_000)) }
         if let backendTime {

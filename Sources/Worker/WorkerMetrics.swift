@@ -14,6 +14,7 @@ struct WorkerMetrics: Sendable {
     let leaseLosses = Counter(label: "llmq_lease_losses_total")
     let replyRetries = Counter(label: "llmq_reply_retries_total")
     let consumersDeleted = Counter(label: "llmq_consumers_deleted_total")
+    let streamChunks = Counter(label: "llmq_stream_chunks_total")
     let ready = Gauge(label: "llmq_ready")
     /// One set of queue gauges per queue served, in the configuration's order.
     let queues: [QueueGauges]
@@ -58,6 +59,7 @@ struct WorkerMetrics: Sendable {
 
     private let replies = LabelledMetrics<Counter> { Counter(label: "llmq_replies_total", dimensions: $0) }
     private let backendDurations = LabelledMetrics<Timer> { Timer(label: "llmq_backend_duration_seconds", dimensions: $0) }
+    private let firstTokens = LabelledMetrics<Timer> { Timer(label: "llmq_backend_first_token_seconds", dimensions: $0) }
     private let promptTokens = LabelledMetrics<Counter> { Counter(label: "llmq_backend_prompt_tokens_total", dimensions: $0) }
     private let completionTokens = LabelledMetrics<Counter> { Counter(label: "llmq_backend_completion_tokens_total", dimensions: $0) }
 
@@ -69,6 +71,10 @@ struct WorkerMetrics: Sendable {
     /// Time in the backend for one request, by the backend named in its reply.
     func backendTime(_ duration: Duration, backend: String) {
         backendDurations[[("backend", backend)]].recordNanoseconds(duration.nanoseconds)
+    }
+
+    func firstToken(milliseconds: Double, backend: String) {
+        firstTokens[[("backend", backend)]].recordNanoseconds(Int64(milliseconds * 1_000_000))
     }
 
     func tokens(prompt: Int?, completion: Int?, backend: String) {

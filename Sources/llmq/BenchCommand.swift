@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import LLMQBackends
 import LLMQRedis
 import LLMQWorker
 
@@ -31,10 +32,18 @@ struct BenchCommand: AsyncParsableCommand {
     @Flag(name: .customLong("collect-only"), help: "Do not publish; collect the replies of --run.") var collectOnly = false
     @Flag(help: "Print JSON.") var json = false
     @Option(help: "Also report replies per interval of this many seconds, by backend (0: no timeline).") var timeline: Double = 0
+    @Flag(help: "Streamed requests at --concurrency: report the time to first token as the producer sees it, and Redis commands per request.")
+    var stream = false
+    @Option(help: "With --stream: requests outstanding at once (a new one is published as each is answered).") var concurrency = 100
+    @Option(help: "With --stream: send the same requests straight to this backend endpoint instead (backend.type decides the API), for comparison.")
+    var direct: String?
 
     func validate() throws {
         if collectOnly && run == nil { throw ValidationError("--collect-only needs --run") }
         if requests < 1 { throw ValidationError("--requests must be at least 1") }
+        if concurrency < 1 { throw ValidationError("--concurrency must be at least 1") }
+        if direct != nil && !stream { throw ValidationError("--direct needs --stream") }
+        if stream && (prefillOnly || collectOnly) { throw ValidationError("--stream runs closed-loop: no --prefill-only or --collect-only") }
     }
 
     func run() async throws {
@@ -42,6 +51,10 @@ struct BenchCommand: AsyncParsableCommand {
         var configuration = try connection.load()
         if let queue { configuration.streams.requests = configuration.queue(named: queue).stream }
         let name = self.run ?? String(UUID().uuidString.prefix(8)).lowercased()
+        if stream {
+            try await runStreaming(configuration: configuration, run: name)
+            return
+        }
         let replyStream = "llmq:bench:\(name)"
         let client = RedisClient(configuration: configuration.redis, name: "llmq-bench")
         defer { client.shutdown() }
@@ -66,6 +79,42 @@ struct BenchCommand: AsyncParsableCommand {
         } catch let error as RedisError {
             throw fail("\(error)")
         }
+    }
+
+    private func runStreaming(configuration: WorkerConfiguration, run: String) async throws {
+        let bench = StreamBench(
+            requests: requests, concurrency: concurrency, prompt: prompt, maxTokens: maxTokens,
+            timeout: .milliseconds(Int64(timeout * 1000)))
+        let report: StreamBench.Report
+        if let direct {
+            var backendConfiguration = configuration.backend
+            backendConfiguration.endpoint = direct
+            let backend = try makeChatBackend(backendConfiguration, maxConcurrentRequests: concurrency)
+            defer { backend.shutdown() }
+            report = await bench.direct(backend: backend)
+        } else {
+            let client = RedisClient(configuration: configuration.redis, name: "llmq-bench")
+            var readerConfiguration = configuration.redis
+            readerConfiguration.commandTimeout += .seconds(1)
+            let reader = RedisClient(configuration: readerConfiguration, name: "llmq-bench-read")
+            defer {
+                client.shutdown()
+                reader.shutdown()
+            }
+            do {
+                report = try await bench.throughQueue(client: client, reader: reader, requestStream: configuration.streams.requests, run: run)
+            } catch {
+                throw fail("\(error)")
+            }
+        }
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            print(String(decoding: try encoder.encode(report), as: UTF8.self))
+        } else {
+            print(report.text)
+        }
+        if report.answered + report.errors < requests { throw ExitCode(3) }
     }
 
     private func publish(client: RedisClient, streams: WorkerConfiguration.Streams, replyStream: String) async throws(RedisError) {
