@@ -16,7 +16,8 @@ import Metrics
 public final class RedisClient: Sendable {
     private struct Batch {
         var commands: [RedisCommand]
-        var continuation: CheckedContinuation<[RESPValue], any Error>
+        /// Called once, on the client's thread, with the replies or the failure.
+        var complete: @Sendable (Result<[RESPValue], RedisError>) -> Void
     }
 
     private struct State {
@@ -63,23 +64,26 @@ public final class RedisClient: Sendable {
     /// ``RESPValue/error(_:)`` in their place; only connection failures throw.
     public func pipeline(_ commands: [RedisCommand]) async throws(RedisError) -> [RESPValue] {
         if commands.isEmpty { return [] }
-        do {
-            return try await withCheckedThrowingContinuation { continuation in
-                condition.lock()
-                if state.isShutdown {
-                    condition.unlock()
-                    continuation.resume(throwing: RedisError(.shutdown, "client is shut down"))
-                    return
-                }
-                state.queue.append(Batch(commands: commands, continuation: continuation))
-                condition.signal()
-                condition.unlock()
-            }
-        } catch let error as RedisError {
-            throw error
-        } catch {
-            throw RedisError(.connection, "\(error)")
+        let result = await withCheckedContinuation { continuation in
+            enqueue(commands) { continuation.resume(returning: $0) }
         }
+        return try result.get()
+    }
+
+    /// Sends several commands in one round trip without waiting: `completion` runs on the
+    /// client's thread with the replies (error replies in their place) or the connection's
+    /// failure. For callers that must not pay a task switch per command (a streamed answer's
+    /// chunks); it must return quickly, as the client's other commands wait for it.
+    public func enqueue(_ commands: [RedisCommand], completion: @escaping @Sendable (Result<[RESPValue], RedisError>) -> Void) {
+        condition.lock()
+        if state.isShutdown {
+            condition.unlock()
+            completion(.failure(RedisError(.shutdown, "client is shut down")))
+            return
+        }
+        state.queue.append(Batch(commands: commands, complete: completion))
+        condition.signal()
+        condition.unlock()
     }
 
     /// Interrupts a command that is blocked waiting for the server (shutting down its socket):
@@ -116,7 +120,7 @@ public final class RedisClient: Sendable {
                 state.fileDescriptor = nil
                 condition.unlock()
                 for batch in abandoned {
-                    batch.continuation.resume(throwing: RedisError(.shutdown, "client is shut down"))
+                    batch.complete(.failure(RedisError(.shutdown, "client is shut down")))
                 }
                 return
             }
@@ -134,7 +138,7 @@ public final class RedisClient: Sendable {
                     state.fileDescriptor = connected.fileDescriptor
                     condition.unlock()
                 } catch {
-                    for batch in batches { batch.continuation.resume(throwing: error) }
+                    for batch in batches { batch.complete(.failure(error)) }
                     continue
                 }
             }
@@ -163,12 +167,12 @@ public final class RedisClient: Sendable {
                 for _ in batches[index].commands {
                     replies.append(try connection.readReply())
                 }
-                batches[index].continuation.resume(returning: replies)
+                batches[index].complete(.success(replies))
                 index += 1
             }
             return true
         } catch {
-            for batch in batches[index...] { batch.continuation.resume(throwing: error) }
+            for batch in batches[index...] { batch.complete(.failure(error)) }
             return false
         }
     }

@@ -14,9 +14,11 @@ import Synchronization
 ///   ``doneChunk(for:)``).
 ///
 /// The first text of an answer is written at once, for the time to first token; later text
-/// waits up to `flushInterval`, or until `flushTokens` pieces wait. One task per request
-/// (``run()``) does the writing, so entries go out in order and the backend's reading never
-/// waits for Redis.
+/// waits up to `flushInterval`, or until `flushTokens` pieces wait. One write is in flight at a
+/// time, so entries go out in order; text that arrives meanwhile goes in the next. Writes due at
+/// once are sent from where the text arrives and the next is chained from the Redis client's
+/// thread, with no task switch; only a write that must wait (coalescing, or Redis unreachable)
+/// is left to ``run()``, and the backend's reading never waits for Redis.
 final class AnswerStream: CompletionStreamSink {
     let key: String
     private let id: String
@@ -36,6 +38,10 @@ final class AnswerStream: CompletionStreamSink {
         /// how many of those commands are entries (the rest renew the expiry).
         var unwritten: [RedisCommand] = []
         var unwrittenEntries = 0
+        /// Whether a write is in flight.
+        var writing = false
+        /// No write before this (Redis was unreachable).
+        var retryAt: ContinuousClock.Instant?
         /// Entries written so far.
         var written = 0
         /// Resets to write before more text.
@@ -49,6 +55,8 @@ final class AnswerStream: CompletionStreamSink {
         var lastExpire: ContinuousClock.Instant?
         /// Why writing stopped (the key is not a stream, say); the reply says so.
         var failure: String?
+        /// ``finish()`` waiting for the write in flight.
+        var idleWaiter: CheckedContinuation<Void, Never>?
     }
 
     private let state = Mutex(State())
@@ -64,14 +72,14 @@ final class AnswerStream: CompletionStreamSink {
         (wakes, wake) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1))
         if delivery > 1 {
             state.withLock { $0.resets.append((1, "delivered again (delivery \(delivery)): an earlier consumer stopped before it finished")) }
-            wake.yield()
+            proceed()
         }
     }
 
     // MARK: - CompletionStreamSink
 
     func attemptStarted(_ attempt: Int, backend: String) {
-        let wakeNow = state.withLock { state in
+        let reset = state.withLock { state in
             defer {
                 state.attempt = attempt
                 state.backend = backend
@@ -83,7 +91,7 @@ final class AnswerStream: CompletionStreamSink {
             state.resets.append((attempt, "attempt \(state.attempt) on \(state.backend) broke off; attempt \(attempt) on \(backend) starts again"))
             return true
         }
-        if wakeNow { wake.yield() }
+        if reset { proceed() }
     }
 
     func received(_ text: String) {
@@ -91,46 +99,81 @@ final class AnswerStream: CompletionStreamSink {
             state.text += text
             state.pieces += 1
         }
-        wake.yield()
+        proceed()
     }
 
     // MARK: - Writing
 
-    /// Writes until cancelled; then ``finish()`` writes what is left.
-    func run() async {
-        var iterator = wakes.makeAsyncIterator()
-        while await iterator.next() != nil {
-            while !Task.isCancelled {
-                let due = nextWrite(at: .now, force: false)
-                switch due {
-                case .nothing:
-                    break
-                case .at(let instant):
-                    do {
-                        try await Task.sleep(until: instant, clock: .continuous)
-                    } catch {
-                        return
-                    }
-                    continue
-                case .now(let commands):
-                    if await !write(commands) {
-                        // Redis is unreachable: try again a little later, the entries kept.
-                        try? await Task.sleep(for: max(settings.flushInterval, .milliseconds(100)))
-                    }
-                    continue
-                }
-                break
-            }
-            if Task.isCancelled { return }
+    /// Starts the write that is due now, if none is in flight; a write due later is left to
+    /// ``run()``.
+    private func proceed() {
+        switch nextWrite(at: .now, force: false) {
+        case .now(let commands): send(commands)
+        case .at: wake.yield()
+        case .nothing: break
         }
     }
 
-    /// Writes what is left (call after ``run()`` has ended) and returns the `seq` and attempt
-    /// of the last chunk, the entries written, and why writing failed, if it did.
+    private func send(_ commands: [RedisCommand]) {
+        writer.enqueue(commands) { [self] result in
+            let waiter: CheckedContinuation<Void, Never>? = state.withLock { state in
+                state.writing = false
+                switch result {
+                case .success(let replies):
+                    state.unwritten = []
+                    state.written += state.unwrittenEntries
+                    if let message = replies.lazy.compactMap(\.errorMessage).first {
+                        state.failure = "could not write to stream \(key): \(message)"
+                    }
+                case .failure:
+                    // Redis is unreachable: try again a little later, the entries kept.
+                    state.retryAt = .now + max(settings.flushInterval, .milliseconds(100))
+                }
+                defer { state.idleWaiter = nil }
+                return state.idleWaiter
+            }
+            if let waiter {
+                waiter.resume()
+            } else {
+                proceed()
+            }
+        }
+    }
+
+    /// Waits out the writes that are due later, until cancelled; then ``finish()`` writes what
+    /// is left.
+    func run() async {
+        var iterator = wakes.makeAsyncIterator()
+        while await iterator.next() != nil {
+            while case .at(let instant) = nextWrite(at: .now, force: false, start: false) {
+                do {
+                    try await Task.sleep(until: instant, clock: .continuous)
+                } catch {
+                    return
+                }
+                proceed()
+            }
+        }
+    }
+
+    /// Waits for the write in flight, writes what is left (call after ``run()`` has ended), and
+    /// returns the `seq` and attempt of the last chunk, the entries written, and why writing
+    /// failed, if it did.
     func finish() async -> (seq: Int, attempt: Int, written: Int, failure: String?) {
         for _ in 0..<3 {
+            await withCheckedContinuation { continuation in
+                let idle = state.withLock { state in
+                    if !state.writing { return true }
+                    state.idleWaiter = continuation
+                    return false
+                }
+                if idle { continuation.resume() }
+            }
             guard case .now(let commands) = nextWrite(at: .now, force: true) else { break }
-            if await !write(commands) { break }
+            await withCheckedContinuation { continuation in
+                state.withLock { $0.idleWaiter = continuation }
+                send(commands)
+            }
         }
         return state.withLock { ($0.seq, max($0.attempt, 1), $0.written, $0.failure) }
     }
@@ -141,18 +184,23 @@ final class AnswerStream: CompletionStreamSink {
         case now([RedisCommand])
     }
 
-    /// What to write next: resets and text due now, or when text will be due.
-    private func nextWrite(at now: ContinuousClock.Instant, force: Bool) -> Due {
+    /// What to write next: resets and text due now (taking the write, unless `start` is
+    /// false), or when text will be due; nothing while a write is in flight (its end goes on).
+    private func nextWrite(at now: ContinuousClock.Instant, force: Bool, start: Bool = true) -> Due {
         state.withLock { state in
-            guard state.failure == nil else { return .nothing }
-            if !state.unwritten.isEmpty { return .now(state.unwritten) }
+            guard state.failure == nil, !state.writing else { return .nothing }
+            if !force, let retryAt = state.retryAt, now < retryAt { return .at(retryAt) }
             let hasText = !state.text.isEmpty
-            if state.resets.isEmpty {
+            if state.unwritten.isEmpty && state.resets.isEmpty {
                 guard hasText else { return .nothing }
                 if !force, state.pieces < settings.flushTokens, let last = state.lastWrite, now - last < settings.flushInterval {
                     return .at(last + settings.flushInterval)
                 }
             }
+            guard start else { return .at(now) }
+            state.writing = true
+            state.retryAt = nil
+            if !state.unwritten.isEmpty { return .now(state.unwritten) }
             var commands: [RedisCommand] = []
             let entries = state.resets.count + (hasText ? 1 : 0)
             for reset in state.resets {
@@ -192,25 +240,6 @@ final class AnswerStream: CompletionStreamSink {
             command.append(value)
         }
         return command
-    }
-
-    /// Sends the entries in one round trip; false when Redis could not be reached (they stay
-    /// to be sent again: a consumer may then see a `seq` twice). An error reply (the key holds
-    /// something else) stops the streaming for good.
-    private func write(_ commands: [RedisCommand]) async -> Bool {
-        do {
-            let replies = try await writer.pipeline(commands)
-            state.withLock { state in
-                state.unwritten = []
-                state.written += state.unwrittenEntries
-                if let message = replies.lazy.compactMap(\.errorMessage).first {
-                    state.failure = "could not write to stream \(key): \(message)"
-                }
-            }
-            return true
-        } catch {
-            return false
-        }
     }
 
     /// The last chunk's fields, from the reply: status, and the finish reason and usage, or

@@ -83,6 +83,37 @@ struct LlamaServerE2ETests {
         for worker in workers { await worker.stop() }
     }
 
+    @Test("streamed answers: the first text arrives long before the answer ends, and rebuilds to the reply; usage and timings come last")
+    func streaming() async throws {
+        let llama = try await LlamaServer(parallel: 2)
+        let redis = try await RedisServer.start()
+        let client = RedisClient(configuration: redis.configuration)
+        defer { client.shutdown() }
+        let worker = try RunningWorker(workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: llama.url), concurrency: 2))
+        for index in 0..<4 {
+            try await publish(client, [("prompt", "Stream a long story, part \(index)"), ("max_tokens", "96"), ("stream", "1"), ("id", "st\(index)")])
+        }
+        let replies = try await waitForReplies(client, count: 4, timeout: .seconds(180))
+        for reply in replies {
+            #expect(reply["status"] == "ok", "\(reply)")
+            let key = try #require(reply["stream"])
+            let chunks = try await ReadChunks.read(client, key)
+            #expect(chunks.problems.isEmpty, "\(key): \(chunks.problems)")
+            #expect(chunks.text == reply["content"], "\(key): the rebuilt answer differs from the reply")
+            #expect(chunks.textChunks > 10, "\(key): \(chunks.textChunks) text chunks for 96 tokens")
+            let done = try #require(chunks.done)
+            #expect(done["completion_tokens"] == "96" && Double(done["generation_ms"] ?? "") ?? 0 > 0, "\(done)")
+            // Real streaming: the first text is in Redis while most of the answer is still to
+            // come (replayed at the end, text and done would land within a millisecond or two).
+            let firstText = try #require(chunks.chunks.firstIndex { $0["delta"] != nil })
+            let span = try #require(chunks.times.last) - chunks.times[firstText]
+            let backend = Double(reply["backend_ms"] ?? "") ?? 0
+            print("llama-server e2e streaming: \(key): text from first chunk to done \(span) ms, backend \(backend) ms, \(chunks.textChunks) text chunks")
+            #expect(Double(span) > backend / 2, "text arrived over only \(span) ms of the backend's \(backend) ms: not streamed")
+        }
+        await worker.stop()
+    }
+
     @Test("concurrency 4 against -np 4 is clearly faster than concurrency 1 (128-token completions)")
     func parallelSpeedup() async throws {
         let llama = try await LlamaServer(parallel: 4)
