@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # llmq's benchmarks, each a ratio measured side by side in one run (see docs/BENCHMARKS.md).
-#   bench/run.sh [latency|drain|slots|llama|memory|redis-memory|metrics|backends|failover|llama-pool|all]
+#   bench/run.sh [latency|drain|slots|llama|memory|redis-memory|metrics|backends|failover|llama-pool|stream|all]
 # Needs a release build (make release); `drain` also the Python baseline's packages
 # (pip install -r bench/python-consumer/requirements.txt), `llama` a llama-server
 # (scripts/llama-server.sh build). Everything listens on 127.0.0.1 and stops by itself.
@@ -307,6 +307,27 @@ llama_pool() {
     stop_all
 }
 
+stream_ttft() {
+    local n=${STREAM_REQUESTS:-2000} c=${STREAM_CONCURRENCY:-100} rounds=${STREAM_ROUNDS:-3}
+    echo "## time to first token: $c concurrent streams, sim --prompt-ms 50 --token-ms 20 (50 tokens/s), 32 tokens, $rounds alternating rounds"
+    fresh_redis
+    "$LLMQ" sim --port "$SIM_PORT" --slots 256 --prompt-ms 50 --token-ms 20 --max-queue 100000 2>/dev/null &
+    pids+=($!)
+    until curl -sf "http://127.0.0.1:$SIM_PORT/health" >/dev/null; do sleep 0.05; done
+    worker stream 128; sleep 0.5
+    local summary='f=d["firstTokenMilliseconds"]; print("%.2f %.2f %.2f" % (f["p50"], f["p90"], f["p99"]))'
+    "$LLMQ" bench --redis-url "$REDIS" --stream --requests 300 --concurrency "$c" --max-tokens 32 >/dev/null  # warm up
+    printf "%-6s %-28s %-28s %s\n" round "direct p50/p90/p99 ms" "through llmq p50/p90/p99 ms" "difference p50/p90/p99 ms"
+    for ((round = 1; round <= rounds; round++)); do
+        local direct queued
+        direct=$("$LLMQ" bench --stream --direct "http://127.0.0.1:$SIM_PORT" --requests "$n" --concurrency "$c" --max-tokens 32 --json | python3 -c "import json,sys; d=json.load(sys.stdin); $summary")
+        queued=$("$LLMQ" bench --redis-url "$REDIS" --stream --requests "$n" --concurrency "$c" --max-tokens 32 --json | tee /tmp/llmq-stream-bench.json | python3 -c "import json,sys; d=json.load(sys.stdin); $summary")
+        printf "%-6s %-28s %-28s %s\n" "$round" "$direct" "$queued" "$(python3 -c "import sys; a=[float(x) for x in '$direct'.split()]; b=[float(x) for x in '$queued'.split()]; print(' '.join('%+.2f' % (y - x) for x, y in zip(a, b)))")"
+    done
+    python3 -c "import json; d=json.load(open('/tmp/llmq-stream-bench.json')); print('text chunks per request: %.1f' % d['chunksPerRequest']); c=d['redisCommandsPerRequest']; print('Redis commands per request (INFO commandstats, the producer and the scripts included): %.1f: %s' % (sum(c.values()), ', '.join('%s %.2f' % kv for kv in sorted(c.items(), key=lambda kv: -kv[1]))))"
+    stop_all
+}
+
 case "${1:-all}" in
     latency) latency ;;
     drain) drain ;;
@@ -318,6 +339,7 @@ case "${1:-all}" in
     backends) backends_bench ;;
     failover) backends_failover ;;
     llama-pool) llama_pool ;;
+    stream) stream_ttft ;;
     all) latency; drain; slots; memory; redis_memory; metrics_cost; llama ;;
     *) sed -n '2,7p' "$0"; exit 2 ;;
 esac
