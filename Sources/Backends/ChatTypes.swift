@@ -146,10 +146,11 @@ public protocol ChatBackend: Sendable {
     func complete(_ request: ChatRequest) async throws(BackendError) -> ChatCompletion
 
     /// Asks the backend to stream its answer and hands each piece of text to `onText` as it
-    /// arrives; returns the whole completion at the end, as ``complete(_:)`` does.
+    /// arrives (on the HTTP client's thread: it must be quick); returns the whole completion at
+    /// the end, as ``complete(_:)`` does.
     /// - Throws: ``BackendError``, also when the stream breaks off midway (text already handed
     ///   over then belongs to a failed answer).
-    func complete(_ request: ChatRequest, onText: (String) -> Void) async throws(BackendError) -> ChatCompletion
+    func complete(_ request: ChatRequest, onText: @escaping @Sendable (String) -> Void) async throws(BackendError) -> ChatCompletion
 
     /// Closes the backend's connections; no request may follow.
     func shutdown()
@@ -165,7 +166,7 @@ public protocol ChatBackend: Sendable {
 
 extension ChatBackend {
     /// A backend that cannot stream hands over its whole answer at the end.
-    public func complete(_ request: ChatRequest, onText: (String) -> Void) async throws(BackendError) -> ChatCompletion {
+    public func complete(_ request: ChatRequest, onText: @escaping @Sendable (String) -> Void) async throws(BackendError) -> ChatCompletion {
         let completion = try await complete(request)
         if !completion.content.isEmpty { onText(completion.content) }
         return completion

@@ -27,14 +27,18 @@ struct JSONPoster: Sendable {
         }
     }
 
-    /// Posts and returns once the response has begun; its body is read as it arrives.
-    func stream(_ body: some Encodable) async throws(BackendError) -> HTTPStreamingResponse {
+    /// Posts and hands the response body to `lines` as it arrives, line by line; returns the
+    /// head when the body has ended. A line `lines` refuses stops the transfer with its error.
+    func stream(_ body: some Encodable, into lines: StreamedLines) async throws(BackendError) -> HTTPResponseHead {
         let request = try request(body)
+        let head: HTTPResponseHead
         do {
-            return try await client.stream(request)
+            head = try await client.execute(request) { head, piece in lines.receive(head, piece) }
         } catch {
-            throw backendError(error)
+            throw lines.failure ?? backendError(error)
         }
+        if let failure = lines.failure { throw failure }
+        return head
     }
 
     private func request(_ body: some Encodable) throws(BackendError) -> HTTPRequest {
@@ -56,41 +60,53 @@ struct JSONPoster: Sendable {
         }
     }
 
-    /// Reads a streamed body line by line (`\n`, a trailing `\r` dropped), calling `handle`
-    /// with each complete line; a last line without its newline is handled at the end.
-    func readLines(
-        of response: HTTPStreamingResponse, _ handle: (ArraySlice<UInt8>) throws(BackendError) -> Void
-    ) async throws(BackendError) {
-        var pending: [UInt8] = []
-        func split(_ bytes: [UInt8]) throws(BackendError) {
-            var start = bytes.startIndex
-            while let newline = bytes[start...].firstIndex(of: UInt8(ascii: "\n")) {
-                var line = bytes[start..<newline]
-                if !pending.isEmpty {
-                    pending += line
-                    line = pending[...]
-                    pending = []
-                }
+}
+
+/// A streamed response body split into lines (`\n`, a trailing `\r` dropped), each handed to
+/// `handle` on the HTTP client's thread as soon as it is complete; a body with an error status
+/// is kept instead (up to 64 KiB) to explain the error.
+final class StreamedLines: @unchecked Sendable {
+    // @unchecked: fed on the HTTP client's thread while the transfer runs, read by the caller
+    // after it has ended (the transfer's end is the hand-over).
+    private let handle: (ArraySlice<UInt8>) throws(BackendError) -> Void
+    private var pending: [UInt8] = []
+    private(set) var errorBody: [UInt8] = []
+    /// Why `handle` refused a line; the transfer was stopped there.
+    private(set) var failure: BackendError?
+
+    init(_ handle: @escaping (ArraySlice<UInt8>) throws(BackendError) -> Void) {
+        self.handle = handle
+    }
+
+    /// Takes one piece of the body; false stops the transfer.
+    func receive(_ head: HTTPResponseHead, _ piece: UnsafeRawBufferPointer) -> Bool {
+        guard head.status == 200 else {
+            errorBody += piece.prefix(max(0, (64 << 10) - errorBody.count))
+            return true
+        }
+        do {
+            var start = piece.startIndex
+            while let newline = piece[start...].firstIndex(of: UInt8(ascii: "\n")) {
+                var line = pending.isEmpty ? Array(piece[start..<newline])[...] : (pending + piece[start..<newline])[...]
+                pending.removeAll(keepingCapacity: true)
                 if line.last == UInt8(ascii: "\r") { line = line.dropLast() }
                 try handle(line)
                 start = newline + 1
             }
-            pending += bytes[start...]
-        }
-        do {
-            for try await piece in response.body { try split(piece) }
-        } catch let error as BackendError {
-            throw error
-        } catch let error as HTTPClientError {
-            throw backendError(error)
+            pending += piece[start...]
+            return true
         } catch {
-            throw BackendError(.unavailable, "\(error)")
+            failure = error
+            return false
         }
-        if !pending.isEmpty {
-            let last = pending
-            pending = []
-            try handle(last[...])
-        }
+    }
+
+    /// Handles a last line that had no newline; call once the body has ended.
+    func finish() throws(BackendError) {
+        guard !pending.isEmpty else { return }
+        let last = pending
+        pending = []
+        try handle(last[...])
     }
 }
 

@@ -60,23 +60,32 @@ public struct OllamaChatBackend: ChatBackend {
     /// Streams the answer as NDJSON: one `{"message": {"content": ...}}` line per piece, then a
     /// line with `"done": true` and the counts and durations; an `{"error": ...}` line fails the
     /// call as a server error, which may be retried.
-    public func complete(_ request: ChatRequest, onText: (String) -> Void) async throws(BackendError) -> ChatCompletion {
+    public func complete(_ request: ChatRequest, onText: @escaping @Sendable (String) -> Void) async throws(BackendError) -> ChatCompletion {
         let body = try body(for: request, stream: true)
-        let started = ContinuousClock.now
-        let response = try await poster.stream(body)
-        guard response.head.status == 200 else {
-            let errorBody = (try? await response.collect()) ?? []
-            throw backendError(status: response.head.status, body: errorBody, retryAfter: response.head.header("retry-after"), backend: name)
-        }
-        var answer = Answer(model: body.model, backend: name)
-        try await poster.readLines(of: response) { line throws(BackendError) in
-            guard let text = try answer.add(line), !text.isEmpty else { return }
-            if answer.firstTokenMilliseconds == nil {
-                answer.firstTokenMilliseconds = (ContinuousClock.now - started).fractionalMilliseconds
+        let answer = StreamedAnswer(Answer(model: body.model, backend: name))
+        let lines = StreamedLines { line throws(BackendError) in
+            guard let text = try answer.answer.add(line), !text.isEmpty else { return }
+            if answer.answer.firstTokenMilliseconds == nil {
+                answer.answer.firstTokenMilliseconds = (ContinuousClock.now - answer.started).fractionalMilliseconds
             }
             onText(text)
         }
-        return try answer.completion()
+        let head = try await poster.stream(body, into: lines)
+        guard head.status == 200 else {
+            throw backendError(status: head.status, body: lines.errorBody, retryAfter: head.header("retry-after"), backend: name)
+        }
+        try lines.finish()
+        return try answer.answer.completion()
+    }
+
+    /// An answer read on the HTTP client's thread as it arrives.
+    private final class StreamedAnswer {
+        var answer: Answer
+        let started = ContinuousClock.now
+
+        init(_ answer: Answer) {
+            self.answer = answer
+        }
     }
 
     private func body(for request: ChatRequest, stream: Bool) throws(BackendError) -> Body {

@@ -132,36 +132,53 @@ public struct OpenAIChatBackend: ChatBackend {
     /// reason in the last choice, usage and timings in the last chunk (or one of their own), then
     /// `data: [DONE]`. An error event (`data: {"error": ...}`, or llama-server's `error: {...}`)
     /// fails the call as a server error, which may be retried.
-    public func complete(_ request: ChatRequest, onText: (String) -> Void) async throws(BackendError) -> ChatCompletion {
+    public func complete(_ request: ChatRequest, onText: @escaping @Sendable (String) -> Void) async throws(BackendError) -> ChatCompletion {
         var body = body(for: request)
         body.stream = true
         body.stream_options = .init()
-        let started = ContinuousClock.now
-        let response = try await poster.stream(body)
-        guard response.head.status == 200 else {
-            let errorBody = (try? await response.collect()) ?? []
-            throw backendError(status: response.head.status, body: errorBody, retryAfter: response.head.header("retry-after"), backend: name)
+        let events = ServerSentEvents(completion: ChatCompletion(content: "", model: body.model, backend: name), onText: onText)
+        let lines = StreamedLines { line throws(BackendError) in try events.line(line) }
+        let head = try await poster.stream(body, into: lines)
+        guard head.status == 200 else {
+            throw backendError(status: head.status, body: lines.errorBody, retryAfter: head.header("retry-after"), backend: name)
         }
-        var completion = ChatCompletion(content: "", model: body.model, backend: name)
+        try lines.finish()
+        // Some servers end with the finish reason and no [DONE]; an answer with neither broke off.
+        guard events.finished || events.completion.finishReason != nil else {
+            throw BackendError(.badResponse, "\(name) ended its stream before the answer was finished")
+        }
+        return events.completion
+    }
+
+    /// A streamed answer being read: each `data:` line's chunk, on the HTTP client's thread.
+    private final class ServerSentEvents {
+        var completion: ChatCompletion
         var finished = false
-        let decoder = JSONDecoder()
-        let name = self.name
-        try await poster.readLines(of: response) { line throws(BackendError) in
+        let onText: @Sendable (String) -> Void
+        private let started = ContinuousClock.now
+        private let decoder = JSONDecoder()
+
+        init(completion: ChatCompletion, onText: @escaping @Sendable (String) -> Void) {
+            self.completion = completion
+            self.onText = onText
+        }
+
+        func line(_ line: ArraySlice<UInt8>) throws(BackendError) {
+            let name = completion.backend
             // `data: ...`; a field without the space after the colon is valid SSE too.
             guard let colon = line.firstIndex(of: UInt8(ascii: ":")), colon != line.startIndex else { return }
             let field = line[..<colon]
             var value = line[(colon + 1)...]
             if value.first == UInt8(ascii: " ") { value = value.dropFirst() }
-            let isError = field.elementsEqual("error".utf8)
-            guard field.elementsEqual("data".utf8) || isError else { return }
-            if value.elementsEqual("[DONE]".utf8) {
-                finished = true
-                return
-            }
-            if isError {
+            if field.elementsEqual("error".utf8) {
                 // llama-server's `error: {"code", "message", "type"}` line.
                 let detail = (try? decoder.decode(ErrorBody.Detail.self, from: Data(value)))?.message
                 throw BackendError(.serverError, "\(name) failed while generating: \(detail ?? String(decoding: value.prefix(300), as: UTF8.self))")
+            }
+            guard field.elementsEqual("data".utf8) else { return }
+            if value.elementsEqual("[DONE]".utf8) {
+                finished = true
+                return
             }
             let chunk: StreamChunk
             do {
@@ -193,11 +210,6 @@ public struct OpenAIChatBackend: ChatBackend {
                 completion.tokensPerSecond = timings.predicted_per_second ?? completion.tokensPerSecond
             }
         }
-        // Some servers end with the finish reason and no [DONE]; an answer with neither broke off.
-        guard finished || completion.finishReason != nil else {
-            throw BackendError(.badResponse, "\(name) ended its stream before the answer was finished")
-        }
-        return completion
     }
 
     private func body(for request: ChatRequest) -> Body {

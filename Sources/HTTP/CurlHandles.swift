@@ -152,11 +152,11 @@ private let timerCallback: llmq_curl_timer_callback = { _, milliseconds, userp i
 enum Delivery {
     /// The whole response to one waiting task.
     case whole(CheckedContinuation<Result<HTTPResponse, HTTPClientError>, Never>)
-    /// The head to a waiting task once the first body bytes (or the end) arrive, then each
-    /// piece of the body as curl receives it.
-    case streaming(
-        head: CheckedContinuation<Result<HTTPResponseHead, HTTPClientError>, Never>?,
-        body: AsyncThrowingStream<[UInt8], any Error>.Continuation)
+    /// Each piece of the body to a callback on the client's thread as curl receives it, then
+    /// the head to the waiting task.
+    case pieces(
+        @Sendable (HTTPResponseHead, UnsafeRawBufferPointer) -> Bool,
+        CheckedContinuation<Result<HTTPResponseHead, HTTPClientError>, Never>)
 }
 
 /// Owns a `CURL` easy handle; reused for many transfers (`curl_easy_reset` between them).
@@ -189,8 +189,10 @@ final class Transfer: @unchecked Sendable {
     private(set) var easy: EasyHandle?
     private var headerList: UnsafeMutablePointer<curl_slist>?
     private var body: [UInt8] = []
-    /// Body bytes received so far (also when streamed, where `body` stays empty).
+    /// Body bytes received so far (also when handed over in pieces, where `body` stays empty).
     private var received = 0
+    /// The head given with the pieces, made at the first one.
+    private var head: HTTPResponseHead?
     private var responseHeaders: [UInt8] = []
     private var tooLarge = false
     /// curl writes a readable reason here on failure; it must stay at one address for the
@@ -267,17 +269,12 @@ final class Transfer: @unchecked Sendable {
             return false
         }
         received += data.count
-        guard case .streaming(let head, let pieces) = delivery else {
+        guard case .pieces(let onBody, _) = delivery else {
             body.append(contentsOf: data)
             return true
         }
-        if let head {
-            // The first body bytes: the head is complete, so the waiting task can have it.
-            delivery = .streaming(head: nil, body: pieces)
-            head.resume(returning: .success(HTTPResponseHead(status: responseStatus(), rawHeaders: responseHeaders)))
-        }
-        pieces.yield(Array(data))
-        return true
+        if head == nil { head = HTTPResponseHead(status: responseStatus(), rawHeaders: responseHeaders) }
+        return onBody(head!, data)
     }
 
     private func responseStatus() -> Int {
@@ -330,24 +327,15 @@ final class Transfer: @unchecked Sendable {
         finish(.failure(HTTPClientError(errorCode, message)))
     }
 
-    /// Resumes the waiting task, once; a streamed response ends its body (a response without
-    /// body bytes gets its head here).
+    /// Resumes the waiting task, once.
     func finish(_ result: Result<HTTPResponse, HTTPClientError>) {
         guard let delivery else { return }
         self.delivery = nil
-        switch (delivery, result) {
-        case (.whole(let continuation), _):
+        switch delivery {
+        case .whole(let continuation):
             continuation.resume(returning: result)
-        case (.streaming(let head?, let pieces), .success(let response)):
-            head.resume(returning: .success(HTTPResponseHead(status: response.status, rawHeaders: response.rawHeaders)))
-            pieces.finish()
-        case (.streaming(let head?, let pieces), .failure(let error)):
-            head.resume(returning: .failure(error))
-            pieces.finish(throwing: error)
-        case (.streaming(nil, let pieces), .success):
-            pieces.finish()
-        case (.streaming(nil, let pieces), .failure(let error)):
-            pieces.finish(throwing: error)
+        case .pieces(_, let continuation):
+            continuation.resume(returning: result.map { HTTPResponseHead(status: $0.status, rawHeaders: $0.rawHeaders) })
         }
     }
 

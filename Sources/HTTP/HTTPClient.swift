@@ -74,21 +74,20 @@ public final class HTTPClient: Sendable {
         return try result.get()
     }
 
-    /// Performs the request and returns as soon as the response's head and first body bytes
-    /// have arrived; the body follows in pieces as the server sends them.
-    /// - Throws: ``HTTPClientError`` when no response arrived.
-    public func stream(_ request: HTTPRequest) async throws(HTTPClientError) -> HTTPStreamingResponse {
+    /// Performs the request, handing the body to `onBody` piece by piece as it arrives; returns
+    /// the response's head once the body has ended.
+    ///
+    /// `onBody` runs on the client's thread, so a streamed answer costs no task switch per piece;
+    /// it must be quick (every transfer waits for it) and returns false to stop the transfer,
+    /// which then fails.
+    /// - Throws: ``HTTPClientError`` when no complete response arrived.
+    public func execute(
+        _ request: HTTPRequest, onBody: @escaping @Sendable (_ head: HTTPResponseHead, _ piece: UnsafeRawBufferPointer) -> Bool
+    ) async throws(HTTPClientError) -> HTTPResponseHead {
         let transfer = Transfer(request: request, configuration: configuration)
-        let (body, pieces) = AsyncThrowingStream<[UInt8], any Error>.makeStream()
-        // Whoever stops reading the body (done, failed, cancelled) stops the transfer; after the
-        // transfer's own end the command finds nothing to cancel.
-        pieces.onTermination = { [weak self] _ in
-            transfer.isCancelled.store(true, ordering: .relaxed)
-            _ = self?.submit(.cancel(transfer))
-        }
-        let head: Result<HTTPResponseHead, HTTPClientError> = await withTaskCancellationHandler {
+        let result: Result<HTTPResponseHead, HTTPClientError> = await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
-                transfer.delivery = .streaming(head: continuation, body: pieces)
+                transfer.delivery = .pieces(onBody, continuation)
                 if !submit(.start(transfer)) {
                     transfer.finish(.failure(HTTPClientError(.shutdown, "HTTP client is shut down")))
                 }
@@ -97,7 +96,7 @@ public final class HTTPClient: Sendable {
             transfer.isCancelled.store(true, ordering: .relaxed)
             _ = submit(.cancel(transfer))
         }
-        return HTTPStreamingResponse(head: try head.get(), body: body)
+        return try result.get()
     }
 
     /// Fails transfers in flight, closes every connection and stops the thread. Call it when

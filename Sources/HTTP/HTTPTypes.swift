@@ -54,37 +54,24 @@ public struct HTTPResponse: Sendable {
     }
 }
 
-/// The status and headers of a streamed response, which arrive before its body.
+/// The status and headers of a response whose body is handed over in pieces.
 public struct HTTPResponseHead: Sendable {
     public var status: Int
     var rawHeaders: [UInt8]
 
+    public init(status: Int, headers: [String: String] = [:]) {
+        self.status = status
+        self.rawHeaders = Array(headers.map { "\($0.key): \($0.value)\r\n" }.joined().utf8)
+    }
+
+    init(status: Int, rawHeaders: [UInt8]) {
+        self.status = status
+        self.rawHeaders = rawHeaders
+    }
+
     /// The value of a header (case-insensitive name), if the response has it.
     public func header(_ name: String) -> String? {
         headerValue(name, in: rawHeaders)
-    }
-}
-
-/// A response whose body is read as it arrives (server-sent events, NDJSON).
-public struct HTTPStreamingResponse: Sendable {
-    public var head: HTTPResponseHead
-    /// The body in the pieces curl received; ends with the response, or throws
-    /// ``HTTPClientError`` when the transfer fails midway. Ending the iteration early (or
-    /// cancelling the task that iterates) cancels the transfer.
-    public var body: AsyncThrowingStream<[UInt8], any Error>
-
-    /// Reads the rest of the body, for an error status whose body explains it.
-    /// - Throws: ``HTTPClientError`` when the transfer fails.
-    public func collect() async throws(HTTPClientError) -> [UInt8] {
-        var bytes: [UInt8] = []
-        do {
-            for try await piece in body { bytes += piece }
-        } catch let error as HTTPClientError {
-            throw error
-        } catch {
-            throw HTTPClientError(.transport, "\(error)")
-        }
-        return bytes
     }
 }
 

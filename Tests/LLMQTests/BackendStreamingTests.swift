@@ -122,24 +122,23 @@ struct BackendStreamingTests {
     }
 
     @Test("Lines split anywhere across pieces read the same as whole (every split point of a stream, and random splits)")
-    func lineSplitting() async throws {
+    func lineSplitting() throws {
         let text = "data: {\"a\":\"é✓\"}\r\n\r\n: c\nevent: x\ndata: [DONE]\n\nlast line without newline"
         let bytes = Array(text.utf8)
-        let poster = JSONPoster(client: LLMQHTTPClientForTests.shared, url: "http://127.0.0.1:9", apiKey: nil, timeout: .seconds(1))
-        func lines(_ pieces: [[UInt8]]) async throws -> [String] {
-            let (body, continuation) = AsyncThrowingStream<[UInt8], any Error>.makeStream()
-            for piece in pieces { continuation.yield(piece) }
-            continuation.finish()
+        let head = HTTPResponseHead(status: 200)
+        func lines(_ pieces: [[UInt8]]) throws -> [String] {
             var result: [String] = []
-            try await poster.readLines(of: HTTPStreamingResponse(head: HTTPResponseHead(status: 200, rawHeaders: []), body: body)) { line in
-                result.append(String(decoding: line, as: UTF8.self))
+            let splitter = StreamedLines { line in result.append(String(decoding: line, as: UTF8.self)) }
+            for piece in pieces {
+                #expect(piece.withUnsafeBytes { splitter.receive(head, $0) })
             }
+            try splitter.finish()
             return result
         }
-        let whole = try await lines([bytes])
+        let whole = try lines([bytes])
         #expect(whole == ["data: {\"a\":\"é✓\"}", "", ": c", "event: x", "data: [DONE]", "", "last line without newline"])
         for split in 0...bytes.count {
-            #expect(try await lines([Array(bytes[..<split]), Array(bytes[split...])]) == whole, "split at \(split)")
+            #expect(try lines([Array(bytes[..<split]), Array(bytes[split...])]) == whole, "split at \(split)")
         }
         var random = SeededGenerator(seed: fuzzSeed(11, test: "lineSplitting"))
         for _ in 0..<200 {
@@ -150,7 +149,7 @@ struct BackendStreamingTests {
                 pieces.append(Array(bytes[start..<min(bytes.count, start + length)]))
                 start += length
             }
-            #expect(try await lines(pieces) == whole)
+            #expect(try lines(pieces) == whole)
         }
     }
 
