@@ -97,14 +97,16 @@ struct StreamingTests {
         await sim.stop()
     }
 
-    @Test("Mid-stream errors: a retry starts with a reset, every answer rebuilds to its reply, exactly one reply each")
-    func midStreamErrors() async throws {
+    @Test(
+        "Mid-stream errors: a retry starts with a reset, every answer rebuilds to its reply, exactly one reply each",
+        arguments: [BackendConfiguration.Kind.llamaCpp, .ollama])
+    func midStreamErrors(kind: BackendConfiguration.Kind) async throws {
         let redis = try await RedisServer.start()
         let sim = try await RunningSimulator.start(SimulatorConfiguration(
             slots: 8, tokenMilliseconds: 2, faults: SimulatorFaults(midStreamErrorRate: 0.5, seed: 7)))
         let client = RedisClient(configuration: redis.configuration)
         defer { client.shutdown() }
-        var configuration = workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: sim.url), concurrency: 8)
+        var configuration = workerConfiguration(redis: redis, backend: .init(kind: kind, endpoint: sim.url, model: "sim"), concurrency: 8)
         configuration.retry.maxAttempts = 4
         configuration.breaker.failureThreshold = 1000
         let worker = try RunningWorker(configuration)
