@@ -34,21 +34,9 @@ public struct Publisher: Sendable {
         var cursor = "\(max(0, published - 1))-0"
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
-            let remaining = deadline - ContinuousClock.now
-            let block = max(1, min(1000, remaining.milliseconds))
-            let reply = try await client.send(
-                RedisCommand("XREAD", "COUNT", "500", "BLOCK", String(block), "STREAMS", stream, cursor))
-            guard let streamsReply = reply.array else { continue }
-            for item in streamsReply {
-                guard let pair = item.array, pair.count == 2, let entries = pair[1].array else { continue }
-                for value in entries {
-                    let entry = try RequestStream.entry(from: value)
-                    cursor = entry.id
-                    let fields = (entry.fields ?? []).map {
-                        (String(decoding: $0.name, as: UTF8.self), String(decoding: $0.value, as: UTF8.self))
-                    }
-                    if fields.contains(where: { $0.0 == "request" && $0.1 == requestID }) { return fields }
-                }
+            for (id, fields) in try await read(stream, after: cursor, until: deadline) {
+                cursor = id
+                if fields.contains(where: { $0.0 == "request" && $0.1 == requestID }) { return fields }
             }
         }
         return nil
@@ -63,22 +51,31 @@ public struct Publisher: Sendable {
         var cursor = "0-0"
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
-            let block = max(1, min(1000, (deadline - ContinuousClock.now).milliseconds))
-            let reply = try await client.send(RedisCommand("XREAD", "COUNT", "1000", "BLOCK", String(block), "STREAMS", key, cursor))
-            for item in reply.array ?? [] {
-                guard let pair = item.array, pair.count == 2, let entries = pair[1].array else { continue }
-                for value in entries {
-                    let entry = try RequestStream.entry(from: value)
-                    cursor = entry.id
-                    let fields = (entry.fields ?? []).map {
-                        (String(decoding: $0.name, as: UTF8.self), String(decoding: $0.value, as: UTF8.self))
-                    }
-                    guard fields.contains(where: { $0 == ("id", id) }) else { continue }
-                    handle(fields)
-                    if fields.contains(where: { $0 == ("done", "1") }) { return fields }
-                }
+            for (entryID, fields) in try await read(key, after: cursor, until: deadline) {
+                cursor = entryID
+                guard fields.contains(where: { $0 == ("id", id) }) else { continue }
+                handle(fields)
+                if fields.contains(where: { $0 == ("done", "1") }) { return fields }
             }
         }
         return nil
+    }
+
+    /// Entries of `stream` after `cursor`, waiting up to a second (and not past `deadline`) for some.
+    private func read(_ stream: String, after cursor: String, until deadline: ContinuousClock.Instant) async throws(RedisError) -> [(String, [(String, String)])] {
+        let block = max(1, min(1000, (deadline - ContinuousClock.now).milliseconds))
+        let reply = try await client.send(RedisCommand("XREAD", "COUNT", "1000", "BLOCK", String(block), "STREAMS", stream, cursor))
+        var entries: [(String, [(String, String)])] = []
+        for item in reply.array ?? [] {
+            guard let pair = item.array, pair.count == 2, let values = pair[1].array else { continue }
+            for value in values {
+                let entry = try RequestStream.entry(from: value)
+                let fields = (entry.fields ?? []).map {
+                    (String(decoding: $0.name, as: UTF8.self), String(decoding: $0.value, as: UTF8.self))
+                }
+                entries.append((entry.id, fields))
+            }
+        }
+        return entries
     }
 }

@@ -68,17 +68,22 @@ struct BenchCommand: AsyncParsableCommand {
             }
             let replies = try await collect(client: client, replyStream: replyStream)
             let report = BenchReport(run: name, requested: requests, replies: replies, timelineSeconds: timeline)
-            if json {
-                let encoder = JSONEncoder()
-                encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-                print(String(decoding: try encoder.encode(report), as: UTF8.self))
-            } else {
-                print(report.text)
-            }
+            try show(report, text: report.text)
             if report.replies < requests { throw ExitCode(3) }
         } catch let error as RedisError {
             throw fail("\(error)")
         }
+    }
+
+    /// Prints a report as text, or with `--json` as JSON.
+    private func show(_ report: some Encodable, text: String) throws {
+        guard json else {
+            print(text)
+            return
+        }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        print(String(decoding: try encoder.encode(report), as: UTF8.self))
     }
 
     private func runStreaming(configuration: WorkerConfiguration, run: String) async throws {
@@ -107,13 +112,7 @@ struct BenchCommand: AsyncParsableCommand {
                 throw fail("\(error)")
             }
         }
-        if json {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            print(String(decoding: try encoder.encode(report), as: UTF8.self))
-        } else {
-            print(report.text)
-        }
+        try show(report, text: report.text)
         if report.answered + report.errors < requests { throw ExitCode(3) }
     }
 
