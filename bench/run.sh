@@ -324,7 +324,7 @@ stream_ttft() {
         queued=$("$LLMQ" bench --redis-url "$REDIS" --stream --requests "$n" --concurrency "$c" --max-tokens 32 --json | tee /tmp/llmq-stream-bench.json | python3 -c "import json,sys; d=json.load(sys.stdin); $summary")
         printf "%-6s %-28s %-28s %s\n" "$round" "$direct" "$queued" "$(python3 -c "import sys; a=[float(x) for x in '$direct'.split()]; b=[float(x) for x in '$queued'.split()]; print(' '.join('%+.2f' % (y - x) for x, y in zip(a, b)))")"
     done
-    python3 -c "import json; d=json.load(open('/tmp/llmq-stream-bench.json')); print('text chunks per request: %.1f' % d['chunksPerRequest']); c=d['redisCommandsPerRequest']; print('Redis commands per request (INFO commandstats, the producer and the scripts included): %.1f: %s' % (sum(c.values()), ', '.join('%s %.2f' % kv for kv in sorted(c.items(), key=lambda kv: -kv[1]))))"
+    python3 -c "import json; d=json.load(open('/tmp/llmq-stream-bench.json')); print('last round through llmq, from the replies: queue_ms p50 %.2f p99 %.2f, backend first_token_ms p50 %.2f p99 %.2f' % (d['queueMilliseconds']['p50'], d['queueMilliseconds']['p99'], d['backendFirstTokenMilliseconds']['p50'], d['backendFirstTokenMilliseconds']['p99'])); print('text chunks per request: %.1f' % d['chunksPerRequest']); c=d['redisCommandsPerRequest']; print('Redis commands per request (INFO commandstats, the producer and the scripts included): %.1f: %s' % (sum(c.values()), ', '.join('%s %.2f' % kv for kv in sorted(c.items(), key=lambda kv: -kv[1]))))"
     stop_all
 }
 

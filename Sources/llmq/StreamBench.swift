@@ -27,6 +27,11 @@ struct StreamBench: Sendable {
         var seconds: Double
         /// Text chunks per answered request (through llmq).
         var chunksPerRequest: Double?
+        /// Through llmq: the replies' `queue_ms` (publish to claim) and `first_token_ms` (the
+        /// worker's call to its first text), the parts of the first token's time that are not
+        /// the chunk's way to the producer.
+        var queueMilliseconds: BenchReport.Percentiles?
+        var backendFirstTokenMilliseconds: BenchReport.Percentiles?
         /// Redis commands per request by command (`INFO commandstats` before and after), the
         /// producer's own included; through llmq only.
         var redisCommandsPerRequest: [String: Double]?
@@ -42,6 +47,8 @@ struct StreamBench: Sendable {
                 row("first token", firstTokenMilliseconds),
                 row("total", totalMilliseconds),
             ]
+            if let queue = queueMilliseconds { lines.append(row("queue_ms", queue)) }
+            if let backend = backendFirstTokenMilliseconds { lines.append(row("backend 1st", backend)) }
             if let chunksPerRequest { lines.append(String(format: "text chunks per request: %.1f", chunksPerRequest)) }
             if let commands = redisCommandsPerRequest {
                 let total = commands.values.reduce(0, +)
@@ -60,6 +67,8 @@ struct StreamBench: Sendable {
         var published: [String: ContinuousClock.Instant] = [:]
         var firstToken: [String: Duration] = [:]
         var total: [Double] = []
+        var queueWaits: [Double] = []
+        var backendFirstTokens: [Double] = []
         var chunks = 0
         var errors = 0
         var next = 0
@@ -93,22 +102,28 @@ struct StreamBench: Sendable {
                 guard let pair = stream.array, pair.count == 2, let name = pair[0].string else { continue }
                 for item in pair[1].array ?? [] {
                     guard let entry = item.array, entry.count == 2, let entryID = entry[0].string else { continue }
-                    var fields: [String: String] = [:]
-                    for (field, value) in entry[1].pairs ?? [] { fields[field.string ?? ""] = value.string }
-                    guard let id = fields["id"], let sent = published[id] else { continue }
                     if name == chunkStream {
+                        // Only `id` and whether it is text matter here; a chunk is not worth a dictionary.
                         cursors.0 = entryID
-                        guard fields["delta"] != nil else { continue }
+                        let pairs = entry[1].pairs ?? []
+                        guard pairs.contains(where: { $0.name.string == "delta" }),
+                            let id = pairs.first(where: { $0.name.string == "id" })?.value.string, let sent = published[id]
+                        else { continue }
                         chunks += 1
                         if firstToken[id] == nil { firstToken[id] = arrived - sent }
+                        continue
+                    }
+                    var fields: [String: String] = [:]
+                    for (field, value) in entry[1].pairs ?? [] { fields[field.string ?? ""] = value.string }
+                    cursors.1 = entryID
+                    guard let id = fields["id"], let sent = published[id] else { continue }
+                    outstanding -= 1
+                    if fields["status"] == "ok" {
+                        total.append((arrived - sent).fractionalMilliseconds)
+                        if let queue = fields["queue_ms"].flatMap(Double.init) { queueWaits.append(queue) }
+                        if let first = fields["first_token_ms"].flatMap(Double.init) { backendFirstTokens.append(first) }
                     } else {
-                        cursors.1 = entryID
-                        outstanding -= 1
-                        if fields["status"] == "ok" {
-                            total.append((arrived - sent).fractionalMilliseconds)
-                        } else {
-                            errors += 1
-                        }
+                        errors += 1
                     }
                 }
             }
@@ -126,7 +141,9 @@ struct StreamBench: Sendable {
             mode: "through llmq", requests: requests, answered: answered, errors: errors, concurrency: concurrency,
             firstTokenMilliseconds: BenchReport.Percentiles(firstToken.values.map(\.fractionalMilliseconds)),
             totalMilliseconds: BenchReport.Percentiles(total), seconds: seconds,
-            chunksPerRequest: Double(chunks) / Double(max(1, answered)), redisCommandsPerRequest: perRequest)
+            chunksPerRequest: Double(chunks) / Double(max(1, answered)),
+            queueMilliseconds: BenchReport.Percentiles(queueWaits), backendFirstTokenMilliseconds: BenchReport.Percentiles(backendFirstTokens),
+            redisCommandsPerRequest: perRequest)
     }
 
     /// Straight to the backend: `concurrency` clients, each streaming one request after another.
