@@ -13,6 +13,11 @@ import Metrics
 /// blocking readers a client of their own. A broken connection fails the commands in flight with
 /// ``RedisError/Code/connection`` and is re-established on the next command; retrying with
 /// backoff is the caller's choice.
+///
+/// With ``RedisConfiguration/cluster`` set, the client speaks to a Redis Cluster instead: it
+/// keeps one such single-node client per master and sends each command to the master of its
+/// key's slot, following redirections (see `ClusterRouter`). Callers use it the same way; keys
+/// of one command (or one script) must share a slot.
 public final class RedisClient: Sendable {
     private struct Batch {
         var commands: [RedisCommand]
@@ -32,6 +37,8 @@ public final class RedisClient: Sendable {
     // NSCondition is Sendable; `state` is only touched while holding it.
     private let condition = NSCondition()
     nonisolated(unsafe) private var state = State()
+    /// Set in cluster mode, where this client has no connection of its own.
+    private let router: ClusterRouter?
 
     /// - Parameters:
     ///   - configuration: Where to connect.
@@ -39,6 +46,11 @@ public final class RedisClient: Sendable {
     public init(configuration: RedisConfiguration, name: String? = nil) {
         self.configuration = configuration
         self.clientName = name.map { $0.replacingOccurrences(of: " ", with: "_") }
+        if configuration.cluster {
+            router = ClusterRouter(configuration: configuration, name: clientName)
+            return
+        }
+        router = nil
         let thread = Thread { [self] in self.runLoop() }
         thread.name = "llmq-redis"
         thread.start()
@@ -63,6 +75,7 @@ public final class RedisClient: Sendable {
     /// ``RESPValue/error(_:)`` in their place; only connection failures throw.
     public func pipeline(_ commands: [RedisCommand]) async throws(RedisError) -> [RESPValue] {
         if commands.isEmpty { return [] }
+        if let router { return try await router.pipeline(commands) }
         do {
             return try await withCheckedThrowingContinuation { continuation in
                 condition.lock()
@@ -82,9 +95,36 @@ public final class RedisClient: Sendable {
         }
     }
 
+    /// Sends a command that names no key (`WAIT`) to the server that holds `key`: in cluster
+    /// mode its slot's master, on the same connection as the commands about `key` before it.
+    public func send(_ command: RedisCommand, onNodeOf key: String) async throws(RedisError) -> RESPValue {
+        guard let router else { return try await send(command) }
+        // A harmless command about `key` leads, and the keyless one follows it to that node.
+        let replies = try await router.pipeline([RedisCommand("TYPE", key), command])
+        if case .error(let message) = replies[1] { throw RedisError(.server, message) }
+        return replies[1]
+    }
+
+    /// Groups keys by the server that holds them (in cluster mode, by master; else one group),
+    /// for multi-key commands such as `XREADGROUP ... STREAMS a b`, whose keys must be on one node.
+    public func groupByNode(_ keys: [String]) async throws(RedisError) -> [[String]] {
+        guard let router else { return keys.isEmpty ? [] : [keys] }
+        var groups: [(node: RedisNode, keys: [String])] = []
+        for key in keys {
+            let node = try await router.node(for: key)
+            if let index = groups.firstIndex(where: { $0.node == node }) {
+                groups[index].keys.append(key)
+            } else {
+                groups.append((node, [key]))
+            }
+        }
+        return groups.map(\.keys)
+    }
+
     /// Interrupts a command that is blocked waiting for the server (shutting down its socket):
     /// it fails with a connection error, and the next command reconnects.
     public func interrupt() {
+        if let router { return router.interrupt() }
         condition.lock()
         if let fileDescriptor = state.fileDescriptor { shutdownSocket(fileDescriptor) }
         condition.unlock()
@@ -93,6 +133,7 @@ public final class RedisClient: Sendable {
     /// Fails queued commands, interrupts the running one, closes the connection and stops the
     /// I/O thread. Call it when done: the thread keeps the client alive until then.
     public func shutdown() {
+        if let router { return router.shutdown() }
         condition.lock()
         state.isShutdown = true
         if let fileDescriptor = state.fileDescriptor { shutdownSocket(fileDescriptor) }
