@@ -18,6 +18,12 @@ public struct RedisConfiguration: Sendable, Hashable {
     public var cluster = false
     /// More nodes to discover the cluster from, tried after `host:port` (cluster mode only).
     public var clusterNodes: [RedisNode] = []
+    /// After each reply a worker writes, wait until this many replicas have it (`WAIT n
+    /// timeout`), so that a failover cannot lose an acknowledged reply; 0 (the default) does
+    /// not wait. Replication is asynchronous otherwise.
+    public var waitReplicas = 0
+    /// How long that `WAIT` may take; past it the reply stands, with fewer copies.
+    public var waitTimeout: Duration = .seconds(1)
 
     public init(
         host: String = "127.0.0.1",

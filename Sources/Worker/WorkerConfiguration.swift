@@ -36,7 +36,25 @@ public struct WorkerConfiguration: Sendable {
         /// `replies:ok`, `replies:error` and `error:<code>` (the totals `llmq status` turns into
         /// rates). It counts every reply, wherever its `reply_to` sent it.
         public var stats = "llmq:stats"
+        /// Redis Cluster mode (`redis.cluster`): a queue whose stream has a hash tag other than
+        /// the reply stream's gets reply, dead-letter, history and stats keys of its own, in its
+        /// slot (see ``serving(_:)``).
+        public var cluster = false
         public init() {}
+
+        /// The defaults in cluster mode: every key hash-tagged `{llmq}`, so that the reply
+        /// script's keys share one slot.
+        public static var clusterDefaults: Streams {
+            var streams = Streams()
+            streams.requests = "{llmq}:requests"
+            streams.replies = "{llmq}:replies"
+            streams.dead = "{llmq}:dead"
+            streams.answered = "{llmq}:answered"
+            streams.stats = "{llmq}:stats"
+            streams.replyToPrefix = "{llmq}:"
+            streams.cluster = true
+            return streams
+        }
     }
 
     /// Bounds on what a request may ask for.
