@@ -16,6 +16,8 @@ final class ClusterRouter: Sendable {
     private struct State {
         /// The master of each slot; nil where the map has none.
         var owners: [RedisNode?] = Array(repeating: nil, count: HashSlot.count)
+        /// Whether a map was ever read (so that `owners` need not be scanned to know).
+        var hasMap = false
         var clients: [RedisNode: RedisClient] = [:]
         /// Every node seen: seeds first, then masters and replicas from the map.
         var known: [RedisNode] = []
@@ -44,7 +46,7 @@ final class ClusterRouter: Sendable {
     // MARK: - Sending
 
     func pipeline(_ commands: [RedisCommand]) async throws(RedisError) -> [RESPValue] {
-        if state.withLock({ $0.owners.allSatisfy { $0 == nil } }) { await refreshMap() }
+        if !state.withLock({ $0.hasMap }) { await refreshMap() }
         // Route: a command with a key goes to its slot's master; one without (WAIT, SCRIPT
         // LOAD, PING) to the node of the command before it, so `WAIT` follows its write.
         var routes: [(node: RedisNode, indices: [Int])] = []
@@ -96,7 +98,7 @@ final class ClusterRouter: Sendable {
 
     /// The node that owns `key`'s slot's commands now (for callers that must group keys by node).
     func node(for key: String) async throws(RedisError) -> RedisNode {
-        if state.withLock({ $0.owners.allSatisfy { $0 == nil } }) { await refreshMap() }
+        if !state.withLock({ $0.hasMap }) { await refreshMap() }
         return try await owner(of: HashSlot.of(key))
     }
 
@@ -207,6 +209,7 @@ final class ClusterRouter: Sendable {
             else { continue }
             state.withLock { state in
                 state.owners = map.owners
+                state.hasMap = true
                 for node in map.nodes where !state.known.contains(node) { state.known.append(node) }
             }
             return

@@ -32,14 +32,20 @@ final class RedisCluster: @unchecked Sendable {
     /// - Parameter nodeTimeout: `cluster-node-timeout` in milliseconds: how long a master may be
     ///   unreachable before it is considered down and a replica is promoted.
     static func start(nodeTimeout: Int = 2000) async throws -> RedisCluster {
-        let cluster = try RedisCluster(ports: try clusterPorts(6), nodeTimeout: nodeTimeout)
-        do {
-            try await cluster.create()
-        } catch {
-            await cluster.stop()
-            throw error
+        // A port found free can be taken before the node binds it (another test's connection):
+        // then start again on other ports.
+        var attempt = 0
+        while true {
+            attempt += 1
+            let cluster = try RedisCluster(ports: try clusterPorts(6), nodeTimeout: nodeTimeout)
+            do {
+                try await cluster.create()
+                return cluster
+            } catch {
+                await cluster.stop()
+                if attempt >= 3 { throw error }
+            }
         }
-        return cluster
     }
 
     /// Starts a cluster, runs `body` with it, and stops every node whatever happens: a test
@@ -198,14 +204,17 @@ extension Sequence {
     }
 }
 
-/// `count` loopback ports at most 55535 that are free, with their cluster-bus ports (+10000).
+/// `count` loopback ports that are free, with their cluster-bus ports (+10000), all below
+/// the kernel's ephemeral port range.
 func clusterPorts(_ count: Int) throws -> [Int] {
     var ports: [Int] = []
     var attempts = 0
     while ports.count < count {
         attempts += 1
         guard attempts < 10_000 else { throw TestFailure("no free ports for a cluster") }
-        let port = Int.random(in: 20_000...55_535)
+        // Below Linux's ephemeral range (32768...), bus ports included, so that no outgoing
+        // connection's local port is picked.
+        let port = Int.random(in: 20_000...22_767)
         if ports.contains(port) || ports.contains(port + 10_000) || ports.contains(port - 10_000) { continue }
         if isFree(port) && isFree(port + 10_000) { ports.append(port) }
     }
