@@ -10,7 +10,8 @@ import LLMQRedis
 /// `{q2}:replies`, counted in `{q2}:stats`).
 extension WorkerConfiguration.Streams {
     /// These streams as the queue on `requestStream` uses them: `requests` set to it; in cluster
-    /// mode, the reply, dead-letter, history and stats keys moved to its hash tag when its tag
+    /// mode, the reply, dead-letter, history and stats keys and the `reply_to` prefix moved to
+    /// its hash tag when its tag
     /// differs from theirs (keys without a tag stay as they are, and ``clusterProblem(queueKey:)``
     /// refuses them).
     public func serving(_ requestStream: String) -> Self {
@@ -26,20 +27,22 @@ extension WorkerConfiguration.Streams {
         streams.dead = retagged(dead)
         streams.answered = retagged(answered)
         streams.stats = retagged(stats)
+        streams.replyToPrefix = retagged(replyToPrefix)
         return streams
     }
 
     /// Why these streams (one queue's, from ``serving(_:)``) cannot work in a Redis Cluster, in
-    /// one line; nil when they can.
-    public func clusterProblem() -> String? {
+    /// one line, with the configuration key to blame (nil: the queue's request stream); nil
+    /// when they can.
+    public func clusterProblem() -> (key: String?, problem: String)? {
         guard HashSlot.tag(of: requests) != nil else {
-            return "in cluster mode a request stream needs a hash tag, e.g. {llmq}:requests (\(requests) has none), so that its reply, dead-letter and stats keys can share its slot"
+            return (nil, "in cluster mode a request stream needs a hash tag, e.g. {llmq}:requests (\(requests) has none), so that its reply, dead-letter and stats keys can share its slot")
         }
         let slot = HashSlot.of(requests)
         let keys = [("streams.replies", replies), ("streams.dead", dead), ("streams.stats", stats)]
             + (keepAnswered ? [("streams.answered", answered)] : [])
         if let (name, key) = keys.first(where: { HashSlot.of($0.1) != slot }) {
-            return "in cluster mode a queue's keys must share one slot: \(requests) is in slot \(slot), but \(name) \(key) in slot \(HashSlot.of(key)); give them one hash tag, e.g. {llmq}:requests and {llmq}:replies"
+            return (name, "in cluster mode a queue's keys must share one slot: \(requests) is in slot \(slot), but \(name) \(key) in slot \(HashSlot.of(key)); give them one hash tag, e.g. {llmq}:requests and {llmq}:replies")
         }
         return nil
     }

@@ -777,6 +777,9 @@ private final class ConfigurationReading {
             guard let parsed = RedisNode(node) else { throw error("redis.nodes", "\"\(node)\" is not host:port") }
             configuration.redis.clusterNodes.append(parsed)
         }
+        if configuration.redis.cluster && configuration.redis.database != 0 {
+            throw error("redis.url", "a Redis Cluster has only database 0; drop /\(configuration.redis.database) from the URL")
+        }
         if !configuration.redis.clusterNodes.isEmpty && !configuration.redis.cluster {
             throw error("redis.nodes", "redis.nodes lists cluster nodes, but redis.cluster is not true")
         }
@@ -817,7 +820,7 @@ private final class ConfigurationReading {
         if streams.cluster {
             for queue in configuration.effectiveQueues {
                 if let problem = streams.serving(queue.stream).clusterProblem() {
-                    throw error(configuration.queues.isEmpty ? "streams.requests" : "queues.\(queue.name).stream", problem)
+                    throw error(problem.key ?? (configuration.queues.isEmpty ? "streams.requests" : "queues.\(queue.name).stream"), problem.problem)
                 }
             }
         }

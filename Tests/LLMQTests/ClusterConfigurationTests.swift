@@ -48,10 +48,13 @@ struct ClusterConfigurationTests {
             "LLMQ_REDIS_CLUSTER": "true", "LLMQ_QUEUES": "a,b", "LLMQ_QUEUES_B_STREAM": "{b}:requests",
         ])
         let b = configuration.streams.serving("{b}:requests")
-        #expect([b.requests, b.replies, b.dead, b.stats] == ["{b}:requests", "{b}:replies", "{b}:dead", "{b}:stats"])
+        #expect([b.requests, b.replies, b.dead, b.stats, b.replyToPrefix] == ["{b}:requests", "{b}:replies", "{b}:dead", "{b}:stats", "{b}:"])
         let a = configuration.streams.serving("{llmq}:requests:a")
         #expect(a.replies == "{llmq}:replies")
         #expect(b.clusterProblem() == nil && a.clusterProblem() == nil)
+        var split = b
+        split.dead = "{llmq}:dead"
+        #expect(split.clusterProblem()?.key == "streams.dead")
         #expect(configuration.streams.replyToProblem("{b}:mine", requests: "{b}:requests") == nil)
         #expect(configuration.streams.replyToProblem("{llmq}:mine", requests: "{b}:requests")?.contains("another Redis Cluster slot") == true)
         #expect(try load([:]).streams.replyToProblem("{x}:mine", requests: "llmq:requests") == nil, "only in cluster mode")
@@ -62,11 +65,12 @@ struct ClusterConfigurationTests {
         #expect(refusal(["LLMQ_REDIS_CLUSTER": "true", "LLMQ_STREAMS_REQUESTS": "jobs"]).hasPrefix(
             "streams.requests (from environment LLMQ_STREAMS_REQUESTS): in cluster mode a request stream needs a hash tag"))
         let mixed = refusal(["LLMQ_REDIS_CLUSTER": "true", "LLMQ_STREAMS_REPLIES": "llmq:replies"])
-        #expect(mixed.hasPrefix("streams.requests: in cluster mode a queue's keys must share one slot: {llmq}:requests is in slot"), "\(mixed)")
+        #expect(mixed.hasPrefix("streams.replies (from environment LLMQ_STREAMS_REPLIES): in cluster mode a queue's keys must share one slot: {llmq}:requests is in slot"), "\(mixed)")
         #expect(mixed.contains("streams.replies llmq:replies"))
         #expect(refusal(["LLMQ_REDIS_CLUSTER": "true", "LLMQ_QUEUES": "a", "LLMQ_QUEUES_A_STREAM": "plain"]).hasPrefix(
             "queues.a.stream (from environment LLMQ_QUEUES_A_STREAM): in cluster mode a request stream needs a hash tag"))
         #expect(refusal(["LLMQ_REDIS_NODES": "10.0.0.2:7001"]).contains("redis.cluster is not true"))
+        #expect(refusal(["LLMQ_REDIS_CLUSTER": "true", "LLMQ_REDIS_URL": "redis://10.0.0.1:7000/2"]).contains("only database 0"))
         #expect(refusal(["LLMQ_REDIS_CLUSTER": "true", "LLMQ_REDIS_NODES": "nohost"]).contains("\"nohost\" is not host:port"))
     }
 
@@ -77,6 +81,7 @@ struct ClusterConfigurationTests {
         ]) { $1 })
         #expect(result.status == 2)
         #expect(result.stderr.split(separator: "\n").count == 1, "\(result.stderr)")
+        #expect(result.stderr.hasPrefix("llmq: invalid configuration: streams.dead (from environment LLMQ_STREAMS_DEAD): in cluster mode"), "\(result.stderr)")
         #expect(result.stderr.contains("streams.dead dead in slot"), "\(result.stderr)")
     }
 }
