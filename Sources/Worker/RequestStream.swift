@@ -24,6 +24,8 @@ final class RequestStream: Sendable {
     let waitTimeout: Duration
     /// Per request stream: until when replies skip `WAIT` (see `waitForReplicas(of:)`).
     private let waitPausedUntil = Mutex<[String: ContinuousClock.Instant]>([:])
+    /// One `WAIT` in flight per request stream, shared by the replies written before it.
+    private let replicationWaits = ReplicationWaits()
 
     init(redis: RedisConfiguration, streams: WorkerConfiguration.Streams, consumer: String, readBlock: Duration) {
         self.streams = streams
@@ -244,9 +246,10 @@ final class RequestStream: Sendable {
     /// replica that is late or missing is counted (`llmq_reply_replication_short_total`), not
     /// waited for again.
     ///
-    /// `WAIT` holds the connection it is sent on, and every reply's commands share it: while a
-    /// master has too few replicas (one died, or was promoted in a failover), each reply would
-    /// hold it for the whole timeout. So after a short answer the queue's replies do not wait
+    /// `WAIT` holds the connection it is sent on, and every reply's commands share it, so one
+    /// `WAIT` at a time serves all the replies written before it (``ReplicationWaits``). While a
+    /// master has too few replicas (one died, or was promoted in a failover), each `WAIT` would
+    /// still hold it for the whole timeout: after a short answer the queue's replies do not wait
     /// for ``shortWaitPause``; then one tries again.
     private func waitForReplicas(of requests: String) async {
         guard waitReplicas > 0 else { return }
@@ -255,9 +258,12 @@ final class RequestStream: Sendable {
             short.increment()
             return
         }
-        let acknowledged = try? await writer.send(
-            RedisCommand("WAIT", String(waitReplicas), String(max(1, waitTimeout.milliseconds))), onNodeOf: requests)
-        if (acknowledged?.int ?? 0) < waitReplicas {
+        let enough = await replicationWaits.afterReply(on: requests) {
+            let acknowledged = try? await writer.send(
+                RedisCommand("WAIT", String(waitReplicas), String(max(1, waitTimeout.milliseconds))), onNodeOf: requests)
+            return (acknowledged?.int ?? 0) >= waitReplicas
+        }
+        if !enough {
             short.increment()
             waitPausedUntil.withLock { $0[requests] = ContinuousClock.now + Self.shortWaitPause }
         }
