@@ -13,6 +13,11 @@ import Metrics
 /// blocking readers a client of their own. A broken connection fails the commands in flight with
 /// ``RedisError/Code/connection`` and is re-established on the next command; retrying with
 /// backoff is the caller's choice.
+///
+/// With ``RedisConfiguration/cluster`` set, the client speaks to a Redis Cluster instead: it
+/// keeps one such single-node client per master and sends each command to the master of its
+/// key's slot, following redirections (see `ClusterRouter`). Callers use it the same way; keys
+/// of one command (or one script) must share a slot.
 public final class RedisClient: Sendable {
     private struct Batch {
         var commands: [RedisCommand]
@@ -33,6 +38,8 @@ public final class RedisClient: Sendable {
     // NSCondition is Sendable; `state` is only touched while holding it.
     private let condition = NSCondition()
     nonisolated(unsafe) private var state = State()
+    /// Set in cluster mode, where this client has no connection of its own.
+    private let router: ClusterRouter?
 
     /// - Parameters:
     ///   - configuration: Where to connect.
@@ -40,6 +47,11 @@ public final class RedisClient: Sendable {
     public init(configuration: RedisConfiguration, name: String? = nil) {
         self.configuration = configuration
         self.clientName = name.map { $0.replacingOccurrences(of: " ", with: "_") }
+        if configuration.cluster {
+            router = ClusterRouter(configuration: configuration, name: clientName)
+            return
+        }
+        router = nil
         let thread = Thread { [self] in self.runLoop() }
         thread.name = "llmq-redis"
         thread.start()
@@ -64,6 +76,7 @@ public final class RedisClient: Sendable {
     /// ``RESPValue/error(_:)`` in their place; only connection failures throw.
     public func pipeline(_ commands: [RedisCommand]) async throws(RedisError) -> [RESPValue] {
         if commands.isEmpty { return [] }
+        if let router { return try await router.pipeline(commands) }
         let result = await withCheckedContinuation { continuation in
             enqueue(commands) { continuation.resume(returning: $0) }
         }
@@ -75,6 +88,17 @@ public final class RedisClient: Sendable {
     /// failure. For callers that must not pay a task switch per command (a streamed answer's
     /// chunks); it must return quickly, as the client's other commands wait for it.
     public func enqueue(_ commands: [RedisCommand], completion: @escaping @Sendable (Result<[RESPValue], RedisError>) -> Void) {
+        if let router {
+            // In cluster mode each command goes to its slot's master, through a task.
+            Task {
+                do throws(RedisError) {
+                    completion(.success(try await router.pipeline(commands)))
+                } catch {
+                    completion(.failure(error))
+                }
+            }
+            return
+        }
         condition.lock()
         if state.isShutdown {
             condition.unlock()
@@ -86,9 +110,36 @@ public final class RedisClient: Sendable {
         condition.unlock()
     }
 
+    /// Sends a command that names no key (`WAIT`) to the server that holds `key`: in cluster
+    /// mode its slot's master, on the same connection as the commands about `key` before it.
+    public func send(_ command: RedisCommand, onNodeOf key: String) async throws(RedisError) -> RESPValue {
+        guard let router else { return try await send(command) }
+        // A harmless command about `key` leads, and the keyless one follows it to that node.
+        let replies = try await router.pipeline([RedisCommand("TYPE", key), command])
+        if case .error(let message) = replies[1] { throw RedisError(.server, message) }
+        return replies[1]
+    }
+
+    /// Groups keys by the server that holds them (in cluster mode, by master; else one group),
+    /// for multi-key commands such as `XREADGROUP ... STREAMS a b`, whose keys must be on one node.
+    public func groupByNode(_ keys: [String]) async throws(RedisError) -> [[String]] {
+        guard let router else { return keys.isEmpty ? [] : [keys] }
+        var groups: [(node: RedisNode, keys: [String])] = []
+        for key in keys {
+            let node = try await router.node(for: key)
+            if let index = groups.firstIndex(where: { $0.node == node }) {
+                groups[index].keys.append(key)
+            } else {
+                groups.append((node, [key]))
+            }
+        }
+        return groups.map(\.keys)
+    }
+
     /// Interrupts a command that is blocked waiting for the server (shutting down its socket):
     /// it fails with a connection error, and the next command reconnects.
     public func interrupt() {
+        if let router { return router.interrupt() }
         condition.lock()
         if let fileDescriptor = state.fileDescriptor { shutdownSocket(fileDescriptor) }
         condition.unlock()
@@ -97,6 +148,7 @@ public final class RedisClient: Sendable {
     /// Fails queued commands, interrupts the running one, closes the connection and stops the
     /// I/O thread. Call it when done: the thread keeps the client alive until then.
     public func shutdown() {
+        if let router { return router.shutdown() }
         condition.lock()
         state.isShutdown = true
         if let fileDescriptor = state.fileDescriptor { shutdownSocket(fileDescriptor) }

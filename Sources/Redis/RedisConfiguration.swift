@@ -12,6 +12,18 @@ public struct RedisConfiguration: Sendable, Hashable {
     /// Time allowed for one command's round trip. A client that issues blocking commands
     /// (`XREADGROUP ... BLOCK`) needs this above the block time.
     public var commandTimeout: Duration
+    /// Redis Cluster mode: the client reads the slot map from `host:port` (or, when that one is
+    /// down, from one of ``clusterNodes``) and sends each command to the master that owns its
+    /// key's slot, following `MOVED` and `ASK` redirections (see ``RedisClient``).
+    public var cluster = false
+    /// More nodes to discover the cluster from, tried after `host:port` (cluster mode only).
+    public var clusterNodes: [RedisNode] = []
+    /// After each reply a worker writes, wait until this many replicas have it (`WAIT n
+    /// timeout`), so that a failover cannot lose an acknowledged reply; 0 (the default) does
+    /// not wait. Replication is asynchronous otherwise.
+    public var waitReplicas = 0
+    /// How long that `WAIT` may take; past it the reply stands, with fewer copies.
+    public var waitTimeout: Duration = .seconds(1)
 
     public init(
         host: String = "127.0.0.1",
@@ -61,6 +73,30 @@ public struct RedisConfiguration: Sendable, Hashable {
             self.database = database
         }
     }
+}
+
+/// A Redis server's address.
+public struct RedisNode: Sendable, Hashable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+
+    /// Parses `host:port` (`[v6]:port` for an IPv6 address); nil if it is not one.
+    public init?(_ text: String) {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
+            (1...65535).contains(port)
+        else { return nil }
+        var host = String(text[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        guard !host.isEmpty else { return nil }
+        self.init(host: host, port: port)
+    }
+
+    public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
 }
 
 /// A Redis URL that could not be used.

@@ -92,6 +92,7 @@ public enum MetricsCatalogue {
         ("llmq_lease_losses_total", "Entries in flight on this worker that another consumer claimed meanwhile."),
         ("llmq_redis_reconnects_total", "Redis connections this worker established again after losing one."),
         ("llmq_reply_retries_total", "Runs of the reply script repeated after a Redis error."),
+        ("llmq_reply_replication_short_total", "Replies written that fewer than redis.waitReplicas replicas had acknowledged within redis.waitTimeoutMs (WAIT)."),
         ("llmq_consumers_deleted_total", "Idle consumers with nothing pending that this worker removed from the group."),
         ("llmq_ready", "1 while this worker is ready (Redis reachable, group present, backend usable), else 0."),
         ("llmq_queue_length", "Entries in the request stream: requests not yet answered. Read from Redis by every worker; aggregate with max."),

@@ -45,6 +45,10 @@ public enum ConfigurationLoader {
         ("redis.url", "redis://[user:password@]host:port[/db] (default redis://127.0.0.1:6379)"),
         ("redis.username", "ACL user, overrides the URL's"),
         ("redis.password", "password, overrides the URL's"),
+        ("redis.cluster", "true: Redis Cluster mode, the URL's node (and redis.nodes) only seed the slot map; keys default to {llmq}:... (default false)"),
+        ("redis.nodes", "more cluster nodes to discover the slot map from, as host:port (environment: LLMQ_REDIS_NODES=h1:p1,h2:p2)"),
+        ("redis.waitReplicas", "after each reply, WAIT until this many replicas have it, 0 = do not wait (default 0)"),
+        ("redis.waitTimeoutMs", "how long that WAIT may take (default 1000)"),
         ("consumer", "this worker's consumer name (default hostname-pid)"),
         ("workerId", "the consumer name, as older config files call it (alias of consumer)"),
         ("concurrency", "requests in flight at once in this process (default 4)"),
@@ -772,6 +776,21 @@ private final class ConfigurationReading {
         }
         if let username = try string("redis.username") { configuration.redis.username = username }
         if let password = try string("redis.password") { configuration.redis.password = password }
+        if let cluster = try bool("redis.cluster") { configuration.redis.cluster = cluster }
+        for node in try stringArray("redis.nodes") ?? [] where !node.isEmpty {
+            guard let parsed = RedisNode(node) else { throw error("redis.nodes", "\"\(node)\" is not host:port") }
+            configuration.redis.clusterNodes.append(parsed)
+        }
+        if configuration.redis.cluster && configuration.redis.database != 0 {
+            throw error("redis.url", "a Redis Cluster has only database 0; drop /\(configuration.redis.database) from the URL")
+        }
+        if !configuration.redis.clusterNodes.isEmpty && !configuration.redis.cluster {
+            throw error("redis.nodes", "redis.nodes lists cluster nodes, but redis.cluster is not true")
+        }
+        if let value = try int("redis.waitReplicas", in: 0...100) { configuration.redis.waitReplicas = value }
+        if let value = try seconds("redis.waitTimeoutMs", scale: 0.001, in: 0.001...600_000) { configuration.redis.waitTimeout = value }
+        // In cluster mode the keys default to one hash tag, so that the reply script's keys share a slot.
+        if configuration.redis.cluster { configuration.streams = .clusterDefaults }
 
         if let value = try int("concurrency", in: 1...4096) { configuration.concurrency = value }
         if let value = try nonEmptyString("streams.requests") { configuration.streams.requests = value }
@@ -802,6 +821,13 @@ private final class ConfigurationReading {
             throw error(sources["streams.dead"] != nil ? "streams.dead" : "streams.requests", "the dead-letter stream must differ from the request stream")
         }
         configuration.queues = try queues(streams: streams, file: file)
+        if streams.cluster {
+            for queue in configuration.effectiveQueues {
+                if let problem = streams.serving(queue.stream).clusterProblem() {
+                    throw error(problem.key ?? (configuration.queues.isEmpty ? "streams.requests" : "queues.\(queue.name).stream"), problem.problem)
+                }
+            }
+        }
 
         if let value = try int("limits.maxRequestBytes", in: 1024...(512 << 20)) { configuration.limits.maxRequestBytes = value }
         if let value = try int("limits.maxTokens", in: 1...1_000_000) { configuration.limits.maxTokens = value }

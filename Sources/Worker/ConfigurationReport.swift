@@ -92,6 +92,10 @@ public struct LoadedConfiguration: Sendable {
         case "redis.url": return Self.redactedURL(c.redis)
         case "redis.username": return c.redis.username
         case "redis.password": return c.redis.password.map { _ in "<redacted>" }
+        case "redis.cluster": return String(c.redis.cluster)
+        case "redis.nodes": return c.redis.clusterNodes.isEmpty ? nil : c.redis.clusterNodes.map(\.description).joined(separator: ", ")
+        case "redis.waitReplicas": return String(c.redis.waitReplicas)
+        case "redis.waitTimeoutMs": return String(c.redis.waitTimeout.milliseconds)
         case "consumer": return c.consumer
         case "concurrency": return String(c.concurrency)
         case "streams.requests": return c.streams.requests

@@ -1,5 +1,6 @@
 import Foundation
 import LLMQBackends
+import LLMQRedis
 
 /// One entry of the request stream as Redis returned it.
 public struct StreamEntry: Sendable {
@@ -75,15 +76,27 @@ public struct RequestParser: Sendable {
     public var reservedStreams: Set<String>
     /// The default reply stream, which a `stream_to` may not name either.
     public var replies: String
+    /// In Redis Cluster mode, the request stream: `reply_to` and `stream_to` must be in its slot,
+    /// since the reply script writes them with the acknowledgement (Redis would refuse another
+    /// slot with `CROSSSLOT`).
+    public var clusterSlotOf: String?
 
     public init(
         limits: WorkerConfiguration.Limits, replyToPrefix: String, reservedStreams: Set<String> = [],
-        replies: String = WorkerConfiguration.Streams().replies
+        replies: String = WorkerConfiguration.Streams().replies, clusterSlotOf: String? = nil
     ) {
         self.limits = limits
         self.replyToPrefix = replyToPrefix
         self.reservedStreams = reservedStreams
         self.replies = replies
+        self.clusterSlotOf = clusterSlotOf
+    }
+
+    /// Why `key`, named in `field`, cannot be written with the reply in cluster mode; nil when it can.
+    private func slotProblem(_ field: String, _ key: String) -> String? {
+        guard let requests = clusterSlotOf, HashSlot.of(key) != HashSlot.of(requests) else { return nil }
+        let tag = HashSlot.tag(of: requests).map { " (hash tag {\($0)})" } ?? ""
+        return "\(field) \(key) is in another Redis Cluster slot than the request stream \(requests)\(tag): use a key with the same hash tag"
     }
 
     static let knownFields: Set<String> = [
@@ -130,6 +143,7 @@ public struct RequestParser: Sendable {
             guard !reservedStreams.contains(text) else {
                 return reject("reply_to \"\(text)\" is not allowed: it is one of llmq's own streams")
             }
+            if let problem = slotProblem("reply_to", text) { return reject(problem) }
             rejection.replyTo = text
         }
         switch streamTarget(fields) {
@@ -233,6 +247,7 @@ public struct RequestParser: Sendable {
         guard !reservedStreams.contains(text), text != replies, text != replyStream else {
             return .failure(Problem(message: "stream_to \"\(text)\" is not allowed: it is a reply stream or one of llmq's own streams"))
         }
+        if let problem = slotProblem("stream_to", text) { return .failure(Problem(message: problem)) }
         return .success(.named(text))
     }
 

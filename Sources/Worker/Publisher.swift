@@ -27,7 +27,8 @@ public struct Publisher: Sendable {
     /// Waits for the reply to the request with entry ID `requestID` on `replyStream`.
     /// - Returns: The reply's fields in order, or nil if none arrived within `timeout`.
     public func waitForReply(to requestID: String, on replyStream: String? = nil, timeout: Duration) async throws(RedisError) -> [(String, String)]? {
-        let stream = replyStream ?? streams.replies
+        // In cluster mode a queue in another slot than the default reply stream has its own.
+        let stream = replyStream ?? streams.serving(streams.requests).replies
         // Replies are added after their request on the same server clock, so start just before
         // the request's millisecond.
         let published = StreamEntry(id: requestID, fields: nil).timestampMilliseconds ?? 0

@@ -1,5 +1,6 @@
 import Foundation
 import LLMQRedis
+import Metrics
 import Synchronization
 
 /// The Redis side of a worker: reading from the group, replying, claiming, refreshing, on
@@ -8,11 +9,23 @@ import Synchronization
 /// Two connections: a blocking `XREADGROUP` holds its connection until entries arrive, so it
 /// gets one of its own; replies, acknowledgements and claims share the other, where concurrent
 /// requests' commands are pipelined together.
+///
+/// In cluster mode both are cluster clients (a connection per master each): commands go to the
+/// master of their stream's slot, a blocking read over streams on several masters is one read
+/// per master, and each queue is answered with the reply, dead-letter and stats keys of its slot
+/// (``WorkerConfiguration/Streams/serving(_:)``).
 final class RequestStream: Sendable {
     let streams: WorkerConfiguration.Streams
     let consumer: String
     let reader: RedisClient
     let writer: RedisClient
+    /// `WAIT` for this many replicas after each reply (`redis.waitReplicas`); 0 does not wait.
+    let waitReplicas: Int
+    let waitTimeout: Duration
+    /// Per request stream: until when replies skip `WAIT` (see `waitForReplicas(of:)`).
+    private let waitPausedUntil = Mutex<[String: ContinuousClock.Instant]>([:])
+    /// One `WAIT` in flight per request stream, shared by the replies written before it.
+    private let replicationWaits = ReplicationWaits()
 
     init(redis: RedisConfiguration, streams: WorkerConfiguration.Streams, consumer: String, readBlock: Duration) {
         self.streams = streams
@@ -21,7 +34,13 @@ final class RequestStream: Sendable {
         readerConfiguration.commandTimeout = readBlock + redis.commandTimeout
         self.reader = RedisClient(configuration: readerConfiguration, name: "llmq-read:\(consumer)")
         self.writer = RedisClient(configuration: redis, name: "llmq-write:\(consumer)")
+        self.waitReplicas = redis.waitReplicas
+        self.waitTimeout = redis.waitTimeout
     }
+
+    /// A blocking read over streams on several cluster masters waits at most this long, since
+    /// each master's read must end before the entries of any are handed out.
+    static let clusterReadBlock: Duration = .milliseconds(200)
 
     func shutdown() {
         reader.shutdown()
@@ -42,12 +61,45 @@ final class RequestStream: Sendable {
     /// streams; `COUNT` applies to each stream).
     /// - Returns: The entries by stream.
     func readNew(from requests: [String], count: Int, block: Duration) async throws(RedisError) -> [String: [StreamEntry]] {
-        var command = RedisCommand(
-            "XREADGROUP", "GROUP", streams.group, consumer, "COUNT", String(count),
-            "BLOCK", String(block.milliseconds), "STREAMS")
-        for stream in requests { command.append(stream) }
-        for _ in requests { command.append(">") }
-        return try Self.entriesByStream(try await reader.send(command))
+        func read(_ requests: [String], block: Duration) async throws(RedisError) -> [String: [StreamEntry]] {
+            var command = RedisCommand(
+                "XREADGROUP", "GROUP", streams.group, consumer, "COUNT", String(count),
+                "BLOCK", String(block.milliseconds), "STREAMS")
+            for stream in requests { command.append(stream) }
+            for _ in requests { command.append(">") }
+            return try Self.entriesByStream(try await reader.send(command))
+        }
+        let groups = try await reader.groupByNode(requests)
+        if groups.count <= 1 { return try await read(requests, block: block) }
+        // Streams on several cluster masters: one read per master, at once. Each is allowed a
+        // short block only, since the entries one master returns wait for the others' reads.
+        let short = min(block, Self.clusterReadBlock)
+        let results = await withTaskGroup(of: Result<[String: [StreamEntry]], RedisError>.self) { group in
+            for streams in groups {
+                group.addTask {
+                    do throws(RedisError) {
+                        return .success(try await read(streams, block: short))
+                    } catch {
+                        return .failure(error)
+                    }
+                }
+            }
+            var results: [Result<[String: [StreamEntry]], RedisError>] = []
+            for await result in group { results.append(result) }
+            return results
+        }
+        var entries: [String: [StreamEntry]] = [:]
+        var failure: RedisError?
+        for result in results {
+            switch result {
+            case .success(let read): entries.merge(read) { $0 + $1 }
+            case .failure(let error): failure = error
+            }
+        }
+        // Entries read are in this consumer's pending list now: hand them out even if another
+        // master's read failed (the next read reports that failure again).
+        if let failure, entries.isEmpty { throw failure }
+        return entries
     }
 
     /// New entries from several streams at once without waiting, `counts` being how many to
@@ -191,15 +243,51 @@ final class RequestStream: Sendable {
         }
         // Lost mode only: set when the entry is answered, for a day, so the answer goes out once.
         let marker = requests + ":lost:" + entryID
-        var keys = [requests, replyStream, streams.dead, streams.answered, marker, streams.stats]
+        // The queue's own keys (in cluster mode, in its slot); the default reply stream too.
+        let own = streams.serving(requests)
+        let replyStream = replyStream == streams.replies ? own.replies : replyStream
+        var keys = [requests, replyStream, own.dead, own.answered, marker, own.stats]
         if let lastChunk { keys.append(lastChunk.stream) }
         let result = try await Scripts.reply.run(on: writer, keys: keys, arguments: arguments)
         switch result.int {
-        case 1: return .written
+        case 1:
+            await waitForReplicas(of: requests)
+            return .written
         case 2: return .goneFromGroup
         default: return .notOurs
         }
     }
+
+    /// With `redis.waitReplicas`, waits until that many replicas have the writes made so far on
+    /// the connection to the master of `requests` (`WAIT`). The reply stands either way: a
+    /// replica that is late or missing is counted (`llmq_reply_replication_short_total`), not
+    /// waited for again.
+    ///
+    /// `WAIT` holds the connection it is sent on, and every reply's commands share it, so one
+    /// `WAIT` at a time serves all the replies written before it (``ReplicationWaits``). While a
+    /// master has too few replicas (one died, or was promoted in a failover), each `WAIT` would
+    /// still hold it for the whole timeout: after a short answer the queue's replies do not wait
+    /// for ``shortWaitPause``; then one tries again.
+    private func waitForReplicas(of requests: String) async {
+        guard waitReplicas > 0 else { return }
+        let short = Counter(label: "llmq_reply_replication_short_total")
+        if let until = waitPausedUntil.withLock({ $0[requests] }), ContinuousClock.now < until {
+            short.increment()
+            return
+        }
+        let enough = await replicationWaits.afterReply(on: requests) {
+            let acknowledged = try? await writer.send(
+                RedisCommand("WAIT", String(waitReplicas), String(max(1, waitTimeout.milliseconds))), onNodeOf: requests)
+            return (acknowledged?.int ?? 0) >= waitReplicas
+        }
+        if !enough {
+            short.increment()
+            waitPausedUntil.withLock { $0[requests] = ContinuousClock.now + Self.shortWaitPause }
+        }
+    }
+
+    /// How long replies skip `WAIT` after one found too few replicas.
+    static let shortWaitPause: Duration = .seconds(5)
 
     /// With `keepAnswered` and a maximum age: the oldest history ID to keep (`XTRIM MINID`).
     private func answeredMinimumID() -> String {
@@ -273,8 +361,9 @@ final class Script: Sendable {
 
 enum Scripts {
     /// KEYS: request stream, reply stream, dead-letter stream, history stream, lost-entry
-    /// marker (`<requests>:lost:<id>`, lost mode only), stats hash, and for a streamed answer
-    /// its chunk stream. Returns 1 when written, 0
+    /// marker (`<requests>:lost:<id>`: checked in lost mode, set by a reply in either mode to an
+    /// entry delivered more than once), stats hash, and for a streamed answer its chunk stream.
+    /// Returns 1 when written, 0
     /// when the entry is not ours, 2 when it is neither pending nor in the stream
     /// (``RequestStream/ReplyResult``).
     /// ARGV: group, entry ID, consumer, mode (`owned`/`lost`), reply max length, dead-letter
@@ -301,6 +390,8 @@ enum Scripts {
             local deadCount, chunkCount = tonumber(ARGV[13]), tonumber(ARGV[14])
             local chunkExpire, chunkMax = tonumber(ARGV[15]), tonumber(ARGV[16])
             local first = 17
+            -- Where the last chunk's fields start, fixed before deadCount can be cleared below.
+            local chunkFirst = first + deadCount
             local function notStream(key)
               local kind = redis.call('TYPE', key)['ok']
               if kind == 'stream' or kind == 'none' then return nil end
@@ -313,12 +404,14 @@ enum Scripts {
                 redis.call('XADD', key, '*', unpack(fields))
               end
             end
+            local owner = nil
             if mode == 'lost' then
               if redis.call('EXISTS', KEYS[5]) == 1 then return 0 end
             else
-              local owner = redis.call('XPENDING', KEYS[1], group, id, id, 1)
-              if #owner == 0 and #redis.call('XRANGE', KEYS[1], id, id) == 0 then return 2 end
-              if #owner == 0 or owner[1][2] ~= consumer then return 0 end
+              local pending = redis.call('XPENDING', KEYS[1], group, id, id, 1)
+              if #pending == 0 and #redis.call('XRANGE', KEYS[1], id, id) == 0 then return 2 end
+              if #pending == 0 or pending[1][2] ~= consumer then return 0 end
+              owner = pending[1]
             end
             local kind = notStream(KEYS[2])
             if kind then
@@ -381,7 +474,7 @@ enum Scripts {
             end
             if chunkCount > 0 then
               local chunk = {}
-              for i = first + deadCount, first - 1 + deadCount + chunkCount do chunk[#chunk + 1] = ARGV[i] end
+              for i = chunkFirst, chunkFirst + chunkCount - 1 do chunk[#chunk + 1] = ARGV[i] end
               add(KEYS[7], chunkMax, chunk)
               redis.call('PEXPIRE', KEYS[7], chunkExpire)
             end
@@ -390,6 +483,11 @@ enum Scripts {
               return 1
             end
             redis.call('XACK', KEYS[1], group, id)
+            -- An entry delivered more than once may still be running on the consumer it was
+            -- claimed from, which will find it gone from the group and try it as lost: the
+            -- marker tells that attempt it was answered. (Most entries are delivered once and
+            -- cost no marker.)
+            if tonumber(owner[4]) > 1 then redis.call('SET', KEYS[5], '1', 'PX', 86400000) end
             if history then
               add(KEYS[4], historyMax, history)
               if historyMinID ~= '' then redis.call('XTRIM', KEYS[4], 'MINID', '~', historyMinID) end

@@ -15,7 +15,9 @@ public final class Worker: Service, Sendable {
     public let configuration: WorkerConfiguration
     private let backend: ResilientBackend
     private let stream: RequestStream
-    private let parser: RequestParser
+    /// Each queue's parser, by its request stream: in cluster mode a queue in its own slot has
+    /// its own `reply_to` prefix and keys (``WorkerConfiguration/Streams/serving(_:)``).
+    private let parsers: [String: RequestParser]
     private let slots: Slots
     private let logger: Logger
     private let isStopping = Atomic<Bool>(false)
@@ -43,11 +45,19 @@ public final class Worker: Service, Sendable {
         self.stream = RequestStream(
             redis: configuration.redis, streams: configuration.streams, consumer: configuration.consumer,
             readBlock: configuration.readBlock)
-        let streams = configuration.streams
-        self.parser = RequestParser(
-            limits: configuration.limits, replyToPrefix: streams.replyToPrefix,
-            reservedStreams: Set(configuration.effectiveQueues.map(\.stream) + [streams.requests, streams.dead, streams.answered]),
-            replies: streams.replies)
+        var parsers: [String: RequestParser] = [:]
+        var reserved = Set(configuration.effectiveQueues.map(\.stream) + [configuration.streams.requests])
+        for queue in configuration.effectiveQueues {
+            let streams = configuration.streams.serving(queue.stream)
+            reserved.formUnion([streams.dead, streams.answered])
+        }
+        for queue in configuration.effectiveQueues {
+            let streams = configuration.streams.serving(queue.stream)
+            parsers[queue.stream] = RequestParser(
+                limits: configuration.limits, replyToPrefix: streams.replyToPrefix, reservedStreams: reserved,
+                replies: streams.replies, clusterSlotOf: streams.cluster ? queue.stream : nil)
+        }
+        self.parsers = parsers
         self.slots = Slots(capacity: configuration.concurrency)
         self.metrics = WorkerMetrics(configuration: configuration, queues: configuration.effectiveQueues)
         self.health = WorkerHealth(configuration: configuration)
@@ -454,6 +464,7 @@ public final class Worker: Service, Sendable {
                 delivery: delivery.deliveries, writer: stream.writer, settings: configuration.streaming)
         }
 
+        let parser = parsers[delivery.stream] ?? parsers.values.first!
         if delivery.deliveries > configuration.recovery.maxDeliveries {
             let message = "delivered \(delivery.deliveries) times without an answer (the consumers handling it crashed or stalled); moved to \(configuration.streams.dead)"
             var callerID: String?

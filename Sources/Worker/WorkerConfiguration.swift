@@ -36,7 +36,25 @@ public struct WorkerConfiguration: Sendable {
         /// `replies:ok`, `replies:error` and `error:<code>` (the totals `llmq status` turns into
         /// rates). It counts every reply, wherever its `reply_to` sent it.
         public var stats = "llmq:stats"
+        /// Redis Cluster mode (`redis.cluster`): a queue whose stream has a hash tag other than
+        /// the reply stream's gets reply, dead-letter, history and stats keys of its own, in its
+        /// slot (see ``serving(_:)``).
+        public var cluster = false
         public init() {}
+
+        /// The defaults in cluster mode: every key hash-tagged `{llmq}`, so that the reply
+        /// script's keys share one slot.
+        public static var clusterDefaults: Streams {
+            var streams = Streams()
+            streams.requests = "{llmq}:requests"
+            streams.replies = "{llmq}:replies"
+            streams.dead = "{llmq}:dead"
+            streams.answered = "{llmq}:answered"
+            streams.stats = "{llmq}:stats"
+            streams.replyToPrefix = "{llmq}:"
+            streams.cluster = true
+            return streams
+        }
     }
 
     /// Bounds on what a request may ask for.
@@ -165,9 +183,12 @@ public struct WorkerConfiguration: Sendable {
 
     /// A streamed request's own chunk stream: `<replyToPrefix>stream:<entry ID>`, with the
     /// queue's name before the ID when queues are configured (entry IDs are unique per stream
-    /// only): `llmq:stream:1700000000000-0`, `llmq:stream:HumanAI:1700000000000-0`.
+    /// only): `llmq:stream:1700000000000-0`, `llmq:stream:HumanAI:1700000000000-0`. In cluster
+    /// mode the prefix is the queue's (``Streams/serving(_:)``), so the chunk stream shares the
+    /// request stream's slot: `{llmq}:stream:1700000000000-0`.
     public func chunkStream(queue: String, entryID: String) -> String {
-        streams.replyToPrefix + "stream:" + (queues.isEmpty ? "" : queue + ":") + entryID
+        let prefix = streams.serving(self.queue(named: queue).stream).replyToPrefix
+        return prefix + "stream:" + (queues.isEmpty ? "" : queue + ":") + entryID
     }
 
     public var backend: BackendConfiguration

@@ -55,7 +55,8 @@ struct BenchCommand: AsyncParsableCommand {
             try await runStreaming(configuration: configuration, run: name)
             return
         }
-        let replyStream = "llmq:bench:\(name)"
+        // Under the queue's prefix: in cluster mode that keeps the replies in its slot.
+        let replyStream = configuration.streams.serving(configuration.streams.requests).replyToPrefix + "bench:\(name)"
         let client = RedisClient(configuration: configuration.redis, name: "llmq-bench")
         defer { client.shutdown() }
         do {
@@ -107,7 +108,9 @@ struct BenchCommand: AsyncParsableCommand {
                 reader.shutdown()
             }
             do {
-                report = try await bench.throughQueue(client: client, reader: reader, requestStream: configuration.streams.requests, run: run)
+                let streams = configuration.streams.serving(configuration.streams.requests)
+                report = try await bench.throughQueue(
+                    client: client, reader: reader, requestStream: streams.requests, prefix: streams.replyToPrefix, run: run)
             } catch {
                 throw fail("\(error)")
             }

@@ -49,9 +49,8 @@ struct StatusCommand: AsyncParsableCommand {
         let client = RedisClient(configuration: configuration.redis, name: "llmq-status")
         defer { client.shutdown() }
         func streams(of queue: WorkerConfiguration.Queue) -> WorkerConfiguration.Streams {
-            var streams = configuration.streams
-            streams.requests = queue.stream
-            return streams
+            // In cluster mode a queue in another slot has reply, dead and stats keys of its own.
+            configuration.streams.serving(queue.stream)
         }
         if watch {
             guard queues.count == 1 else {

@@ -60,9 +60,10 @@ struct StreamBench: Sendable {
     }
 
     /// Through llmq: requests with `stream_to` one chunk stream of the run's, replies to the run's stream.
-    func throughQueue(client: RedisClient, reader: RedisClient, requestStream: String, run: String) async throws(RedisError) -> Report {
-        let chunkStream = "llmq:bench:\(run):chunks"
-        let replyStream = "llmq:bench:\(run)"
+    /// - Parameter prefix: The queue's `reply_to` prefix, which the run's streams start with.
+    func throughQueue(client: RedisClient, reader: RedisClient, requestStream: String, prefix: String, run: String) async throws(RedisError) -> Report {
+        let chunkStream = "\(prefix)bench:\(run):chunks"
+        let replyStream = "\(prefix)bench:\(run)"
         let before = try await commandStats(client)
         var published: [String: ContinuousClock.Instant] = [:]
         var firstToken: [String: Duration] = [:]
