@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# What Redis Cluster mode costs and how long a failover takes (see docs/CLUSTER-BENCH.md).
+# What Redis Cluster mode costs and how long a failover takes (see docs/BENCHMARKS.md, "Redis Cluster").
 #   bench/cluster.sh [drain|wait|failover|all]
 # Needs a release build (make release). Starts its own redis-servers (one single, six cluster
 # nodes: 3 masters, 3 replicas) and `llmq sim` on 127.0.0.1, and stops them (nothing else).

@@ -266,6 +266,29 @@ struct StreamingTests {
         await sim.stop()
     }
 
+    @Test("A streamed request dead-lettered while the dead-letter key is not a stream: the last chunk is still the right one")
+    func deadLetterWithBrokenDeadStream() async throws {
+        let redis = try await RedisServer.start()
+        let client = RedisClient(configuration: redis.configuration)
+        defer { client.shutdown() }
+        _ = try await client.send("SET", "llmq:dead", "not a stream")
+        _ = try await client.send("XGROUP", "CREATE", "llmq:requests", "llmq", "0", "MKSTREAM")
+        let entry = try await publish(client, [("prompt", "hi"), ("stream", "1"), ("id", "doomed")])
+        try await abandonNextEntries(client, deliveries: 9)
+        var configuration = workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: "http://127.0.0.1:9"))
+        configuration.recovery.claimMinIdle = .milliseconds(100)
+        configuration.recovery.claimInterval = .milliseconds(50)
+        let worker = try RunningWorker(configuration)
+        let reply = try #require(try await waitForReplies(client, count: 1).first)
+        #expect(reply["error_code"] == "dead_letter" && reply["dead_letter_error"] != nil, "\(reply)")
+        let chunks = try await ReadChunks.read(client, "llmq:stream:\(entry)")
+        #expect(chunks.problems.isEmpty, "\(chunks.problems)")
+        let done = try #require(chunks.done)
+        #expect(done["id"] == "doomed" && done["status"] == "error" && done["error_code"] == "dead_letter", "\(done)")
+        #expect(done["consumer"] == nil && done["delivery"] == "10", "only the last chunk's own fields: \(done)")
+        await worker.stop()
+    }
+
     @Test("llmq publish --stream prints the text as it comes, then the timings")
     func publishCommand() async throws {
         let redis = try await RedisServer.start()
