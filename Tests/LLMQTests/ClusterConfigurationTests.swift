@@ -88,7 +88,7 @@ struct ClusterConfigurationTests {
 
 @Suite("llmq status and publish against a real cluster", .serialized, .timeLimit(.minutes(3)))
 struct ClusterCommandTests {
-    @Test("llmq publish --wait and llmq status, with LLMQ_REDIS_CLUSTER=true, on a queue in its own slot")
+    @Test("llmq publish --wait and --stream, llmq bench and bench --stream, and llmq status, with LLMQ_REDIS_CLUSTER=true, on queues in their own slots")
     func publishAndStatus() async throws {
         try await RedisCluster.with { cluster in
             let tags = try await cluster.tagsOnDifferentMasters(2)
@@ -108,15 +108,24 @@ struct ClusterCommandTests {
                 environment: ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("LLMQ_") }.merging(environment) { $1 })
             #expect(published.status == 0, "\(published.output) \(published.error)")
             #expect(published.output.contains("status: ok") && published.output.contains("queue: b"), "\(published.output)")
-            let status = try await runProgram(
-                try llmqExecutable().path, ["status"],
-                environment: ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("LLMQ_") }.merging(environment) { $1 })
+            let processEnvironment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("LLMQ_") }.merging(environment) { $1 }
+            let streamed = try await runProgram(
+                try llmqExecutable().path, ["publish", "--queue", "a", "--prompt", "hello", "--max-tokens", "6", "--stream", "--timeout", "30"],
+                environment: processEnvironment)
+            #expect(streamed.status == 0 && streamed.output.contains("finish_reason: length"), "\(streamed.output) \(streamed.error)")
+            for arguments in [["--queue", "a", "--requests", "40"], ["--queue", "b", "--requests", "20", "--stream", "--concurrency", "5"]] {
+                let bench = try await runProgram(
+                    try llmqExecutable().path, ["bench", "--max-tokens", "4", "--timeout", "60"] + arguments, environment: processEnvironment)
+                #expect(bench.status == 0, "llmq bench \(arguments): \(bench.output) \(bench.error)")
+            }
+            let status = try await runProgram(try llmqExecutable().path, ["status"], environment: processEnvironment)
             await worker.stop()
             await simulator.stop()
             #expect(status.status == 0, "\(status.error)")
-            #expect(status.output.contains("replies counted in {\(tags[1])}:stats: ok 1, error 0"), "\(status.output)")
+            // One publish, 20 bench requests on b; one streamed publish and 40 bench requests on a.
+            #expect(status.output.contains("replies counted in {\(tags[1])}:stats: ok 21, error 0"), "\(status.output)")
             #expect(status.output.contains("replies {\(tags[1])}:replies: 1 entries"), "\(status.output)")
-            #expect(status.output.contains("replies counted in {\(tags[0])}:stats: ok 0, error 0"), "queue a has keys of its own: \(status.output)")
+            #expect(status.output.contains("replies counted in {\(tags[0])}:stats: ok 41, error 0"), "queue a has keys of its own: \(status.output)")
         }
     }
 }
