@@ -45,25 +45,34 @@ public final class Worker: Service, Sendable {
         self.stream = RequestStream(
             redis: configuration.redis, streams: configuration.streams, consumer: configuration.consumer,
             readBlock: configuration.readBlock)
-        var parsers: [String: RequestParser] = [:]
-        var reserved = Set(configuration.effectiveQueues.map(\.stream) + [configuration.streams.requests])
-        for queue in configuration.effectiveQueues {
-            let streams = configuration.streams.serving(queue.stream)
-            reserved.formUnion([streams.dead, streams.answered])
-        }
-        for queue in configuration.effectiveQueues {
-            let streams = configuration.streams.serving(queue.stream)
-            parsers[queue.stream] = RequestParser(
-                limits: configuration.limits, replyToPrefix: streams.replyToPrefix, reservedStreams: reserved,
-                replies: streams.replies, clusterSlotOf: streams.cluster ? queue.stream : nil)
-        }
-        self.parsers = parsers
+        self.parsers = Self.parsers(for: configuration)
         self.slots = Slots(capacity: configuration.concurrency)
         self.metrics = WorkerMetrics(configuration: configuration, queues: configuration.effectiveQueues)
         self.health = WorkerHealth(configuration: configuration)
         var logger = logger
         logger[metadataKey: "llmq.consumer"] = "\(configuration.consumer)"
         self.logger = logger
+    }
+
+    /// One parser per queue, by its request stream: in cluster mode a queue in its own slot has
+    /// its own `reply_to` prefix and keys. Every queue's own streams are reserved for all.
+    private static func parsers(for configuration: WorkerConfiguration) -> [String: RequestParser] {
+        let queues = configuration.effectiveQueues
+        var reserved = Set(queues.map(\.stream))
+        reserved.insert(configuration.streams.requests)
+        for queue in queues {
+            let streams = configuration.streams.serving(queue.stream)
+            reserved.insert(streams.dead)
+            reserved.insert(streams.answered)
+        }
+        var parsers: [String: RequestParser] = [:]
+        for queue in queues {
+            let streams = configuration.streams.serving(queue.stream)
+            parsers[queue.stream] = RequestParser(
+                limits: configuration.limits, replyToPrefix: streams.replyToPrefix, reservedStreams: reserved,
+                replies: streams.replies, clusterSlotOf: streams.cluster ? queue.stream : nil)
+        }
+        return parsers
     }
 
     /// Builds the backends a configuration names and a worker over them.
