@@ -39,6 +39,7 @@ let package = Package(
         .target(
             name: "LLMQRedis",
             dependencies: [
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 "CHiredis",
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -49,6 +50,7 @@ let package = Package(
         .target(
             name: "LLMQHTTP",
             dependencies: [
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 "CCurl",
                 .product(name: "DequeModule", package: "swift-collections"),
             ],
@@ -58,6 +60,7 @@ let package = Package(
         .target(
             name: "LLMQBackends",
             dependencies: [
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 "LLMQHTTP",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -68,6 +71,7 @@ let package = Package(
         .target(
             name: "LLMQWorker",
             dependencies: [
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 "LLMQRedis",
                 "LLMQBackends",
                 .product(name: "Logging", package: "swift-log"),
@@ -95,6 +99,7 @@ let package = Package(
         .target(
             name: "LLMQSimulator",
             dependencies: [
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -103,6 +108,7 @@ let package = Package(
         .executableTarget(
             name: "llmq",
             dependencies: [
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 "LLMQWorker",
                 "LLMQSimulator",
                 "LLMQTelemetry",

@@ -1,6 +1,6 @@
 import Logging
 import Metrics
-import Synchronization
+import NIOConcurrencyHelpers
 
 /// Several backends behind one worker, with retries, per-backend circuit breakers, weights,
 /// model routing, slot accounting and fallbacks.
@@ -107,60 +107,71 @@ public final class ResilientBackend: Sendable {
             /// Starts, decaying (each start multiplies all by `1 - 1/64`), for the weights.
             var recentStarts: [Double]
         }
-        private let state: Mutex<State>
+        private let state: NIOLockedValueBox<State>
+        /// Signalled whenever a slot is given back.
+        let slotChanges: SlotChanges
 
-        init(members: [Member], breaker: BreakerPolicy) {
+        init(members: [Member], breaker: BreakerPolicy, slotChanges: SlotChanges) {
+            self.slotChanges = slotChanges
             self.members = members
             self.breakers = members.map { CircuitBreaker(policy: breaker, backend: $0.name) }
             self.metrics = members.map { BackendMetrics(backend: $0.name) }
-            self.state = Mutex(State(
+            self.state = NIOLockedValueBox(State(
                 inFlight: Array(repeating: 0, count: members.count), slots: members.map(\.slots),
                 recentStarts: Array(repeating: 0, count: members.count)))
         }
 
+        /// What ``choose(model:deadline:)`` found.
+        enum Choice {
+            /// This member, with its breaker permission (a probe or not) and a slot taken.
+            case member(index: Int, isProbe: Bool)
+            /// No member serving the model lets requests through.
+            case unavailable
+            /// Every member that could take it stayed full until the deadline.
+            case full
+        }
+
         /// The member for the next call: serving the model, its breaker letting requests
-        /// through, a free slot if any has one, then furthest behind its weight. Takes its
-        /// breaker permission (a probe, when the breaker's open period is over) and a slot.
-        func choose(model: String?, excluding excluded: Set<Int> = []) async -> (index: Int, isProbe: Bool)? {
-            var tried = excluded
+        /// through, a free slot, then furthest behind its weight. Takes its breaker permission
+        /// (a probe, when the breaker's open period is over) and a slot in the same critical
+        /// section as the check, so two requests never take one free slot; when every such
+        /// member is full, waits for a slot to be given back (``finished(_:)``), not polling.
+        func choose(model: String?, deadline: ContinuousClock.Instant?) async -> Choice {
             while true {
+                let generation = slotChanges.generation
                 let now = ContinuousClock.now
-                let candidate: Int?? = state.withLock { state in
-                    let eligible = members.indices.filter { index in
-                        !tried.contains(index) && members[index].serves(model) && weight(index, state) > 0
-                            && breakers[index].timeUntilProbe(at: now) == nil
-                    }
-                    if eligible.isEmpty { return .some(nil) }
-                    let free = eligible.filter { index in state.slots[index].map { state.inFlight[index] < $0 } ?? true }
-                    // All full: wait for a slot rather than overfill a backend.
-                    if free.isEmpty { return nil }
-                    return free.min { left, right in
+                let choice: Choice? = state.withLockedValue { state in
+                    var tried: Set<Int> = []
+                    while true {
+                        let eligible = members.indices.filter { index in
+                            !tried.contains(index) && members[index].serves(model) && weight(index, state) > 0
+                                && breakers[index].timeUntilProbe(at: now) == nil
+                        }
+                        if eligible.isEmpty { return .unavailable }
+                        let free = eligible.filter { index in state.slots[index].map { state.inFlight[index] < $0 } ?? true }
+                        // All full: wait for a slot rather than overfill a backend.
+                        if free.isEmpty { return nil }
+                        let index = free.min { left, right in
                             let l = state.recentStarts[left] / weight(left, state)
-                        let r = state.recentStarts[right] / weight(right, state)
-                        if l != r { return l < r }
-                        return state.inFlight[left] < state.inFlight[right]
+                            let r = state.recentStarts[right] / weight(right, state)
+                            if l != r { return l < r }
+                            return state.inFlight[left] < state.inFlight[right]
+                        }!
+                        switch breakers[index].permission(at: now) {
+                        case .denied:
+                            tried.insert(index)  // another request took the probe first
+                        case .granted(let isProbe):
+                            state.inFlight[index] += 1
+                            for member in state.recentStarts.indices { state.recentStarts[member] *= 1 - 1.0 / 64 }
+                            state.recentStarts[index] += 1
+                            return .member(index: index, isProbe: isProbe)
+                        }
                     }
                 }
-                guard let found = candidate else {
-                    do {
-                        try await Task.sleep(for: .milliseconds(2))
-                    } catch {
-                        return nil
-                    }
-                    continue
-                }
-                guard let index = found else { return nil }
-                switch await breakers[index].permission() {
-                case .denied:
-                    tried.insert(index)  // another request took the probe first
-                case .granted(let isProbe):
-                    state.withLock { state in
-                        state.inFlight[index] += 1
-                        for member in state.recentStarts.indices { state.recentStarts[member] *= 1 - 1.0 / 64 }
-                        state.recentStarts[index] += 1
-                    }
-                    return (index, isProbe)
-                }
+                if let choice { return choice }
+                if let deadline, ContinuousClock.now >= deadline { return .full }
+                if Task.isCancelled { return .unavailable }
+                await slotChanges.wait(after: generation, until: deadline)
             }
         }
 
@@ -176,10 +187,10 @@ public final class ResilientBackend: Sendable {
             for (index, member) in members.enumerated() where member.slots == nil {
                 let discovered = await member.backend.parallelSlots()
                 if let discovered {
-                    state.withLock { $0.slots[index] = discovered }
+                    state.withLockedValue { $0.slots[index] = discovered }
                     logger.info("backend slots", metadata: ["llmq.backend": "\(member.name)", "llmq.slots": "\(discovered)"])
                 } else if member.backend.reportsSlots && openWhenDown {
-                    state.withLock { $0.slots[index] = 1 }
+                    state.withLockedValue { $0.slots[index] = 1 }
                     breakers[index].open()
                     logger.warning("backend not answering at start; it joins when a probe succeeds", metadata: ["llmq.backend": "\(member.name)"])
                 }
@@ -187,15 +198,16 @@ public final class ResilientBackend: Sendable {
         }
 
         func finished(_ index: Int) {
-            state.withLock { $0.inFlight[index] -= 1 }
+            state.withLockedValue { $0.inFlight[index] -= 1 }
+            slotChanges.signal()
         }
 
-        var inFlight: Int { state.withLock { $0.inFlight.reduce(0, +) } }
+        var inFlight: Int { state.withLockedValue { $0.inFlight.reduce(0, +) } }
 
         /// Free slots of the members whose breakers let requests through: `.unlimited` when one
         /// of them has no slot limit, `.none` when no member lets requests through.
         func freeSlots(at now: ContinuousClock.Instant) -> FreeSlots {
-            state.withLock { state in
+            state.withLockedValue { state in
                 var total = 0
                 var available = false
                 for index in members.indices where breakers[index].timeUntilProbe(at: now) == nil && weight(index, state) > 0 {
@@ -230,6 +242,9 @@ public final class ResilientBackend: Sendable {
 
     let primaries: Tier
     let fallbacks: Tier
+    /// Signalled whenever a backend slot is given back: a reader waiting for free slots
+    /// (``freeSlots``) waits on it instead of polling.
+    public let slotChanges: SlotChanges
     public let retry: RetryPolicy
     private let logger: Logger
 
@@ -242,8 +257,9 @@ public final class ResilientBackend: Sendable {
     /// - Precondition: `members` is not empty.
     public init(members: [Member], fallbacks: [Member] = [], retry: RetryPolicy, breaker: BreakerPolicy, logger: Logger) {
         precondition(!members.isEmpty, "a backend pool needs a member")
-        self.primaries = Tier(members: members, breaker: breaker)
-        self.fallbacks = Tier(members: fallbacks, breaker: breaker)
+        self.slotChanges = SlotChanges()
+        self.primaries = Tier(members: members, breaker: breaker, slotChanges: slotChanges)
+        self.fallbacks = Tier(members: fallbacks, breaker: breaker, slotChanges: slotChanges)
         self.retry = retry
         self.logger = logger
     }
@@ -313,20 +329,29 @@ public final class ResilientBackend: Sendable {
         var attempts = 0
         var lastError: BackendError?
         var lastBackend: String?
-        for tier in [primaries, fallbacks] where !tier.members.isEmpty && tier.serves(request.model) {
+        tiers: for tier in [primaries, fallbacks] where !tier.members.isEmpty && tier.serves(request.model) {
             var attempt = 0
-            while attempt < retry.maxAttempts {
-                guard let (index, isProbe) = await tier.choose(model: request.model) else {
+            attempts: while attempt < retry.maxAttempts {
+                let index: Int
+                let isProbe: Bool
+                switch await tier.choose(model: request.model, deadline: deadline) {
+                case .member(let chosen, let probe):
+                    (index, isProbe) = (chosen, probe)
+                case .full:
+                    lastError = BackendError(
+                        .busy, "every backend serving \(request.model.map { "the model \($0)" } ?? "this request") stayed full until the request's deadline")
+                    break tiers
+                case .unavailable:
                     // Every breaker is open: go to the fallbacks, or with none (and on the
                     // primaries), wait for a probe unless that passes the deadline.
                     guard tier === primaries, fallbacks.members.isEmpty || !fallbacks.serves(request.model),
                         let wait = tier.timeUntilAvailable(at: .now)
-                    else { break }
-                    if let deadline, ContinuousClock.now + wait >= deadline { break }
+                    else { break attempts }
+                    if let deadline, ContinuousClock.now + wait >= deadline { break attempts }
                     do {
                         try await Task.sleep(for: wait)
                     } catch {
-                        break
+                        break attempts
                     }
                     continue
                 }
@@ -368,7 +393,7 @@ public final class ResilientBackend: Sendable {
                     }
                 }
                 if attempt < retry.maxAttempts {
-                    guard await sleepBeforeRetry(attempt: attempt, error: lastError, deadline: deadline) else { break }
+                    guard await sleepBeforeRetry(attempt: attempt, error: lastError, deadline: deadline) else { break attempts }
                 }
             }
         }
@@ -412,7 +437,7 @@ final class CircuitBreaker: Sendable {
     }
 
     private let policy: ResilientBackend.BreakerPolicy
-    private let state = Mutex(State())
+    private let state = NIOLockedValueBox(State())
     /// `llmq_backend_circuit_open`: 1 from the opening failure until a success closes it.
     private let openGauge: Gauge
 
@@ -423,7 +448,7 @@ final class CircuitBreaker: Sendable {
     }
 
     func isOpen(at now: ContinuousClock.Instant) -> Bool {
-        state.withLock { state in
+        state.withLockedValue { state in
             guard let openUntil = state.openUntil else { return false }
             return now < openUntil || state.probeInFlight
         }
@@ -431,7 +456,7 @@ final class CircuitBreaker: Sendable {
 
     /// How long until a probe may be sent; nil when requests may go now.
     func timeUntilProbe(at now: ContinuousClock.Instant) -> Duration? {
-        state.withLock { state in
+        state.withLockedValue { state in
             guard let openUntil = state.openUntil else { return nil }
             if now < openUntil { return openUntil - now }
             return state.probeInFlight ? .milliseconds(50) : nil
@@ -440,10 +465,10 @@ final class CircuitBreaker: Sendable {
 
     /// Closed: go. Open: denied. Open period over: the first caller probes, others are denied
     /// until the probe has answered.
-    func permission() async -> Permission {
-        state.withLock { state in
+    func permission(at now: ContinuousClock.Instant = .now) -> Permission {
+        state.withLockedValue { state in
             guard let openUntil = state.openUntil else { return .granted(isProbe: false) }
-            if ContinuousClock.now < openUntil || state.probeInFlight { return .denied }
+            if now < openUntil || state.probeInFlight { return .denied }
             state.probeInFlight = true
             return .granted(isProbe: true)
         }
@@ -451,7 +476,7 @@ final class CircuitBreaker: Sendable {
 
     /// Opens the circuit now (a backend found down at start); a probe follows after the open period.
     func open() {
-        state.withLock { state in
+        state.withLockedValue { state in
             state.openUntil = ContinuousClock.now + policy.openDuration
             state.probeInFlight = false
         }
@@ -461,13 +486,13 @@ final class CircuitBreaker: Sendable {
     /// Gives up the probe without a verdict (its request was cancelled); the circuit stays
     /// open, and the next caller after the open period probes.
     func releaseProbe() {
-        state.withLock { state in
+        state.withLockedValue { state in
             state.probeInFlight = false
         }
     }
 
     func recordSuccess() {
-        let wasOpen = state.withLock { state in
+        let wasOpen = state.withLockedValue { state in
             defer { state = State() }
             return state.openUntil != nil
         }
@@ -476,7 +501,7 @@ final class CircuitBreaker: Sendable {
 
     /// Returns true when this failure opened the circuit.
     func recordFailure(wasProbe: Bool) -> Bool {
-        let opened = state.withLock { state in
+        let opened = state.withLockedValue { state in
             state.consecutiveFailures += 1
             if wasProbe || (state.openUntil == nil && state.consecutiveFailures >= policy.failureThreshold) {
                 state.openUntil = ContinuousClock.now + policy.openDuration
@@ -523,5 +548,63 @@ final class BackendMetrics: Sendable {
 
     func fallback() {
         fallbacks.increment()
+    }
+}
+
+/// A signal with a generation count: a waiter notes the generation, checks its condition, and
+/// waits for the next signal only if none came meanwhile, so no wake-up is lost between the
+/// check and the wait (as with a condition variable's predicate loop).
+public final class SlotChanges: Sendable {
+    private struct State {
+        var generation: UInt64 = 0
+        var nextWaiter = 0
+        var waiters: [Int: CheckedContinuation<Void, Never>] = [:]
+    }
+
+    private let state = NIOLockedValueBox(State())
+
+    public init() {}
+
+    /// The current generation, to pass to ``wait(after:until:)``.
+    public var generation: UInt64 { state.withLockedValue { $0.generation } }
+
+    /// Wakes every waiter.
+    public func signal() {
+        let waiters = state.withLockedValue { state in
+            state.generation &+= 1
+            defer { state.waiters.removeAll() }
+            return Array(state.waiters.values)
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+
+    /// Returns once a signal came after `generation`, at `deadline`, or when cancelled.
+    public func wait(after generation: UInt64, until deadline: ContinuousClock.Instant? = nil) async {
+        guard let deadline else { return await waitForSignal(after: generation) }
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.waitForSignal(after: generation) }
+            group.addTask { try? await Task.sleep(until: deadline, clock: .continuous) }
+            await group.next()
+            group.cancelAll()
+        }
+    }
+
+    private func waitForSignal(after generation: UInt64) async {
+        let id = state.withLockedValue { state in
+            defer { state.nextWaiter += 1 }
+            return state.nextWaiter
+        }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let now = state.withLockedValue { state -> Bool in
+                    if state.generation != generation || Task.isCancelled { return true }
+                    state.waiters[id] = continuation
+                    return false
+                }
+                if now { continuation.resume() }
+            }
+        } onCancel: {
+            state.withLockedValue { $0.waiters.removeValue(forKey: id) }?.resume()
+        }
     }
 }

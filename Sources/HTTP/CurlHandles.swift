@@ -1,6 +1,6 @@
 internal import CCurl
 import Foundation
-import Synchronization
+import NIOConcurrencyHelpers
 
 // All libcurl pointer code of llmq lives in this file. Each raw handle has one owner that
 // frees it; the handles are used only on the HTTP client's thread (but for curl_multi_wakeup,
@@ -183,7 +183,7 @@ final class Transfer: @unchecked Sendable {
     let configuration: HTTPClient.Configuration
     /// Set by the waiting task's cancellation handler, so that a transfer whose task was
     /// cancelled before the client's thread saw it never starts.
-    let isCancelled = Atomic<Bool>(false)
+    let isCancelled = NIOLockedValueBox<Bool>(false)
     /// Where the response goes: whole, to one waiting task, or streamed (head, then body pieces).
     var delivery: Delivery?
     private(set) var easy: EasyHandle?

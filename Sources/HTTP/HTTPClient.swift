@@ -68,7 +68,7 @@ public final class HTTPClient: Sendable {
         } onCancel: {
             // Runs at once for a task cancelled already. The flag stops a transfer the thread has
             // not started yet (it never starts); the command stops one that is running.
-            transfer.isCancelled.store(true, ordering: .relaxed)
+            transfer.isCancelled.withLockedValue { $0 = true }
             _ = submit(.cancel(transfer))
         }
         return try result.get()
@@ -93,7 +93,7 @@ public final class HTTPClient: Sendable {
                 }
             }
         } onCancel: {
-            transfer.isCancelled.store(true, ordering: .relaxed)
+            transfer.isCancelled.withLockedValue { $0 = true }
             _ = submit(.cancel(transfer))
         }
         return try result.get()
@@ -157,7 +157,7 @@ public final class HTTPClient: Sendable {
             for command in commands {
                 switch command {
                 case .start(let transfer):
-                    if transfer.isCancelled.load(ordering: .relaxed) {
+                    if transfer.isCancelled.withLockedValue({ $0 }) {
                         transfer.finish(.failure(HTTPClientError(.cancelled, "request cancelled before it started")))
                         continue
                     }

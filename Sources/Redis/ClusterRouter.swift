@@ -1,4 +1,4 @@
-import Synchronization
+import NIOConcurrencyHelpers
 
 /// How a ``RedisClient`` in cluster mode reaches a Redis Cluster: one single-node `RedisClient`
 /// per master (each with its own connection and I/O thread, so concurrent callers' commands
@@ -31,7 +31,7 @@ final class ClusterRouter: Sendable {
 
     private let template: RedisConfiguration
     private let name: String?
-    private let state = Mutex(State())
+    private let state = NIOLockedValueBox(State())
 
     init(configuration: RedisConfiguration, name: String?) {
         var template = configuration
@@ -40,13 +40,13 @@ final class ClusterRouter: Sendable {
         self.template = template
         self.name = name
         let seeds = [RedisNode(host: configuration.host, port: configuration.port)] + configuration.clusterNodes
-        state.withLock { $0.known = seeds }
+        state.withLockedValue { $0.known = seeds }
     }
 
     // MARK: - Sending
 
     func pipeline(_ commands: [RedisCommand]) async throws(RedisError) -> [RESPValue] {
-        if !state.withLock({ $0.hasMap }) { await refreshMap() }
+        if !state.withLockedValue({ $0.hasMap }) { await refreshMap() }
         // Route: a command with a key goes to its slot's master; one without (WAIT, SCRIPT
         // LOAD, PING) to the node of the command before it, so `WAIT` follows its write.
         var routes: [(node: RedisNode, indices: [Int])] = []
@@ -98,16 +98,16 @@ final class ClusterRouter: Sendable {
 
     /// The node that owns `key`'s slot's commands now (for callers that must group keys by node).
     func node(for key: String) async throws(RedisError) -> RedisNode {
-        if !state.withLock({ $0.hasMap }) { await refreshMap() }
+        if !state.withLockedValue({ $0.hasMap }) { await refreshMap() }
         return try await owner(of: HashSlot.of(key))
     }
 
     func interrupt() {
-        for client in state.withLock({ Array($0.clients.values) }) { client.interrupt() }
+        for client in state.withLockedValue({ Array($0.clients.values) }) { client.interrupt() }
     }
 
     func shutdown() {
-        let clients = state.withLock { state in
+        let clients = state.withLockedValue { state in
             state.isShutdown = true
             return Array(state.clients.values)
         }
@@ -136,7 +136,7 @@ final class ClusterRouter: Sendable {
             }
             switch redirection.kind {
             case .moved(let slot, let node):
-                state.withLock { $0.owners[slot] = node }
+                state.withLockedValue { $0.owners[slot] = node }
                 Task { await self.refreshMap() }
                 reply = try await send([command], to: node)[0]
             case .ask(let node):
@@ -155,21 +155,21 @@ final class ClusterRouter: Sendable {
     // MARK: - The slot map
 
     private func owner(of slot: Int) async throws(RedisError) -> RedisNode {
-        if let node = state.withLock({ $0.owners[slot] }) { return node }
+        if let node = state.withLockedValue({ $0.owners[slot] }) { return node }
         await refreshMap()
-        if let node = state.withLock({ $0.owners[slot] }) { return node }
+        if let node = state.withLockedValue({ $0.owners[slot] }) { return node }
         throw RedisError(.connection, "cluster: no master serves slot \(slot) (is the cluster up?)")
     }
 
     private func anyMaster() async throws(RedisError) -> RedisNode {
-        if let node = state.withLock({ $0.owners.lazy.compactMap { $0 }.first }) { return node }
+        if let node = state.withLockedValue({ $0.owners.lazy.compactMap { $0 }.first }) { return node }
         await refreshMap()
-        if let node = state.withLock({ $0.owners.lazy.compactMap { $0 }.first }) { return node }
-        throw RedisError(.connection, "cluster: no node of \(state.withLock { $0.known }) answered CLUSTER SLOTS")
+        if let node = state.withLockedValue({ $0.owners.lazy.compactMap { $0 }.first }) { return node }
+        throw RedisError(.connection, "cluster: no node of \(state.withLockedValue { $0.known }) answered CLUSTER SLOTS")
     }
 
     private func client(for node: RedisNode) throws(RedisError) -> RedisClient {
-        let client: RedisClient? = state.withLock { state in
+        let client: RedisClient? = state.withLockedValue { state in
             if state.isShutdown { return nil }
             if let client = state.clients[node] { return client }
             var configuration = template
@@ -185,7 +185,7 @@ final class ClusterRouter: Sendable {
 
     /// Reads the map again (one read at a time; callers arriving meanwhile wait for it).
     func refreshMap() async {
-        let task: Task<Void, Never>? = state.withLock { state in
+        let task: Task<Void, Never>? = state.withLockedValue { state in
             if state.isShutdown { return nil }
             if let running = state.refresh { return running }
             let task = Task { await self.loadMap() }
@@ -198,8 +198,8 @@ final class ClusterRouter: Sendable {
     /// Asks the masters of the current map, then every other known node, for `CLUSTER SLOTS`,
     /// and takes the first answer.
     private func loadMap() async {
-        defer { state.withLock { $0.refresh = nil } }
-        let candidates: [RedisNode] = state.withLock { state in
+        defer { state.withLockedValue { $0.refresh = nil } }
+        let candidates: [RedisNode] = state.withLockedValue { state in
             var seen = Set<RedisNode>()
             return (state.owners.compactMap { $0 } + state.known).filter { seen.insert($0).inserted }
         }
@@ -207,7 +207,7 @@ final class ClusterRouter: Sendable {
             guard let client = try? client(for: node), let reply = try? await client.send("CLUSTER", "SLOTS"),
                 let map = ClusterRouting.slotMap(reply, askedAt: node)
             else { continue }
-            state.withLock { state in
+            state.withLockedValue { state in
                 state.owners = map.owners
                 state.hasMap = true
                 for node in map.nodes where !state.known.contains(node) { state.known.append(node) }

@@ -1,4 +1,4 @@
-import Synchronization
+import NIOConcurrencyHelpers
 
 /// The fault chosen for one completion request.
 enum InjectedFault: Equatable, Sendable {
@@ -31,7 +31,7 @@ struct QueueFullError: Error {}
 ///
 /// Everything a test asserts (`/slots`, `/sim/stats`) is derived from this one state, updated under one lock,
 /// so the numbers are always consistent with each other. The critical sections are a few field updates, so
-/// one `Mutex` costs less than an actor hop on the zero-latency path.
+/// one lock costs less than an actor hop on the zero-latency path.
 final class SimulatorState: Sendable {
     private struct Waiter {
         var continuation: CheckedContinuation<Int, any Error>
@@ -80,12 +80,12 @@ final class SimulatorState: Sendable {
 
     let slotCount: Int
     let maxQueue: Int
-    private let state: Mutex<State>
+    private let state: NIOLockedValueBox<State>
 
     init(slots: Int, maxQueue: Int, faults: SimulatorFaults) {
         self.slotCount = slots
         self.maxQueue = maxQueue
-        self.state = Mutex(
+        self.state = NIOLockedValueBox(
             State(
                 freeSlots: Array((0..<slots).reversed()),
                 slotTask: Array(repeating: -1, count: slots),
@@ -99,21 +99,21 @@ final class SimulatorState: Sendable {
 
     /// Counts a completion request on arrival and returns its task id (0, 1, 2, ...).
     func recordRequest() -> Int {
-        state.withLock { state in
+        state.withLockedValue { state in
             let id = state.stats.requests
             state.stats.requests += 1
             return id
         }
     }
 
-    func recordInvalid() { state.withLock { $0.stats.invalid += 1 } }
-    func recordCompleted() { state.withLock { $0.stats.completed += 1 } }
-    func recordCancelled() { state.withLock { $0.stats.cancelled += 1 } }
-    func recordFault() { state.withLock { $0.stats.faults += 1 } }
+    func recordInvalid() { state.withLockedValue { $0.stats.invalid += 1 } }
+    func recordCompleted() { state.withLockedValue { $0.stats.completed += 1 } }
+    func recordCancelled() { state.withLockedValue { $0.stats.cancelled += 1 } }
+    func recordFault() { state.withLockedValue { $0.stats.faults += 1 } }
 
     /// Decides the fault for request `taskID` and counts it. `failFirst` comes before the random draws.
     func decideFault(taskID: Int, streaming: Bool) -> FaultDecision {
-        state.withLock { state in
+        state.withLockedValue { state in
             let faults = state.faults
             var decision = FaultDecision(fault: nil, midStreamError: false, slowFactor: faults.slowFactor)
             if state.failFirstRemaining > 0 {
@@ -149,12 +149,12 @@ final class SimulatorState: Sendable {
     }
 
     var faults: SimulatorFaults {
-        state.withLock { $0.faults }
+        state.withLockedValue { $0.faults }
     }
 
     /// Replaces the faults and re-arms `failFirst`.
     func setFaults(_ faults: SimulatorFaults) {
-        state.withLock { state in
+        state.withLockedValue { state in
             state.faults = faults
             state.failFirstRemaining = faults.failFirst
         }
@@ -163,7 +163,7 @@ final class SimulatorState: Sendable {
     // MARK: Stats
 
     var stats: SimulatorStats {
-        state.withLock { state in
+        state.withLockedValue { state in
             var stats = state.stats
             stats.inFlight = slotCount - state.freeSlots.count
             stats.queued = state.waiters.count
@@ -174,7 +174,7 @@ final class SimulatorState: Sendable {
     /// Zeroes the counters and re-arms `failFirst`. Requests generating or waiting right now stay counted in
     /// `inFlight`, `queued` and `maxInFlight`, because they are still there.
     func resetStats() {
-        state.withLock { state in
+        state.withLockedValue { state in
             state.stats = SimulatorStats(maxInFlight: slotCount - state.freeSlots.count)
             state.failFirstRemaining = state.faults.failFirst
         }
@@ -182,7 +182,7 @@ final class SimulatorState: Sendable {
 
     /// The task id in each slot, -1 for an idle slot.
     var slotTasks: [Int] {
-        state.withLock { $0.slotTask }
+        state.withLockedValue { $0.slotTask }
     }
 
     // MARK: Slots
@@ -190,7 +190,7 @@ final class SimulatorState: Sendable {
     /// Takes a free slot without waiting, or says whether the request may wait for one.
     func tryAcquire(taskID: Int) -> SlotAdmission {
         enum Outcome { case granted(Int), mustWait, rejected }
-        let outcome: Outcome = state.withLock { state in
+        let outcome: Outcome = state.withLockedValue { state in
             if let slot = state.freeSlots.popLast() {
                 Self.occupy(&state, slot: slot, taskID: taskID, slotCount: slotCount)
                 return .granted(slot)
@@ -211,14 +211,14 @@ final class SimulatorState: Sendable {
     /// Waits in FIFO order for a slot. Throws `CancellationError` if the task is cancelled while waiting
     /// (the waiter leaves the queue at once) and `QueueFullError` if the queue is full.
     func waitForSlot(taskID: Int) async throws -> SlotLease {
-        let ticket = state.withLock { state in
+        let ticket = state.withLockedValue { state in
             state.nextTicket &+= 1
             return state.nextTicket
         }
         let slot = try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Int, any Error>) in
                 enum Outcome { case granted(Int), rejected, cancelled, queued }
-                let outcome: Outcome = state.withLock { state in
+                let outcome: Outcome = state.withLockedValue { state in
                     // A cancellation that ran before this point found no waiter to remove; seeing the flag under
                     // the lock closes that gap, because the flag is set before the handler runs.
                     if Task.isCancelled { return .cancelled }
@@ -242,7 +242,7 @@ final class SimulatorState: Sendable {
                 }
             }
         } onCancel: {
-            let waiter = state.withLock { $0.waiters.removeValue(forKey: ticket) }
+            let waiter = state.withLockedValue { $0.waiters.removeValue(forKey: ticket) }
             waiter?.continuation.resume(throwing: CancellationError())
         }
         return SlotLease(slot: slot, state: self)
@@ -250,7 +250,7 @@ final class SimulatorState: Sendable {
 
     /// Gives the slot to the longest waiting request, or frees it.
     fileprivate func release(slot: Int) {
-        let next: Waiter? = state.withLock { state in
+        let next: Waiter? = state.withLockedValue { state in
             if let waiter = state.popWaiter() {
                 // The slot passes straight to the waiter, so `inFlight` does not change.
                 state.slotTask[slot] = waiter.taskID
@@ -277,7 +277,7 @@ final class SimulatorState: Sendable {
 final class SlotLease: Sendable {
     let slot: Int
     private let state: SimulatorState
-    private let released = Atomic<Bool>(false)
+    private let released = NIOLockedValueBox<Bool>(false)
 
     fileprivate init(slot: Int, state: SimulatorState) {
         self.slot = slot
@@ -285,7 +285,7 @@ final class SlotLease: Sendable {
     }
 
     func release() {
-        if !released.exchange(true, ordering: .acquiringAndReleasing) {
+        if !released.withLockedValue({ was in defer { was = true }; return was }) {
             state.release(slot: slot)
         }
     }

@@ -1,32 +1,58 @@
 import LLMQBackends
 import LLMQRedis
-import Synchronization
+import NIOConcurrencyHelpers
 
 /// The chunk stream of one streamed request: text is written as the backend generates it, in
-/// as few `XADD`s as ``WorkerConfiguration/Streaming`` allows.
+/// as few writes as ``WorkerConfiguration/Streaming`` allows.
 ///
-/// Entries, in order (every one carries the request's `id`):
+/// Entries, in order (every one carries the request's `id` and the `delivery` that wrote it):
 /// - text: `seq`, `delta`;
-/// - `reset`: `seq` 0, `reset` 1, `attempt`, `delivery`, `reason`: the text before it belongs to
-///   an answer that broke off (a retry, a fallback, or another consumer taking the request
-///   over); the next answer follows with `seq` 1, 2, ...;
+/// - `reset`: `seq` 0, `reset` 1, `attempt`, `reason`: the text before it belongs to an answer
+///   that broke off (a retry, a fallback, or another consumer taking the request over); the
+///   next answer follows with `seq` 1, 2, ...;
 /// - the last one, `done` 1, written by the reply script with the reply itself (see
-///   ``doneChunk(for:)``).
+///   ``doneChunk(for:seq:attempt:)``).
+///
+/// Every write goes through ``Scripts/chunks``, which writes only while this consumer owns the
+/// entry: once another consumer has claimed it, this writer is fenced off (``isFenced``), stops
+/// for good and tells its owner (`onFenced`), so its late text can never follow the heir's
+/// reset. A write whose answer was lost with the connection is sent again, so a reader may see
+/// a text chunk twice; its `seq` tells (see the README's reader rule).
 ///
 /// The first text of an answer is written at once, for the time to first token; later text
 /// waits up to `flushInterval`, or until `flushTokens` pieces wait. One write is in flight at a
 /// time, so entries go out in order; text that arrives meanwhile goes in the next. Writes due at
 /// once are sent from where the text arrives and the next is chained from the Redis client's
-/// thread, with no task switch; only a write that must wait (coalescing, or Redis unreachable)
-/// is left to ``run()``, and the backend's reading never waits for Redis.
+/// thread, with no task switch; only a write that must wait (coalescing, or Redis unreachable or
+/// out of memory) is left to ``run()``, and the backend's reading never waits for Redis.
 final class AnswerStream: CompletionStreamSink {
+    /// Who may write: the entry and the consumer that owns it.
+    struct Owner: Sendable {
+        var requests: String
+        var group: String
+        var entryID: String
+        var consumer: String
+        /// The entry's reply marker (``RequestStream/replyMarker(_:_:)``).
+        var marker: String
+    }
+
     let key: String
     private let id: String
     private let delivery: Int
+    private let owner: Owner
     private let writer: RedisClient
     private let settings: WorkerConfiguration.Streaming
+    private let onFenced: @Sendable () -> Void
     private let wake: AsyncStream<Void>.Continuation
     private let wakes: AsyncStream<Void>
+
+    /// One write: chunks and whether it renews the expiry.
+    private struct Batch {
+        var chunks: [[(String, String)]]
+        var renewExpiry: Bool
+        /// Send it as `EVAL` (the server answered `NOSCRIPT`).
+        var useEval = false
+    }
 
     private struct State {
         /// The call whose text is being streamed (0 before the first).
@@ -34,14 +60,14 @@ final class AnswerStream: CompletionStreamSink {
         var backend = ""
         /// The next entry's `seq`.
         var seq = 0
-        /// Entries built but not yet known to be written (kept across a lost connection), and
-        /// how many of those commands are entries (the rest renew the expiry).
-        var unwritten: [RedisCommand] = []
-        var unwrittenEntries = 0
+        /// The batch built but not yet known to be written (kept across a lost connection).
+        var unwritten: Batch?
         /// Whether a write is in flight.
         var writing = false
-        /// No write before this (Redis was unreachable).
+        /// No write before this (Redis was unreachable or refused for a while), and how many
+        /// writes in a row failed so.
         var retryAt: ContinuousClock.Instant?
+        var failures = 0
         /// Entries written so far.
         var written = 0
         /// Resets to write before more text.
@@ -55,31 +81,66 @@ final class AnswerStream: CompletionStreamSink {
         var lastExpire: ContinuousClock.Instant?
         /// Why writing stopped (the key is not a stream, say); the reply says so.
         var failure: String?
+        /// Another consumer owns the entry now, or it was answered: nothing more is written.
+        var fenced = false
         /// ``finish()`` waiting for the write in flight.
         var idleWaiter: CheckedContinuation<Void, Never>?
+
+        /// After a failed write: the next try waits 100 ms, doubling up to 1 s.
+        mutating func retryLater() {
+            failures += 1
+            retryAt = .now + .milliseconds(100) * (1 << min(failures - 1, 3))
+        }
     }
 
-    private let state = Mutex(State())
+    private let state = NIOLockedValueBox(State())
 
-    /// - Parameter delivery: How often the request was delivered: after the first, another
-    ///   consumer may have streamed part of an answer, so the stream starts with a reset.
-    init(key: String, id: String, delivery: Int, writer: RedisClient, settings: WorkerConfiguration.Streaming) {
+    /// - Parameters:
+    ///   - delivery: How often the request was delivered: after the first, another consumer
+    ///     may have streamed part of an answer, so the stream starts with a reset.
+    ///   - onFenced: Called once, on whatever thread learns it, when a write finds that this
+    ///     consumer no longer owns the entry.
+    init(
+        key: String, id: String, delivery: Int, owner: Owner, writer: RedisClient, settings: WorkerConfiguration.Streaming,
+        onFenced: @escaping @Sendable () -> Void = {}
+    ) {
         self.key = key
         self.id = id
         self.delivery = delivery
+        self.owner = owner
         self.writer = writer
         self.settings = settings
+        self.onFenced = onFenced
         (wakes, wake) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1))
         if delivery > 1 {
-            state.withLock { $0.resets.append((1, "delivered again (delivery \(delivery)): an earlier consumer stopped before it finished")) }
+            state.withLockedValue { $0.resets.append((1, "delivered again (delivery \(delivery)): an earlier consumer stopped before it finished")) }
             proceed()
         }
+    }
+
+    /// Whether this writer was fenced off (another consumer owns the entry, or it was answered).
+    var isFenced: Bool { state.withLockedValue { $0.fenced } }
+
+    /// Stops writing for good: the entry is no longer this consumer's (its lease refresh found
+    /// it claimed by another). Text received later is dropped.
+    func fence() {
+        let waiter = state.withLockedValue { state -> CheckedContinuation<Void, Never>? in
+            state.fenced = true
+            state.unwritten = nil
+            state.text = ""
+            state.resets.removeAll()
+            if state.writing { return nil }
+            defer { state.idleWaiter = nil }
+            return state.idleWaiter
+        }
+        waiter?.resume()
+        wake.yield()
     }
 
     // MARK: - CompletionStreamSink
 
     func attemptStarted(_ attempt: Int, backend: String) {
-        let reset = state.withLock { state in
+        let reset = state.withLockedValue { state in
             defer {
                 state.attempt = attempt
                 state.backend = backend
@@ -95,7 +156,7 @@ final class AnswerStream: CompletionStreamSink {
     }
 
     func received(_ text: String) {
-        state.withLock { state in
+        state.withLockedValue { state in
             state.text += text
             state.pieces += 1
         }
@@ -114,24 +175,54 @@ final class AnswerStream: CompletionStreamSink {
         }
     }
 
-    private func send(_ commands: [RedisCommand]) {
-        writer.enqueue(commands) { [self] result in
-            let waiter: CheckedContinuation<Void, Never>? = state.withLock { state in
+    private func send(_ batch: Batch) {
+        var arguments = RedisCommand(
+            owner.group, owner.entryID, owner.consumer, String(settings.maxLength),
+            batch.renewExpiry ? String(settings.expire.milliseconds) : "0")
+        for chunk in batch.chunks {
+            arguments.append(String(chunk.count * 2))
+            for (name, value) in chunk {
+                arguments.append(name)
+                arguments.append(value)
+            }
+        }
+        let keys = [owner.requests, key, owner.marker]
+        let command =
+            batch.useEval
+            ? Scripts.chunks.evalCommand(keys: keys, arguments: arguments) : Scripts.chunks.command(keys: keys, arguments: arguments)
+        writer.enqueue([command]) { [self] result in
+            let (waiter, fenced): (CheckedContinuation<Void, Never>?, Bool) = state.withLockedValue { state in
                 state.writing = false
+                var newlyFenced = false
                 switch result {
                 case .success(let replies):
-                    state.unwritten = []
-                    state.written += state.unwrittenEntries
-                    if let message = replies.lazy.compactMap(\.errorMessage).first {
+                    switch replies.first {
+                    case .integer(let count) where count >= 0:
+                        state.unwritten = nil
+                        state.failures = 0
+                        state.written += count
+                    case .integer:
+                        newlyFenced = !state.fenced
+                        state.fenced = true
+                        state.unwritten = nil
+                    case .error(let message) where message.hasPrefix("NOSCRIPT"):
+                        state.unwritten?.useEval = true
+                    case .error(let message) where RedisError.isTransient(serverError: message):
+                        // Out of memory, loading, a failover: the same write later, the entries kept.
+                        state.retryLater()
+                    case .error(let message):
                         state.failure = "could not write to stream \(key): \(message)"
+                    default:
+                        state.failure = "could not write to stream \(key): unexpected reply \(String(describing: replies.first))"
                     }
                 case .failure:
                     // Redis is unreachable: try again a little later, the entries kept.
-                    state.retryAt = .now + max(settings.flushInterval, .milliseconds(100))
+                    state.retryLater()
                 }
                 defer { state.idleWaiter = nil }
-                return state.idleWaiter
+                return (state.idleWaiter, newlyFenced)
             }
+            if fenced { onFenced() }
             if let waiter {
                 waiter.resume()
             } else {
@@ -160,38 +251,57 @@ final class AnswerStream: CompletionStreamSink {
     /// returns the `seq` and attempt of the last chunk, the entries written, and why writing
     /// failed, if it did.
     func finish() async -> (seq: Int, attempt: Int, written: Int, failure: String?) {
-        for _ in 0..<3 {
+        // A write may be started by the end of another (chained from the Redis thread) at any
+        // moment until everything is written: wait until none is in flight and nothing is left,
+        // so that the last chunk, written with the reply, comes after every text chunk. While
+        // Redis is unreachable or refusing (out of memory), the reply could not be written
+        // either: keep trying, as it will, until cancelled.
+        while true {
             await withCheckedContinuation { continuation in
-                let idle = state.withLock { state in
+                let idle = state.withLockedValue { state in
                     if !state.writing { return true }
                     state.idleWaiter = continuation
                     return false
                 }
                 if idle { continuation.resume() }
             }
-            guard case .now(let commands) = nextWrite(at: .now, force: true) else { break }
-            await withCheckedContinuation { continuation in
-                state.withLock { $0.idleWaiter = continuation }
-                send(commands)
+            if let retryAt = state.withLockedValue({ $0.retryAt }), retryAt > .now {
+                do {
+                    try await Task.sleep(until: retryAt, clock: .continuous)
+                } catch {
+                    break
+                }
+            }
+            switch nextWrite(at: .now, force: true) {
+            case .now(let batch):
+                await withCheckedContinuation { continuation in
+                    state.withLockedValue { $0.idleWaiter = continuation }
+                    send(batch)
+                }
+            case .nothing where state.withLockedValue({ $0.writing }):
+                continue
+            case .nothing, .at:
+                return state.withLockedValue { ($0.seq, max($0.attempt, 1), $0.written, $0.failure) }
             }
         }
-        return state.withLock { ($0.seq, max($0.attempt, 1), $0.written, $0.failure) }
+        return state.withLockedValue { ($0.seq, max($0.attempt, 1), $0.written, $0.failure) }
     }
 
     private enum Due {
         case nothing
         case at(ContinuousClock.Instant)
-        case now([RedisCommand])
+        case now(Batch)
     }
 
     /// What to write next: resets and text due now (taking the write, unless `start` is
-    /// false), or when text will be due; nothing while a write is in flight (its end goes on).
+    /// false), or when text will be due; nothing while a write is in flight (its end goes on),
+    /// after a permanent failure, or once fenced off.
     private func nextWrite(at now: ContinuousClock.Instant, force: Bool, start: Bool = true) -> Due {
-        state.withLock { state in
-            guard state.failure == nil, !state.writing else { return .nothing }
+        state.withLockedValue { state in
+            guard state.failure == nil, !state.fenced, !state.writing else { return .nothing }
             if !force, let retryAt = state.retryAt, now < retryAt { return .at(retryAt) }
             let hasText = !state.text.isEmpty
-            if state.unwritten.isEmpty && state.resets.isEmpty {
+            if state.unwritten == nil && state.resets.isEmpty {
                 guard hasText else { return .nothing }
                 if !force, state.pieces < settings.flushTokens, let last = state.lastWrite, now - last < settings.flushInterval {
                     return .at(last + settings.flushInterval)
@@ -200,46 +310,35 @@ final class AnswerStream: CompletionStreamSink {
             guard start else { return .at(now) }
             state.writing = true
             state.retryAt = nil
-            if !state.unwritten.isEmpty { return .now(state.unwritten) }
-            var commands: [RedisCommand] = []
-            let entries = state.resets.count + (hasText ? 1 : 0)
+            if let unwritten = state.unwritten { return .now(unwritten) }
+            var chunks: [[(String, String)]] = []
+            let delivery = String(self.delivery)
             for reset in state.resets {
-                state.seq = 0
-                commands.append(add([
+                chunks.append([
                     ("id", id), ("seq", "0"), ("reset", "1"), ("attempt", String(reset.attempt)),
-                    ("delivery", String(delivery)), ("reason", reset.reason),
-                ]))
+                    ("delivery", delivery), ("reason", reset.reason),
+                ])
                 state.seq = 1
             }
             state.resets.removeAll()
             if hasText {
-                commands.append(add([("id", id), ("seq", String(state.seq)), ("delta", state.text)]))
+                chunks.append([("id", id), ("seq", String(state.seq)), ("delivery", delivery), ("delta", state.text)])
                 state.seq += 1
                 state.text = ""
                 state.pieces = 0
                 state.textWritten = true
             }
             // The expiry is renewed with the first write and every quarter of its time after.
+            var renew = false
             if state.lastExpire.map({ now - $0 > settings.expire / 4 }) ?? true {
-                commands.append(RedisCommand("PEXPIRE", key, String(settings.expire.milliseconds)))
+                renew = true
                 state.lastExpire = now
             }
             state.lastWrite = now
-            state.unwritten = commands
-            state.unwrittenEntries = entries
-            return .now(commands)
+            let batch = Batch(chunks: chunks, renewExpiry: renew)
+            state.unwritten = batch
+            return .now(batch)
         }
-    }
-
-    private func add(_ fields: [(String, String)]) -> RedisCommand {
-        var command = RedisCommand("XADD", key)
-        if settings.maxLength > 0 { command.append(contentsOf: RedisCommand("MAXLEN", "~", String(settings.maxLength))) }
-        command.append("*")
-        for (name, value) in fields {
-            command.append(name)
-            command.append(value)
-        }
-        return command
     }
 
     /// The last chunk's fields, from the reply: status, and the finish reason and usage, or

@@ -3,7 +3,7 @@ import Foundation
 import LLMQBackends
 import LLMQRedis
 import Logging
-import Synchronization
+import NIOConcurrencyHelpers
 
 /// A configuration value llmq cannot use: which key, where it came from, and what is wrong.
 public struct ConfigurationError: Error, Sendable, Hashable, CustomStringConvertible {
@@ -504,14 +504,14 @@ struct JSONFileProvider: ConfigProvider {
 /// Keeps the reader's last access event. The getters return nil both for "not set" and for "set
 /// but not convertible"; the event tells them apart, and which provider answered.
 private final class LastAccess: AccessReporter {
-    private let event = Mutex<AccessEvent?>(nil)
+    private let event = NIOLockedValueBox<AccessEvent?>(nil)
 
     func report(_ event: AccessEvent) {
-        self.event.withLock { $0 = event }
+        self.event.withLockedValue { $0 = event }
     }
 
     func take() -> AccessEvent? {
-        event.withLock { last in
+        event.withLockedValue { last in
             defer { last = nil }
             return last
         }

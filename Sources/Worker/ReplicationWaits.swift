@@ -1,5 +1,5 @@
 import LLMQRedis
-import Synchronization
+import NIOConcurrencyHelpers
 
 /// Shares `WAIT` between the replies of one request stream: one `WAIT` at a time, and it covers
 /// every reply written before it was sent (`WAIT` counts the writes made on its connection so
@@ -26,19 +26,19 @@ final class ReplicationWaits: Sendable {
         var waiters: [(number: Int, continuation: CheckedContinuation<Turn, Never>)] = []
     }
 
-    private let streams = Mutex<[String: Stream]>([:])
+    private let streams = NIOLockedValueBox<[String: Stream]>([:])
 
     /// Waits, after a reply on `requests` was written, until a `WAIT` sent after it returns.
     /// - Parameter wait: Sends one `WAIT` and says whether enough replicas acknowledged.
     /// - Returns: Whether enough replicas acknowledged.
     func afterReply(on requests: String, wait: () async -> Bool) async -> Bool {
-        let number = streams.withLock { streams in
+        let number = streams.withLockedValue { streams in
             streams[requests, default: Stream()].written += 1
             return streams[requests]!.written
         }
         while true {
             let turn: Turn = await withCheckedContinuation { continuation in
-                streams.withLock { streams in
+                streams.withLockedValue { streams in
                     var stream = streams[requests]!
                     if stream.covered >= number {
                         continuation.resume(returning: .done(stream.result))
@@ -55,9 +55,9 @@ final class ReplicationWaits: Sendable {
             case .done(let result):
                 return result
             case .send:
-                let target = streams.withLock { $0[requests]!.written }
+                let target = streams.withLockedValue { $0[requests]!.written }
                 let result = await wait()
-                streams.withLock { streams in
+                streams.withLockedValue { streams in
                     var stream = streams[requests]!
                     stream.covered = max(stream.covered, target)
                     stream.result = result

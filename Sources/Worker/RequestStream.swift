@@ -1,7 +1,7 @@
 import Foundation
 import LLMQRedis
 import Metrics
-import Synchronization
+import NIOConcurrencyHelpers
 
 /// The Redis side of a worker: reading from the group, replying, claiming, refreshing, on
 /// each of its queues' request streams (every method takes the stream it works on).
@@ -23,7 +23,7 @@ final class RequestStream: Sendable {
     let waitReplicas: Int
     let waitTimeout: Duration
     /// Per request stream: until when replies skip `WAIT` (see `waitForReplicas(of:)`).
-    private let waitPausedUntil = Mutex<[String: ContinuousClock.Instant]>([:])
+    private let waitPausedUntil = NIOLockedValueBox<[String: ContinuousClock.Instant]>([:])
     /// One `WAIT` in flight per request stream, shared by the replies written before it.
     private let replicationWaits = ReplicationWaits()
 
@@ -145,39 +145,83 @@ final class RequestStream: Sendable {
     }
 
     /// Takes over entries idle for at least `minIdle` from any consumer (`XAUTOCLAIM`), with
-    /// each entry's delivery count. Entries deleted from the stream while pending come back
+    /// each entry's delivery count, in one script (``Scripts/claim``): entries taken are never
+    /// lost to a later command's failure. Entries deleted from the stream while pending come back
     /// with nil fields, so they can still be answered.
     func claimIdle(on requests: String, minIdle: Duration, count: Int, cursor: inout String) async throws(RedisError) -> [Delivery] {
-        let reply = try await writer.send(
-            RedisCommand(
-                "XAUTOCLAIM", requests, streams.group, consumer, String(minIdle.milliseconds), cursor,
-                "COUNT", String(count)))
-        guard let parts = reply.array, parts.count >= 2, let next = parts[0].string, let items = parts[1].array else {
-            throw RedisError(.unexpectedReply, "XAUTOCLAIM")
+        let reply = try await Scripts.claim.run(
+            on: writer, keys: [requests],
+            arguments: RedisCommand(streams.group, consumer, String(minIdle.milliseconds), cursor, String(count)))
+        guard let parts = reply.array, parts.count == 3, let next = parts[0].string, let items = parts[1].array,
+            let deleted = parts[2].array
+        else {
+            throw RedisError(.unexpectedReply, "claim script: \(reply)")
         }
         cursor = next
-        var claimed: [StreamEntry] = []
-        for item in items where !item.isNull { claimed.append(try Self.entry(from: item)) }
         var deliveries: [Delivery] = []
-        if !claimed.isEmpty {
-            // XAUTOCLAIM does not say how often an entry was delivered; the PEL does.
-            let rows = try await writer.pipeline(claimed.map { entry in
-                RedisCommand("XPENDING", requests, streams.group, entry.id, entry.id, "1")
-            })
-            for (entry, row) in zip(claimed, rows) {
-                let pending = row.array?.first.flatMap(PendingEntry.init)
-                deliveries.append(Delivery(stream: requests, entry: entry, deliveries: pending?.deliveries ?? 1, removedFromGroup: false))
+        for item in items {
+            guard let row = item.array, row.count == 3, let count = row[2].int, count >= 1 else {
+                throw RedisError(.unexpectedReply, "claim script entry: \(item)")
             }
+            let entry = try Self.entry(from: .array([row[0], row[1]]))
+            deliveries.append(Delivery(stream: requests, entry: entry, deliveries: count, removedFromGroup: false))
         }
-        if parts.count >= 3, let deleted = parts[2].array {
-            for id in deleted {
-                if let id = id.string {
-                    deliveries.append(Delivery(
-                        stream: requests, entry: StreamEntry(id: id, fields: nil), deliveries: 1, removedFromGroup: true))
-                }
-            }
+        for id in deleted {
+            guard let id = id.string else { throw RedisError(.unexpectedReply, "claim script deleted ID: \(id)") }
+            deliveries.append(Delivery(stream: requests, entry: StreamEntry(id: id, fields: nil), deliveries: 1, removedFromGroup: true))
         }
         return deliveries
+    }
+
+    /// The ID of the last entry delivered to the group on each stream (`XINFO GROUPS`): every
+    /// entry after it is new to the group.
+    func lastDeliveredIDs(of requests: [String]) async throws(RedisError) -> [String: String] {
+        let replies = try await reader.pipeline(requests.map { RedisCommand("XINFO", "GROUPS", $0) })
+        var result: [String: String] = [:]
+        for (stream, reply) in zip(requests, replies) {
+            if case .error(let message) = reply { throw RedisError(.server, message) }
+            guard let groups = reply.array else { throw RedisError(.unexpectedReply, "XINFO GROUPS \(stream)") }
+            for group in groups {
+                guard let fields = group.pairs else { throw RedisError(.unexpectedReply, "XINFO GROUPS \(stream) row") }
+                var info: [String: String] = [:]
+                for (name, value) in fields { if let name = name.string, let value = value.string { info[name] = value } }
+                if info["name"] == streams.group {
+                    guard let last = info["last-delivered-id"] else {
+                        throw RedisError(.unexpectedReply, "XINFO GROUPS \(stream): no last-delivered-id")
+                    }
+                    result[stream] = last
+                }
+            }
+            // No group yet: the read that follows creates it (NOGROUP).
+            if result[stream] == nil { throw RedisError(.server, "NOGROUP no group \(streams.group) on \(stream)") }
+        }
+        return result
+    }
+
+    /// Waits up to `block` until any of the streams has an entry after the given IDs (a plain
+    /// `XREAD`, which takes nothing from the group): an idle worker watches every queue it
+    /// serves, then takes what the scheduler picks, so work still waits in the streams where any
+    /// worker can take it.
+    /// - Returns: Whether something arrived.
+    func waitForArrivals(after ids: [String: String], block: Duration) async throws(RedisError) -> Bool {
+        func wait(_ requests: [String], block: Duration) async throws(RedisError) -> Bool {
+            var command = RedisCommand("XREAD", "COUNT", "1", "BLOCK", String(max(1, block.milliseconds)), "STREAMS")
+            for stream in requests { command.append(stream) }
+            for stream in requests { command.append(ids[stream] ?? "$") }
+            return !(try await reader.send(command)).isNull
+        }
+        let requests = ids.keys.sorted()
+        let groups = try await reader.groupByNode(requests)
+        if groups.count <= 1 { return try await wait(requests, block: block) }
+        let short = min(block, Self.clusterReadBlock)
+        return await withTaskGroup(of: Bool.self) { group in
+            for streams in groups {
+                group.addTask { (try? await wait(streams, block: short)) ?? false }
+            }
+            var any = false
+            for await arrived in group { any = any || arrived }
+            return any
+        }
     }
 
     /// What the reply script did.
@@ -187,10 +231,13 @@ final class RequestStream: Sendable {
         /// Another consumer owns the entry now, or it was acknowledged, or (lost mode) it was
         /// answered already.
         case notOurs
-        /// The entry is neither pending nor in the stream: it was deleted and an `XAUTOCLAIM`
-        /// took it out of the group; or this worker's own earlier attempt, whose answer was lost
-        /// with its connection, acknowledged and deleted it.
+        /// The entry is neither pending nor in the stream, and no reply to it was written: it
+        /// was deleted and an `XAUTOCLAIM` took it out of the group.
         case goneFromGroup
+        /// A reply to the entry exists already (its marker says so): written by this worker's
+        /// own earlier attempt, whose answer was lost with its connection, or by the consumer
+        /// that took the entry over.
+        case replied
     }
 
     /// How the reply script may write a reply.
@@ -198,7 +245,7 @@ final class RequestStream: Sendable {
         /// Only while this consumer owns the entry in the group's pending list; acknowledges it.
         case owned
         /// For an entry that `XAUTOCLAIM` removed from the pending list because it was deleted:
-        /// no owner to check, so a marker key makes a retried script a no-op.
+        /// no owner to check; the reply marker lets only the first answer through.
         case lost
     }
 
@@ -234,19 +281,18 @@ final class RequestStream: Sendable {
             String(streams.deadMaxLength), streams.keepAnswered ? "keep" : "delete",
             String(streams.answeredMaxLength), answeredMinimumID(), status, errorCode, backend,
             String(deadLetter?.argumentCount ?? 0), String(chunk.argumentCount),
-            String(lastChunk?.expire.milliseconds ?? 0), String(lastChunk?.maxLength ?? 0))
+            String(lastChunk?.expire.milliseconds ?? 0), String(lastChunk?.maxLength ?? 0),
+            String(Self.replyMarkerLifetime.milliseconds))
         if let deadLetter { arguments.append(contentsOf: deadLetter) }
         arguments.append(contentsOf: chunk)
         for (name, value) in fields {
             arguments.append(name)
             arguments.append(value)
         }
-        // Lost mode only: set when the entry is answered, for a day, so the answer goes out once.
-        let marker = requests + ":lost:" + entryID
         // The queue's own keys (in cluster mode, in its slot); the default reply stream too.
         let own = streams.serving(requests)
         let replyStream = replyStream == streams.replies ? own.replies : replyStream
-        var keys = [requests, replyStream, own.dead, own.answered, marker, own.stats]
+        var keys = [requests, replyStream, own.dead, own.answered, replyMarker(requests, entryID), own.stats, own.replies]
         if let lastChunk { keys.append(lastChunk.stream) }
         let result = try await Scripts.reply.run(on: writer, keys: keys, arguments: arguments)
         switch result.int {
@@ -254,9 +300,23 @@ final class RequestStream: Sendable {
             await waitForReplicas(of: requests)
             return .written
         case 2: return .goneFromGroup
-        default: return .notOurs
+        case 3: return .replied
+        case 0: return .notOurs
+        default: throw RedisError(.unexpectedReply, "reply script: \(result)")
         }
     }
+
+    /// The key whose existence proves that the entry was answered: set by the reply script with
+    /// every reply, for ``replyMarkerLifetime``. A retry after a lost connection, or a consumer
+    /// the entry was claimed from, reads it to know that a reply exists.
+    func replyMarker(_ requests: String, _ entryID: String) -> String {
+        requests + ":replied:" + entryID
+    }
+
+    /// How long a reply marker lives: it must outlast any retry of the reply that wrote it (a
+    /// worker stops retrying an ambiguous reply after half of it, see `Worker.publish`). One
+    /// small key per reply: about 100 bytes for an hour.
+    static let replyMarkerLifetime: Duration = .seconds(3600)
 
     /// With `redis.waitReplicas`, waits until that many replicas have the writes made so far on
     /// the connection to the master of `requests` (`WAIT`). The reply stands either way: a
@@ -271,7 +331,7 @@ final class RequestStream: Sendable {
     private func waitForReplicas(of requests: String) async {
         guard waitReplicas > 0 else { return }
         let short = Counter(label: "llmq_reply_replication_short_total")
-        if let until = waitPausedUntil.withLock({ $0[requests] }), ContinuousClock.now < until {
+        if let until = waitPausedUntil.withLockedValue({ $0[requests] }), ContinuousClock.now < until {
             short.increment()
             return
         }
@@ -282,7 +342,7 @@ final class RequestStream: Sendable {
         }
         if !enough {
             short.increment()
-            waitPausedUntil.withLock { $0[requests] = ContinuousClock.now + Self.shortWaitPause }
+            waitPausedUntil.withLockedValue { $0[requests] = ContinuousClock.now + Self.shortWaitPause }
         }
     }
 
@@ -332,23 +392,43 @@ final class RequestStream: Sendable {
 /// server has lost it (a restart, `SCRIPT FLUSH`), `EVAL` runs it and caches it again.
 final class Script: Sendable {
     let source: String
-    private let sha1 = Mutex<String?>(nil)
+    private let sha1 = NIOLockedValueBox<String?>(nil)
 
     init(source: String) {
         self.source = source
     }
 
     func run(on client: RedisClient, keys: [String], arguments: RedisCommand) async throws(RedisError) -> RESPValue {
-        var sha1 = self.sha1.withLock { $0 }
+        var sha1 = self.sha1.withLockedValue { $0 }
         if sha1 == nil {
             sha1 = try await client.send("SCRIPT", "LOAD", source).string
-            self.sha1.withLock { $0 = sha1 }
+            self.sha1.withLockedValue { $0 = sha1 }
         }
         do {
             return try await client.send(command("EVALSHA", sha1 ?? "", keys, arguments))
         } catch where error.isServerError("NOSCRIPT") {
             return try await client.send(command("EVAL", source, keys, arguments))
         }
+    }
+
+    /// The command that runs the script, for callers that pipeline it themselves: `EVALSHA`
+    /// once the SHA-1 is known (after a ``run(on:keys:arguments:)`` or ``load(on:)``), else
+    /// `EVAL`. A caller that gets `NOSCRIPT` back sends ``evalCommand(keys:arguments:)``.
+    func command(keys: [String], arguments: RedisCommand) -> RedisCommand {
+        if let sha1 = sha1.withLockedValue({ $0 }) { return command("EVALSHA", sha1, keys, arguments) }
+        return evalCommand(keys: keys, arguments: arguments)
+    }
+
+    func evalCommand(keys: [String], arguments: RedisCommand) -> RedisCommand {
+        command("EVAL", source, keys, arguments)
+    }
+
+    /// Loads the script (`SCRIPT LOAD`), so that ``command(keys:arguments:)`` can use `EVALSHA`.
+    func load(on client: RedisClient) async throws(RedisError) {
+        guard let sha1 = try await client.send("SCRIPT", "LOAD", source).string else {
+            throw RedisError(.unexpectedReply, "SCRIPT LOAD")
+        }
+        self.sha1.withLockedValue { $0 = sha1 }
     }
 
     private func command(_ name: String, _ script: String, _ keys: [String], _ arguments: RedisCommand) -> RedisCommand {
@@ -360,17 +440,22 @@ final class Script: Sendable {
 }
 
 enum Scripts {
-    /// KEYS: request stream, reply stream, dead-letter stream, history stream, lost-entry
-    /// marker (`<requests>:lost:<id>`: checked in lost mode, set by a reply in either mode to an
-    /// entry delivered more than once), stats hash, and for a streamed answer its chunk stream.
-    /// Returns 1 when written, 0
-    /// when the entry is not ours, 2 when it is neither pending nor in the stream
-    /// (``RequestStream/ReplyResult``).
+    /// KEYS: request stream, reply stream (`reply_to` or the default), dead-letter stream,
+    /// history stream, reply marker (`<requests>:replied:<id>`, see
+    /// ``RequestStream/replyMarker(_:_:)``), stats hash, the default reply stream, and for a
+    /// streamed answer its chunk stream.
+    /// Returns 1 when written, 0 when the entry is not ours (pending on another consumer), 2
+    /// when it is neither pending nor in the stream and unanswered, 3 when a reply exists
+    /// already (``RequestStream/ReplyResult``).
     /// ARGV: group, entry ID, consumer, mode (`owned`/`lost`), reply max length, dead-letter
     /// max length, `delete`/`keep` (the answered request entry), history max length, history
     /// minimum ID (or ""), status, error code (or ""), backend (or ""), dead-letter argument
     /// count, last chunk argument count, chunk stream expiry ms, chunk stream max length,
-    /// dead-letter fields..., last chunk fields..., reply fields...
+    /// reply marker lifetime ms, dead-letter fields..., last chunk fields..., reply fields...
+    ///
+    /// Every reply sets the marker, so that an attempt whose answer was lost with its
+    /// connection, retried, finds proof that it wrote (3) instead of an entry that merely left
+    /// the group (2).
     ///
     /// The stats hash counts `replies:<status>`, `error:<code>` and `backend:<name>:<status>`
     /// with each reply written; a
@@ -379,8 +464,11 @@ enum Scripts {
     ///
     /// Checks everything before the first write, writes, and acknowledges last: a script is not
     /// rolled back when a command fails, so no command that can fail may come after a write,
-    /// and an entry must never be acknowledged without its reply. A dead-letter or history
-    /// stream that is not a stream costs its record (the reply says so), never the reply.
+    /// and an entry must never be acknowledged without its reply. (Redis refuses a script's
+    /// first write when out of memory, never a later one, so `OOM` cannot split it either.)
+    /// A `reply_to`, chunk, dead-letter or history key that is not a stream costs only what it
+    /// was for, and the reply says so: the reply goes to the default reply stream, the last
+    /// chunk or the record is not written.
     static let reply = Script(
         source: """
             local group, id, consumer, mode = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
@@ -388,8 +476,8 @@ enum Scripts {
             local keep, historyMax, historyMinID = ARGV[7] == 'keep', tonumber(ARGV[8]), ARGV[9]
             local status, errorCode, backend = ARGV[10], ARGV[11], ARGV[12]
             local deadCount, chunkCount = tonumber(ARGV[13]), tonumber(ARGV[14])
-            local chunkExpire, chunkMax = tonumber(ARGV[15]), tonumber(ARGV[16])
-            local first = 17
+            local chunkExpire, chunkMax, markerLifetime = tonumber(ARGV[15]), tonumber(ARGV[16]), tonumber(ARGV[17])
+            local first = 18
             -- Where the last chunk's fields start, fixed before deadCount can be cleared below.
             local chunkFirst = first + deadCount
             local function notStream(key)
@@ -404,27 +492,36 @@ enum Scripts {
                 redis.call('XADD', key, '*', unpack(fields))
               end
             end
-            local owner = nil
             if mode == 'lost' then
-              if redis.call('EXISTS', KEYS[5]) == 1 then return 0 end
+              if redis.call('EXISTS', KEYS[5]) == 1 then return 3 end
             else
               local pending = redis.call('XPENDING', KEYS[1], group, id, id, 1)
-              if #pending == 0 and #redis.call('XRANGE', KEYS[1], id, id) == 0 then return 2 end
-              if #pending == 0 or pending[1][2] ~= consumer then return 0 end
-              owner = pending[1]
-            end
-            local kind = notStream(KEYS[2])
-            if kind then
-              return redis.error_reply('WRONGTYPE reply key ' .. KEYS[2] .. ' holds a ' .. kind .. ', not a stream')
+              if #pending == 0 then
+                if redis.call('EXISTS', KEYS[5]) == 1 then return 3 end
+                if #redis.call('XRANGE', KEYS[1], id, id) == 0 then return 2 end
+                return 0
+              end
+              if pending[1][2] ~= consumer then return 0 end
             end
             local reply = {}
             for i = first + deadCount + chunkCount, #ARGV do reply[#reply + 1] = ARGV[i] end
+            local replyKey = KEYS[2]
+            local kind = notStream(replyKey)
+            if kind and replyKey ~= KEYS[7] then
+              reply[#reply + 1] = 'reply_error'
+              reply[#reply + 1] = 'could not write to reply_to ' .. replyKey .. ': it holds a ' .. kind .. ', not a stream; replied on ' .. KEYS[7]
+              replyKey = KEYS[7]
+              kind = notStream(replyKey)
+            end
+            if kind then
+              return redis.error_reply('WRONGTYPE key ' .. replyKey .. ' holds a ' .. kind .. ', not a stream: no reply can be written')
+            end
             if chunkCount > 0 then
-              kind = notStream(KEYS[7])
+              kind = notStream(KEYS[8])
               if kind then
                 chunkCount = 0
                 reply[#reply + 1] = 'stream_error'
-                reply[#reply + 1] = 'the chunk stream ' .. KEYS[7] .. ' holds a ' .. kind .. ', not a stream; its last chunk was not written'
+                reply[#reply + 1] = 'the chunk stream ' .. KEYS[8] .. ' holds a ' .. kind .. ', not a stream; its last chunk was not written'
               end
             end
             if deadCount > 0 then
@@ -465,7 +562,7 @@ enum Scripts {
             elseif statsKind ~= 'none' then
               counters = {}
             end
-            add(KEYS[2], replyMax, reply)
+            add(replyKey, replyMax, reply)
             for _, field in ipairs(counters) do redis.call('HINCRBY', KEYS[6], field, 1) end
             if deadCount > 0 then
               local record = {}
@@ -475,25 +572,72 @@ enum Scripts {
             if chunkCount > 0 then
               local chunk = {}
               for i = chunkFirst, chunkFirst + chunkCount - 1 do chunk[#chunk + 1] = ARGV[i] end
-              add(KEYS[7], chunkMax, chunk)
-              redis.call('PEXPIRE', KEYS[7], chunkExpire)
+              add(KEYS[8], chunkMax, chunk)
+              redis.call('PEXPIRE', KEYS[8], chunkExpire)
             end
-            if mode == 'lost' then
-              redis.call('SET', KEYS[5], '1', 'PX', 86400000)
-              return 1
-            end
+            -- The proof of this reply, for a retry that lost its answer and for the consumer the
+            -- entry was claimed from (which finds it gone from the group).
+            redis.call('SET', KEYS[5], consumer, 'PX', markerLifetime)
+            if mode == 'lost' then return 1 end
             redis.call('XACK', KEYS[1], group, id)
-            -- An entry delivered more than once may still be running on the consumer it was
-            -- claimed from, which will find it gone from the group and try it as lost: the
-            -- marker tells that attempt it was answered. (Most entries are delivered once and
-            -- cost no marker.)
-            if tonumber(owner[4]) > 1 then redis.call('SET', KEYS[5], '1', 'PX', 86400000) end
             if history then
               add(KEYS[4], historyMax, history)
               if historyMinID ~= '' then redis.call('XTRIM', KEYS[4], 'MINID', '~', historyMinID) end
             end
             redis.call('XDEL', KEYS[1], id)
             return 1
+            """)
+
+    /// KEYS: request stream, chunk stream, reply marker. ARGV: group, entry ID, consumer, chunk
+    /// stream max length (0 none), expiry ms to set (0 leaves it), then for each chunk its
+    /// field count and fields.
+    ///
+    /// The fence of a streamed answer: chunks are written only while this consumer owns the
+    /// entry (it is pending on this consumer), or, for an entry deleted and taken out of the
+    /// group, while no reply exists. Returns the number of chunks written, or -1 when the
+    /// writer is fenced off: another consumer took the entry over (and writes its own reset
+    /// next) or the entry was answered. So a stalled worker's late chunks can never land after
+    /// its heir's reset. A chunk key of the wrong type fails at the first `XADD`, before any write.
+    static let chunks = Script(
+        source: """
+            local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
+            if #pending > 0 then
+              if pending[1][2] ~= ARGV[3] then return -1 end
+            elseif redis.call('EXISTS', KEYS[3]) == 1 then
+              return -1
+            end
+            local maxLength, expire = tonumber(ARGV[4]), tonumber(ARGV[5])
+            local i, written = 6, 0
+            while i <= #ARGV do
+              local count = tonumber(ARGV[i])
+              local fields = {}
+              for j = i + 1, i + count do fields[#fields + 1] = ARGV[j] end
+              if maxLength > 0 then
+                redis.call('XADD', KEYS[2], 'MAXLEN', '~', maxLength, '*', unpack(fields))
+              else
+                redis.call('XADD', KEYS[2], '*', unpack(fields))
+              end
+              written = written + 1
+              i = i + count + 1
+            end
+            if expire > 0 then redis.call('PEXPIRE', KEYS[2], expire) end
+            return written
+            """)
+
+    /// KEYS: request stream. ARGV: group, consumer, minimum idle ms, cursor, count.
+    /// `XAUTOCLAIM`, and each claimed entry's delivery count from the pending list, in one
+    /// atomic step: `{next cursor, {{id, fields, deliveries}...}, {deleted IDs...}}`.
+    static let claim = Script(
+        source: """
+            local claimed = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], 'COUNT', ARGV[5])
+            local entries = {}
+            for _, entry in ipairs(claimed[2]) do
+              if entry then
+                local pending = redis.call('XPENDING', KEYS[1], ARGV[1], entry[1], entry[1], 1)
+                entries[#entries + 1] = {entry[1], entry[2], pending[1][4]}
+              end
+            end
+            return {claimed[1], entries, claimed[3] or {}}
             """)
 
     /// KEYS: request stream. ARGV: group, consumer, entry IDs...

@@ -1,4 +1,4 @@
-import Synchronization
+import NIOConcurrencyHelpers
 
 /// Counts requests in flight against the worker's concurrency. The reader waits here for a free
 /// slot before it asks Redis for more entries, so a worker never holds more than it can run.
@@ -9,38 +9,38 @@ final class Slots: Sendable {
     }
 
     let capacity: Int
-    private let state = Mutex(State())
+    private let state = NIOLockedValueBox(State())
 
     init(capacity: Int) {
         self.capacity = capacity
     }
 
-    var inUse: Int { state.withLock { $0.inUse } }
+    var inUse: Int { state.withLockedValue { $0.inUse } }
 
     /// Waits until at least one slot is free and returns how many are. Returns early (possibly
     /// with 0) when cancelled or woken by ``wakeReader()``.
     func waitForFree() async -> Int {
         await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                let ready = state.withLock { state -> Bool in
+                let ready = state.withLockedValue { state -> Bool in
                     if state.inUse < capacity || Task.isCancelled { return true }
                     state.waiter = continuation
                     return false
                 }
                 if ready { continuation.resume() }
             }
-            return state.withLock { capacity - $0.inUse }
+            return state.withLockedValue { capacity - $0.inUse }
         } onCancel: {
             wakeReader()
         }
     }
 
     func take() {
-        state.withLock { $0.inUse += 1 }
+        state.withLockedValue { $0.inUse += 1 }
     }
 
     func release() {
-        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
+        let waiter = state.withLockedValue { state -> CheckedContinuation<Void, Never>? in
             state.inUse -= 1
             defer { state.waiter = nil }
             return state.waiter
@@ -50,7 +50,7 @@ final class Slots: Sendable {
 
     /// Lets a waiting reader return, e.g. to notice a shutdown.
     func wakeReader() {
-        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
+        let waiter = state.withLockedValue { state -> CheckedContinuation<Void, Never>? in
             defer { state.waiter = nil }
             return state.waiter
         }

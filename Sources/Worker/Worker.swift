@@ -3,7 +3,7 @@ import LLMQBackends
 import LLMQRedis
 import Logging
 import ServiceLifecycle
-import Synchronization
+import NIOConcurrencyHelpers
 
 /// A consumer in the request stream's group: it claims entries, runs up to `concurrency` of them
 /// at once against the backend, and replies to and acknowledges each exactly once.
@@ -20,9 +20,10 @@ public final class Worker: Service, Sendable {
     private let parsers: [String: RequestParser]
     private let slots: Slots
     private let logger: Logger
-    private let isStopping = Atomic<Bool>(false)
-    /// Entries being worked on, refreshed so that no other consumer claims them meanwhile.
-    private let inFlight = Mutex<Set<EntryKey>>([])
+    private let isStopping = NIOLockedValueBox<Bool>(false)
+    /// Entries being worked on, refreshed so that no other consumer claims them meanwhile, each
+    /// with the handle that stops its work when the entry is no longer ours.
+    private let inFlight = NIOLockedValueBox<[EntryKey: EntryControl]>([:])
     /// The queues served, highest priority first.
     private let queues: [WorkerConfiguration.Queue]
     private let metrics: WorkerMetrics
@@ -133,7 +134,7 @@ public final class Worker: Service, Sendable {
         // A pool learns its llama-servers' slots; a single `backend` runs as before, its
         // requests limited by `concurrency` only.
         if !configuration.backends.isEmpty { await backend.discoverSlots(openWhenDown: configuration.backends.count > 1) }
-        let fatal = Mutex<WorkerError?>(nil)
+        let fatal = NIOLockedValueBox<WorkerError?>(nil)
         try await withGracefulShutdownHandler {
             await withDiscardingTaskGroup { group in
                 group.addTask { await self.refreshLoop() }
@@ -145,7 +146,7 @@ public final class Worker: Service, Sendable {
                 }
                 if let error = await readLoop(group: &group) {
                     // Nothing more is read; requests in flight finish and reply as on shutdown.
-                    fatal.withLock { $0 = error }
+                    fatal.withLockedValue { $0 = error }
                 }
                 if !(await slots.waitUntilIdle(timeout: configuration.shutdownGrace)) {
                     logger.warning("shutdown grace period over; unfinished requests stay pending for other consumers", metadata: [
@@ -160,7 +161,7 @@ public final class Worker: Service, Sendable {
         } onGracefulShutdown: {
             self.stop()
         }
-        if let error = fatal.withLock({ $0 }) {
+        if let error = fatal.withLockedValue({ $0 }) {
             logger.critical("worker stopped: \(error)")
             throw error
         }
@@ -169,14 +170,14 @@ public final class Worker: Service, Sendable {
 
     /// Stops taking new entries; requests in flight go on.
     public func stop() {
-        isStopping.store(true, ordering: .relaxed)
+        isStopping.withLockedValue { $0 = true }
         health.markStopping()
         metrics.ready.record(0)
         stream.reader.interrupt()
         slots.wakeReader()
     }
 
-    private var stopping: Bool { isStopping.load(ordering: .relaxed) || Task.isCancelled }
+    private var stopping: Bool { isStopping.withLockedValue { $0 } || Task.isCancelled }
 
     /// Ollama and OpenAI-compatible servers need a model name; llama-server serves the one it
     /// loaded. With none configured, each request must name its own.
@@ -223,6 +224,7 @@ public final class Worker: Service, Sendable {
                 health.enter(.waitingForBackend)
                 try await backend.waitUntilAvailable()
                 health.enter(.waitingForSlot)
+                let backendGeneration = backend.slotChanges.generation
                 var free = await slots.waitForFree()
                 // Only as many as the backends have free slots for, so that work waits in the
                 // stream, where any worker can take it, not inside one busy backend.
@@ -231,51 +233,29 @@ public final class Worker: Service, Sendable {
                     let waiting = max(0, slots.inUse - backend.inFlight)
                     free = min(free, max(0, backendSlots - waiting))
                     if free == 0 {
-                        try await Task.sleep(for: .milliseconds(5))
+                        // Woken when a backend slot is given back (or a breaker's state may
+                        // have changed, hence the bound).
+                        await backend.slotChanges.wait(after: backendGeneration, until: .now + .milliseconds(100))
                         continue
                     }
                 }
                 health.enter(.working)
                 if stopping || free == 0 { continue }
 
-                var entries: [RequestStream.Delivery] = []
-                if ContinuousClock.now >= nextClaim {
-                    // Entries abandoned by dead consumers go before new ones, by priority.
-                    for (index, queue) in queues.enumerated() where entries.count < free {
-                        entries += try await stream.claimIdle(
-                            on: queue.stream, minIdle: configuration.recovery.claimMinIdle, count: free - entries.count,
-                            cursor: &claimCursors[index])
-                    }
-                    nextClaim = ContinuousClock.now + configuration.recovery.claimInterval
-                    if !entries.isEmpty {
-                        metrics.claims.increment(by: entries.count)
-                        logger.notice("claimed entries idle on other consumers", metadata: ["llmq.count": "\(entries.count)"])
-                    }
+                // Whatever is taken is started, even when a later command of this round fails:
+                // taken entries are pending on this consumer, and left alone they would wait
+                // for a claim and come back with one more delivery.
+                var taken: [RequestStream.Delivery] = []
+                var failure: RedisError?
+                do throws(RedisError) {
+                    try await take(free: free, into: &taken, claimCursors: &claimCursors, nextClaim: &nextClaim, scheduler: &scheduler)
+                } catch {
+                    failure = error
                 }
-                if entries.isEmpty {
-                    entries = try await readNew(free: free, scheduler: &scheduler)
-                }
+                start(taken, group: &group)
+                if let failure { throw failure }
                 failures = 0
                 health.redisSucceeded(groupReady: true)
-                let claimedAt = ContinuousClock.now
-                let claimedAtWall = Date().timeIntervalSince1970 * 1000
-                for delivery in entries {
-                    let key = EntryKey(stream: delivery.stream, id: delivery.entry.id)
-                    let isRunningHere = inFlight.withLock { inFlight in
-                        // Deleted while this worker runs it, and taken out of the group by our own
-                        // XAUTOCLAIM: the running task answers it (see `publish`).
-                        delivery.removedFromGroup ? inFlight.contains(key) : !inFlight.insert(key).inserted
-                    }
-                    if isRunningHere { continue }
-                    slots.take()
-                    metrics.inFlight.record(slots.inUse)
-                    group.addTask {
-                        await self.handle(delivery, claimedAt: claimedAt, claimedAtWall: claimedAtWall)
-                        self.inFlight.withLock { _ = $0.remove(key) }
-                        self.slots.release()
-                        self.metrics.inFlight.record(self.slots.inUse)
-                    }
-                }
             } catch let error as RedisError {
                 if stopping { break }
                 health.redisFailed(error.description)
@@ -291,7 +271,7 @@ public final class Worker: Service, Sendable {
                 }
                 failures += 1
                 groupReady = groupReady && error.code != .connection
-                let wait = Self.backoff(failures: failures, initial: .milliseconds(100))
+                let wait = Backoff.redis.delay(afterFailures: failures, initial: .milliseconds(100))
                 logger.warning("Redis unavailable; retrying", metadata: [
                     "llmq.error": "\(error)", "llmq.retry_in_ms": "\(wait.milliseconds)",
                 ])
@@ -305,23 +285,85 @@ public final class Worker: Service, Sendable {
         return nil
     }
 
+    /// Takes up to `free` entries into `taken`: entries abandoned by dead consumers first (every
+    /// `claimInterval`, by priority), else new ones. Entries are appended as each command
+    /// returns them, so a failure later in the round loses none.
+    private func take(
+        free: Int, into taken: inout [RequestStream.Delivery], claimCursors: inout [String],
+        nextClaim: inout ContinuousClock.Instant, scheduler: inout IntakeScheduler
+    ) async throws(RedisError) {
+        if ContinuousClock.now >= nextClaim {
+            nextClaim = ContinuousClock.now + configuration.recovery.claimInterval
+            for (index, queue) in queues.enumerated() where taken.count < free {
+                let claimed = try await stream.claimIdle(
+                    on: queue.stream, minIdle: configuration.recovery.claimMinIdle, count: free - taken.count,
+                    cursor: &claimCursors[index])
+                taken += claimed
+                if !claimed.isEmpty {
+                    metrics.claims.increment(by: claimed.count)
+                    logger.notice("claimed entries idle on other consumers", metadata: ["llmq.count": "\(claimed.count)"])
+                }
+            }
+        }
+        if taken.isEmpty {
+            try await readNew(free: free, into: &taken, scheduler: &scheduler)
+        }
+    }
+
+    /// Starts a task for each entry taken (unless it is running here already).
+    private func start(_ entries: [RequestStream.Delivery], group: inout DiscardingTaskGroup) {
+        let claimedAt = ContinuousClock.now
+        let claimedAtWall = Date().timeIntervalSince1970 * 1000
+        for delivery in entries {
+            let key = EntryKey(stream: delivery.stream, id: delivery.entry.id)
+            let control = EntryControl()
+            let isRunningHere = inFlight.withLockedValue { inFlight in
+                // Deleted while this worker runs it, and taken out of the group by our own
+                // XAUTOCLAIM: the running task answers it (see `publish`).
+                if inFlight[key] != nil { return true }
+                if delivery.removedFromGroup { return false }
+                inFlight[key] = control
+                return false
+            }
+            if isRunningHere { continue }
+            slots.take()
+            metrics.inFlight.record(slots.inUse)
+            group.addTask {
+                // The work runs in a task of its own so that a lost lease can cancel just this
+                // request (``EntryControl``); shutdown's cancellation reaches it through here.
+                let work = Task { await self.handle(delivery, claimedAt: claimedAt, claimedAtWall: claimedAtWall, control: control) }
+                control.onCancel { work.cancel() }
+                await withTaskCancellationHandler {
+                    await work.value
+                } onCancel: {
+                    work.cancel()
+                }
+                if !delivery.removedFromGroup { self.inFlight.withLockedValue { _ = $0.removeValue(forKey: key) } }
+                self.slots.release()
+                self.metrics.inFlight.record(self.slots.inUse)
+            }
+        }
+    }
+
     /// Takes up to `free` new entries, the slots going by the scheduler's plan (minimum shares,
     /// then priority, then weight). Queues are read without waiting, round after round, until
-    /// the slots are used or every queue came up short; when nothing at all was waiting, one
-    /// blocking read on every queue's stream waits up to `readBlock` for the first arrivals.
-    private func readNew(free: Int, scheduler: inout IntakeScheduler) async throws(RedisError) -> [RequestStream.Delivery] {
+    /// the slots are used or every queue came up short. When nothing at all was waiting, the
+    /// worker watches every queue it serves (``RequestStream/waitForArrivals(after:block:)``)
+    /// up to `readBlock`, and reads again as soon as anything arrives anywhere.
+    private func readNew(free: Int, into taken: inout [RequestStream.Delivery], scheduler: inout IntakeScheduler) async throws(RedisError) {
         func deliveries(_ entries: [StreamEntry], from stream: String) -> [RequestStream.Delivery] {
             entries.map { RequestStream.Delivery(stream: stream, entry: $0, deliveries: 1, removedFromGroup: false) }
         }
         if queues.count == 1 {
             // One queue: one blocking read, as before queues existed.
             let stream = queues[0].stream
-            return deliveries(try await self.stream.readNew(from: [stream], count: free, block: configuration.readBlock)[stream] ?? [], from: stream)
+            taken += deliveries(try await self.stream.readNew(from: [stream], count: free, block: configuration.readBlock)[stream] ?? [], from: stream)
+            return
         }
-        var result: [RequestStream.Delivery] = []
+        let before = taken.count
         var available = Set(queues.indices)
-        while result.count < free, !available.isEmpty {
-            let plan = scheduler.plan(free: free - result.count, available: available)
+        while taken.count - before < free, !available.isEmpty {
+            let plan = scheduler.plan(free: free - (taken.count - before), available: available)
             if plan.isEmpty { break }
             let read = try await stream.readAvailable(plan.sorted { $0.key < $1.key }.map { (queues[$0.key].stream, $0.value) })
             var started: [Int: Int] = [:]
@@ -329,24 +371,17 @@ public final class Worker: Service, Sendable {
                 let entries = read[queues[index].stream] ?? []
                 if entries.count < count { available.remove(index) }
                 started[index] = entries.count
-                result += deliveries(entries, from: queues[index].stream)
+                taken += deliveries(entries, from: queues[index].stream)
             }
             scheduler.recordStarts(started)
         }
-        if result.isEmpty {
-            // Nothing waiting anywhere: block on the streams (one entry from each at most, so
-            // on no more streams than there are free slots, the highest priorities first).
-            let streams = queues.prefix(free).map(\.stream)
-            let read = try await stream.readNew(from: streams, count: 1, block: configuration.readBlock)
-            var started: [Int: Int] = [:]
-            for (index, queue) in queues.enumerated() {
-                guard let entries = read[queue.stream], !entries.isEmpty else { continue }
-                started[index] = entries.count
-                result += deliveries(entries, from: queue.stream)
-            }
-            scheduler.recordStarts(started)
+        if taken.count == before {
+            // Nothing waiting anywhere: watch every queue for new entries (entries after the
+            // group's last delivered ID are new to the group, so none can slip by between
+            // the reads above and this wait). The next round takes them by the plan.
+            let last = try await stream.lastDeliveredIDs(of: queues.map(\.stream))
+            _ = try await stream.waitForArrivals(after: last, block: configuration.readBlock)
         }
-        return result
     }
 
     /// Every third of the claim idle time, resets the idle time of the entries in flight.
@@ -369,18 +404,24 @@ public final class Worker: Service, Sendable {
                     logger.debug("could not renew the consumer name lease", metadata: ["llmq.error": "\(error)"])
                 }
             }
-            let keys = inFlight.withLock { $0 }
+            let keys = inFlight.withLockedValue { $0 }
             guard !keys.isEmpty else { continue }
             do {
-                var lost: [String] = []
-                for (requests, entries) in Dictionary(grouping: keys, by: \.stream) {
-                    lost += try await stream.touch(entries.map(\.id), on: requests)
+                var lost: [(String, [String])] = []
+                for (requests, entries) in Dictionary(grouping: keys.keys, by: \.stream) {
+                    let claimed = try await stream.touch(entries.map(\.id), on: requests)
+                    if !claimed.isEmpty { lost.append((requests, claimed)) }
                 }
                 if !lost.isEmpty {
-                    metrics.leaseLosses.increment(by: lost.count)
-                    logger.warning("entries in flight were claimed by another consumer; their replies will be dropped", metadata: [
-                        "llmq.count": "\(lost.count)"
+                    metrics.leaseLosses.increment(by: lost.reduce(0) { $0 + $1.1.count })
+                    logger.warning("entries in flight were claimed by another consumer; their work stops here", metadata: [
+                        "llmq.count": "\(lost.reduce(0) { $0 + $1.1.count })"
                     ])
+                }
+                // The consumer that claimed them answers them: stop their backend calls and
+                // chunk writes now, not when they end.
+                for (requests, ids) in lost {
+                    for id in ids { inFlight.withLockedValue { $0[EntryKey(stream: requests, id: id)] }?.cancel(.leaseLost) }
                 }
             } catch {
                 logger.warning("could not refresh entries in flight", metadata: ["llmq.error": "\(error)"])
@@ -450,7 +491,9 @@ public final class Worker: Service, Sendable {
 
     // MARK: - One request
 
-    private func handle(_ delivery: RequestStream.Delivery, claimedAt: ContinuousClock.Instant, claimedAtWall: Double) async {
+    private func handle(
+        _ delivery: RequestStream.Delivery, claimedAt: ContinuousClock.Instant, claimedAtWall: Double, control: EntryControl
+    ) async {
         let entry = delivery.entry
         let queue = queues.first { $0.stream == delivery.stream }?.name ?? delivery.stream
         var logger = self.logger
@@ -468,9 +511,15 @@ public final class Worker: Service, Sendable {
         var answer: AnswerStream?
         func streamTo(_ target: StreamTarget?, callerID: String?) {
             guard let target else { return }
-            answer = AnswerStream(
+            let owner = AnswerStream.Owner(
+                requests: delivery.stream, group: configuration.streams.group, entryID: entry.id,
+                consumer: configuration.consumer, marker: stream.replyMarker(delivery.stream, entry.id))
+            let created = AnswerStream(
                 key: streamKey(target, queue: queue, entryID: entry.id), id: callerID ?? entry.id,
-                delivery: delivery.deliveries, writer: stream.writer, settings: configuration.streaming)
+                delivery: delivery.deliveries, owner: owner, writer: stream.writer, settings: configuration.streaming,
+                onFenced: { control.cancel(.leaseLost) })
+            control.onCancel { created.fence() }
+            answer = created
         }
 
         let parser = parsers[delivery.stream] ?? parsers.values.first!
@@ -524,9 +573,14 @@ public final class Worker: Service, Sendable {
                 case .failure(let error):
                     backendTime = ContinuousClock.now - started
                     if Task.isCancelled {
-                        // Shutdown past its grace period: no reply, no acknowledgement; the entry
-                        // stays pending and another consumer will take it.
-                        logger.notice("request abandoned at shutdown; it stays pending")
+                        if control.reason == .leaseLost {
+                            // Another consumer claimed it (this one stalled): that one answers.
+                            logger.warning("request claimed by another consumer while it ran here; its work stopped, the other consumer answers it")
+                        } else {
+                            // Shutdown past its grace period: no reply, no acknowledgement; the
+                            // entry stays pending and another consumer will take it.
+                            logger.notice("request abandoned at shutdown; it stays pending")
+                        }
                         return
                     }
                     reply = .error(
@@ -540,6 +594,7 @@ public final class Worker: Service, Sendable {
             }
         }
         var lastChunk: RequestStream.LastChunk?
+        if control.reason == .leaseLost { return }
         if let answer {
             let (seq, attempt, written, failure) = await answer.finish()
             metrics.streamChunks.increment(by: written)
@@ -599,16 +654,17 @@ public final class Worker: Service, Sendable {
         }
     }
 
-    /// Waits between Redis retries: doubling from `initial`, at most 5 s, with jitter (half to
-    /// all of the step), so that workers that lost Redis together do not return together.
-    private static func backoff(failures: Int, initial: Duration) -> Duration {
-        min(.seconds(5), initial * (1 << min(max(failures, 1) - 1, 7))) * Double.random(in: 0.5...1.0)
-    }
-
-    /// Replies and acknowledges, retrying while Redis is unreachable. Gives up only when the
-    /// task is cancelled; the entry then stays pending and is answered after a claim.
-    /// - Returns: Whether this call wrote the reply (false when the entry was no longer ours;
-    ///   also when a lost connection hid that an earlier try wrote it).
+    /// Replies and acknowledges, retrying with backoff while Redis is unreachable or answers a
+    /// transient error (out of memory, loading, a failover: ``RedisError/isTransient``), which
+    /// never changes where the reply goes. Gives up only when the task is cancelled; the entry
+    /// then stays pending and is answered after a claim.
+    ///
+    /// After a lost connection an attempt may have written without our hearing of it; every
+    /// reply leaves a marker, so the retry learns that (``RequestStream/ReplyResult/replied``)
+    /// rather than writing a second reply. The marker lives for an hour: past half of that
+    /// since the first such attempt, the worker stops trying rather than risk a second reply.
+    /// - Returns: Whether the reply is written by this worker (false when the entry was no
+    ///   longer ours).
     private func publish(
         _ reply: Reply, for entryID: String, on requests: String, to replyStream: String, deadLetter: RedisCommand?,
         lastChunk: RequestStream.LastChunk?, mode: RequestStream.ReplyMode, logger: Logger
@@ -616,11 +672,15 @@ public final class Worker: Service, Sendable {
         var mode = mode
         var lastChunk = lastChunk
         var failures = 0
-        // After a connection error an attempt may have run without our hearing of it.
-        var mayHaveWritten = false
+        // When an attempt first ended with the connection, so without our knowing what it did.
+        var ambiguousSince: ContinuousClock.Instant?
         var replyStream = replyStream
         var reply = reply
         while true {
+            if let since = ambiguousSince, ContinuousClock.now - since > RequestStream.replyMarkerLifetime / 2 {
+                logger.error("could not learn whether the reply was written before Redis went away; not writing it again")
+                return false
+            }
             do {
                 switch try await stream.reply(
                     to: entryID, on: requests, stream: replyStream, fields: reply.fields, status: reply.status,
@@ -630,31 +690,40 @@ public final class Worker: Service, Sendable {
                     logger.debug("replied")
                     if failures > 0 { health.redisSucceeded(groupReady: true) }
                     return true
-                case .goneFromGroup where mode == .owned && !mayHaveWritten:
+                case .replied where ambiguousSince != nil:
+                    // Our own earlier attempt wrote it; its answer was lost with the connection.
+                    logger.debug("replied (the answer to an earlier attempt was lost with its connection)")
+                    health.redisSucceeded(groupReady: true)
+                    return true
+                case .goneFromGroup where mode == .owned:
                     // Deleted from the stream while we ran it, and an XAUTOCLAIM (ours or another
-                    // worker's) took it out of the group: answer it as a lost entry. The marker
-                    // the lost mode sets lets only the first answer through.
+                    // worker's) took it out of the group, unanswered: answer it as a lost entry.
+                    // The marker every reply sets lets only the first answer through.
                     mode = .lost
                     continue
-                case .notOurs, .goneFromGroup:
-                    logger.warning("entry no longer ours (claimed by another consumer, acknowledged or answered); reply dropped")
+                case .notOurs, .goneFromGroup, .replied:
+                    logger.warning("entry no longer ours (claimed by another consumer, or answered); reply dropped")
                 }
                 return false
-            } catch where error.code == .server && lastChunk != nil {
-                // The chunk stream cannot be written with the reply (another cluster slot, say):
-                // the reply goes without its last chunk and says why.
+            } catch where !error.isTransient && error.code == .server && lastChunk != nil {
+                // Not something waiting helps with, e.g. the chunk stream in another cluster
+                // slot: the reply goes without its last chunk and says why.
+                logger.error("could not write the reply with its last chunk; writing it without", metadata: ["llmq.error": "\(error)"])
                 reply.add("stream_error", "could not write the last chunk to \(lastChunk?.stream ?? ""): \(error.message)")
                 lastChunk = nil
-            } catch where error.code == .server && replyStream != configuration.streams.replies {
-                // The producer's reply_to cannot take the reply (wrong type, other cluster slot):
-                // answer on the default stream and say why.
+            } catch where !error.isTransient && error.code == .server && replyStream != configuration.streams.replies {
+                // The producer's reply_to cannot take the reply for a reason the script does not
+                // handle itself (another cluster slot): answer on the default stream and say why.
+                logger.error("could not write the reply to reply_to; writing it to the default reply stream", metadata: ["llmq.error": "\(error)"])
                 reply.add("reply_error", "could not write to reply_to \(replyStream): \(error.message)")
                 replyStream = configuration.streams.replies
             } catch {
                 failures += 1
                 metrics.replyRetries.increment()
-                if error.code == .connection { health.redisFailed(error.description) }
-                mayHaveWritten = mayHaveWritten || error.code == .connection
+                if error.code == .connection {
+                    health.redisFailed(error.description)
+                    ambiguousSince = ambiguousSince ?? .now
+                }
                 if Task.isCancelled || (failures > 3 && stopping && error.code == .shutdown) { return false }
                 if error.isAuthenticationFailure {
                     // The read loop sees the same refusal and stops the worker; the entry stays
@@ -662,8 +731,12 @@ public final class Worker: Service, Sendable {
                     logger.error("Redis refused the credentials; reply not written, the entry stays pending")
                     return false
                 }
-                let wait = Self.backoff(failures: failures, initial: .milliseconds(50))
-                logger.warning("could not publish reply; retrying", metadata: ["llmq.error": "\(error)"])
+                let wait = Backoff.redis.delay(afterFailures: failures, initial: .milliseconds(50))
+                if error.isTransient {
+                    logger.warning("could not publish reply; retrying", metadata: ["llmq.error": "\(error)"])
+                } else {
+                    logger.error("could not publish reply (not a transient error); retrying", metadata: ["llmq.error": "\(error)"])
+                }
                 do {
                     try await Task.sleep(for: wait)
                 } catch {
@@ -671,6 +744,49 @@ public final class Worker: Service, Sendable {
                 }
             }
         }
+    }
+}
+
+/// Why a request's work was cancelled.
+enum CancelReason: Sendable {
+    /// Graceful shutdown past its grace period: the entry stays pending for another consumer.
+    case shutdown
+    /// Another consumer claimed the entry (this one stalled or lost Redis for too long): that
+    /// one answers it; this one must stop writing at once.
+    case leaseLost
+}
+
+/// The handle on one request's work, so that the refresh loop or a fenced chunk write can stop
+/// it: cancelling runs the registered actions (cancel the task, fence the chunk stream) once.
+final class EntryControl: Sendable {
+    private struct State {
+        var reason: CancelReason?
+        var actions: [@Sendable () -> Void] = []
+    }
+
+    private let state = NIOLockedValueBox(State())
+
+    /// Why it was cancelled, if it was.
+    var reason: CancelReason? { state.withLockedValue { $0.reason } }
+
+    /// Runs `action` when cancelled (at once if it already was).
+    func onCancel(_ action: @escaping @Sendable () -> Void) {
+        let now = state.withLockedValue { state -> Bool in
+            if state.reason != nil { return true }
+            state.actions.append(action)
+            return false
+        }
+        if now { action() }
+    }
+
+    func cancel(_ reason: CancelReason) {
+        let actions = state.withLockedValue { state -> [@Sendable () -> Void] in
+            guard state.reason == nil else { return [] }
+            state.reason = reason
+            defer { state.actions.removeAll() }
+            return state.actions
+        }
+        for action in actions { action() }
     }
 }
 

@@ -1,5 +1,5 @@
 import LLMQBackends
-import Synchronization
+import NIOConcurrencyHelpers
 
 /// What `/healthz` and `/readyz` answer, from state the worker keeps as it goes, so that a probe
 /// costs no Redis or backend call.
@@ -28,7 +28,7 @@ final class WorkerHealth: Sendable {
         var stopping = false
     }
 
-    private let state = Mutex(State())
+    private let state = NIOLockedValueBox(State())
     /// The longest each phase may last before the worker counts as stuck.
     private let workingBound: Duration
     private let waitingBound: Duration
@@ -46,30 +46,30 @@ final class WorkerHealth: Sendable {
     }
 
     func enter(_ phase: Phase) {
-        state.withLock { state in
+        state.withLockedValue { state in
             state.phase = phase
             state.since = .now
         }
     }
 
     func redisSucceeded(groupReady: Bool) {
-        state.withLock { state in
+        state.withLockedValue { state in
             state.redisError = nil
             state.groupReady = groupReady
         }
     }
 
     func redisFailed(_ error: String) {
-        state.withLock { $0.redisError = error }
+        state.withLockedValue { $0.redisError = error }
     }
 
     func markStopping() {
-        state.withLock { $0.stopping = true }
+        state.withLockedValue { $0.stopping = true }
     }
 
     /// `/healthz`.
     func liveness(at now: ContinuousClock.Instant = .now) -> (isHealthy: Bool, detail: String) {
-        state.withLock { state in
+        state.withLockedValue { state in
             let elapsed = now - state.since
             let bound = state.phase == .working ? workingBound : waitingBound
             // Slots held by replies that wait for Redis to return: readiness says so; a restart
@@ -87,7 +87,7 @@ final class WorkerHealth: Sendable {
     /// `/readyz`.
     /// - Parameter circuitOpenWithoutFallback: The backend cannot take requests now.
     func readiness(circuitOpenWithoutFallback: Bool) -> (isReady: Bool, detail: String) {
-        state.withLock { state in
+        state.withLockedValue { state in
             if state.stopping { return (false, "stopping") }
             if let error = state.redisError { return (false, "Redis unreachable: \(error)") }
             if !state.groupReady { return (false, "consumer group not ready") }

@@ -1,5 +1,5 @@
 import Metrics
-import Synchronization
+import NIOConcurrencyHelpers
 
 /// What a worker records, through swift-metrics: `llmq worker` exports it to Prometheus
 /// (`metrics.port`); without a metrics backend every call is a no-op. Names and help texts are
@@ -88,7 +88,7 @@ struct WorkerMetrics: Sendable {
 /// which per reply was measurable at thousands of replies per second.
 final class LabelledMetrics<Handle: AnyObject & Sendable>: Sendable {
     private let make: @Sendable ([(String, String)]) -> Handle
-    private let handles = Mutex<[[String]: Handle]>([:])
+    private let handles = NIOLockedValueBox<[[String]: Handle]>([:])
 
     init(_ make: @escaping @Sendable ([(String, String)]) -> Handle) {
         self.make = make
@@ -96,9 +96,9 @@ final class LabelledMetrics<Handle: AnyObject & Sendable>: Sendable {
 
     subscript(labels: [(String, String)]) -> Handle {
         let key = labels.map(\.1)
-        if let handle = handles.withLock({ $0[key] }) { return handle }
+        if let handle = handles.withLockedValue({ $0[key] }) { return handle }
         let handle = make(labels)
-        return handles.withLock { handles in
+        return handles.withLockedValue { handles in
             if let existing = handles[key] { return existing }
             handles[key] = handle
             return handle

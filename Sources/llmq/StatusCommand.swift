@@ -2,7 +2,7 @@ import ArgumentParser
 import Foundation
 import LLMQRedis
 import LLMQWorker
-import Synchronization
+import NIOConcurrencyHelpers
 
 struct StatusCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -170,7 +170,7 @@ final class StopOnSignal: @unchecked Sendable {
     // @unchecked: `sources` is set in init and only read by `cancel()`; the handlers share
     // nothing but the atomic flag.
     private var sources: [any DispatchSourceSignal] = []
-    private let signalled = Atomic<Bool>(false)
+    private let signalled = NIOLockedValueBox<Bool>(false)
 
     init(signals: [Int32], stop: @escaping @Sendable () -> Void) {
         sources = signals.map { number in
@@ -178,7 +178,7 @@ final class StopOnSignal: @unchecked Sendable {
             signal(number, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
             source.setEventHandler { [self] in
-                if signalled.exchange(true, ordering: .relaxed) { _exit(128 + number) }
+                if signalled.withLockedValue({ was in defer { was = true }; return was }) { _exit(128 + number) }
                 stop()
             }
             source.resume()

@@ -2,7 +2,7 @@ import Foundation
 import LLMQBackends
 import LLMQRedis
 import LLMQWorker
-import Synchronization
+import NIOConcurrencyHelpers
 
 /// `llmq bench --stream`: streamed requests kept at a fixed concurrency (a new one is published
 /// as each is answered), measuring the time to first token as a producer sees it: from just
@@ -161,13 +161,13 @@ struct StreamBench: Sendable {
                     var errors = 0
                     for _ in stride(from: client, to: requests, by: concurrency) where ContinuousClock.now < deadline {
                         let sent = ContinuousClock.now
-                        let first = Mutex<Duration?>(nil)
+                        let first = NIOLockedValueBox<Duration?>(nil)
                         do {
                             _ = try await backend.complete(request) { _ in
-                                first.withLock { if $0 == nil { $0 = ContinuousClock.now - sent } }
+                                first.withLockedValue { if $0 == nil { $0 = ContinuousClock.now - sent } }
                             }
                             total.append((ContinuousClock.now - sent).fractionalMilliseconds)
-                            if let first = first.withLock({ $0 }) { firstToken.append(first.fractionalMilliseconds) }
+                            if let first = first.withLockedValue({ $0 }) { firstToken.append(first.fractionalMilliseconds) }
                         } catch {
                             errors += 1
                         }

@@ -5,7 +5,7 @@ import LLMQWorker
 import Logging
 import Metrics
 import ServiceLifecycle
-import Synchronization
+import NIOConcurrencyHelpers
 
 struct WorkerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -136,13 +136,13 @@ final class SecondSignalExit: @unchecked Sendable {
     // @unchecked: `sources` is set in init and only read by `cancel()`; the handlers share
     // nothing but the atomic count.
     private var sources: [any DispatchSourceSignal] = []
-    private let count = Atomic<Int>(0)
+    private let count = NIOLockedValueBox<Int>(0)
 
     init(signals: [Int32]) {
         sources = signals.map { signal in
             let source = DispatchSource.makeSignalSource(signal: signal, queue: .global())
             source.setEventHandler { [self] in
-                if count.add(1, ordering: .relaxed).newValue >= 2 {
+                if count.withLockedValue({ $0 += 1; return $0 }) >= 2 {
                     FileHandle.standardError.write(Data("llmq: second signal; exiting now, requests in flight stay pending\n".utf8))
                     _exit(128 + signal)
                 }
