@@ -2,7 +2,12 @@
 SWIFT ?= swift
 BACKEND ?= sim
 
-.PHONY: all build release deps demo test test-unit llama-server compose-check clean
+.PHONY: all build release deps demo test test-unit soak check-sources llama-server compose-check clean
+
+# glibc fills every new and freed heap chunk with this byte: memory that was never initialised
+# (a lock whose initialising store the optimizer dropped, see docs/MISCOMPILE.md) then fails at
+# once instead of by luck. Every test run, the demo and the soak use it.
+PERTURB = MALLOC_PERTURB_=165
 
 all: build
 
@@ -18,17 +23,28 @@ release: deps
 ## make demo [BACKEND=sim|llama-cpp]: redis-server, a backend, two workers, requests, replies, status.
 demo: release
 	@if [ "$(BACKEND)" = llama-cpp ]; then scripts/llama-server.sh build >/dev/null && scripts/llama-server.sh model >/dev/null; fi
-	BACKEND=$(BACKEND) scripts/demo.sh
+	$(PERTURB) BACKEND=$(BACKEND) scripts/demo.sh
 
 ## make test: every test, including the end-to-end tests against a real llama-server
 ## (built once per machine into ~/.cache/llmq).
-test: deps llama-server
-	LLAMA_SERVER_BIN="$$(scripts/llama-server.sh build)" LLMQ_MODEL="$$(scripts/llama-server.sh model)" \
-		$(SWIFT) test --no-parallel
+test: deps llama-server check-sources
+	$(SWIFT) build --build-tests
+	$(PERTURB) LLAMA_SERVER_BIN="$$(scripts/llama-server.sh build)" LLMQ_MODEL="$$(scripts/llama-server.sh model)" \
+		$(SWIFT) test --skip-build --no-parallel
 
 ## make test-unit: the tests that need no llama-server.
-test-unit: deps
-	$(SWIFT) test --no-parallel --skip LlamaServer
+test-unit: deps check-sources
+	$(SWIFT) build --build-tests
+	$(PERTURB) $(SWIFT) test --skip-build --no-parallel --skip LlamaServer
+
+## make soak: the release binary users run, three workers under combined faults (2,000 requests).
+soak: release
+	$(SWIFT) build --build-tests
+	$(PERTURB) LLMQ_BIN=.build/release/llmq LLMQ_SOAK_REQUESTS=2000 $(SWIFT) test --skip-build --filter SoakTests
+
+## make check-sources: no Synchronization.Mutex or Atomic in Sources (see docs/MISCOMPILE.md).
+check-sources:
+	@scripts/check-sources.sh
 
 llama-server:
 	@scripts/llama-server.sh build >/dev/null

@@ -7,7 +7,9 @@ import LLMQWorker
 import Testing
 
 /// A chunk stream read back, and the answer a consumer following the README's rule builds from
-/// it: append each `delta`, start again at a `reset`, stop at `done`.
+/// it: skip a chunk from an older delivery than one already seen, and a text chunk whose `seq`
+/// was seen already (a write sent again after a lost connection); append each `delta`, start
+/// again at a `reset`, stop at `done`.
 struct ReadChunks {
     var chunks: [[String: String]]
     /// Entry IDs' milliseconds (Redis's clock), one per chunk.
@@ -15,9 +17,21 @@ struct ReadChunks {
 
     var text: String {
         var text = ""
+        var next = 0
+        var delivery = 0
         for chunk in chunks {
-            if chunk["reset"] == "1" { text = "" }
+            let chunkDelivery = Int(chunk["delivery"] ?? "") ?? 1
+            if chunkDelivery < delivery { continue }
+            delivery = chunkDelivery
+            if chunk["done"] == "1" { break }
+            if chunk["reset"] == "1" {
+                text = ""
+                next = 1
+                continue
+            }
+            guard let seq = Int(chunk["seq"] ?? ""), seq == next else { continue }
             text += chunk["delta"] ?? ""
+            next += 1
         }
         return text
     }
@@ -26,15 +40,28 @@ struct ReadChunks {
     var done: [String: String]? { chunks.last { $0["done"] == "1" } }
     var textChunks: Int { chunks.filter { $0["delta"] != nil }.count }
 
-    /// Problems with the order: `seq` must count 0, 1, 2... from the start and from each reset,
-    /// and exactly one `done`, the last chunk.
+    /// Problems with the order: `seq` must count 0, 1, 2... from the start and from each reset
+    /// (a chunk may repeat an earlier `seq`: a write sent again), every chunk must carry its
+    /// delivery, none may come from an older delivery than one before it, and exactly one
+    /// `done`, the last chunk.
     var problems: [String] {
         var problems: [String] = []
         var expected = 0
+        var delivery = 0
         for (index, chunk) in chunks.enumerated() {
+            guard let chunkDelivery = Int(chunk["delivery"] ?? "") else {
+                problems.append("chunk \(index) carries no delivery")
+                continue
+            }
+            if chunkDelivery < delivery { problems.append("chunk \(index) is from delivery \(chunkDelivery) after delivery \(delivery)") }
+            delivery = max(delivery, chunkDelivery)
             if chunk["reset"] == "1" { expected = 0 }
-            if chunk["seq"] != String(expected) { problems.append("chunk \(index) has seq \(chunk["seq"] ?? "none"), expected \(expected)") }
-            expected += 1
+            let seq = Int(chunk["seq"] ?? "") ?? -1
+            if seq == expected {
+                expected += 1
+            } else if !(chunk["delta"] != nil && seq >= 1 && seq < expected) {
+                problems.append("chunk \(index) has seq \(chunk["seq"] ?? "none"), expected \(expected)")
+            }
         }
         let dones = chunks.filter { $0["done"] == "1" }.count
         if dones != 1 { problems.append("\(dones) done chunks") }

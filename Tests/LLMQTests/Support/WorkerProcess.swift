@@ -1,8 +1,14 @@
 import Foundation
 import Glibc
 
-/// The `llmq` executable SwiftPM built next to this test bundle.
+/// The `llmq` executable: `LLMQ_BIN` when set (the release binary, for `make soak`), else the
+/// one SwiftPM built next to this test bundle.
 func llmqExecutable() throws -> URL {
+    if let path = ProcessInfo.processInfo.environment["LLMQ_BIN"], !path.isEmpty {
+        let url = URL(fileURLWithPath: path).standardizedFileURL
+        guard FileManager.default.isExecutableFile(atPath: url.path) else { throw TestFailure("LLMQ_BIN=\(path) is not an executable") }
+        return url
+    }
     let bundle = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
     var directory = bundle.deletingLastPathComponent()
     // On Linux the runner is `.build/<triple>/debug/<package>PackageTests.xctest`.

@@ -1,0 +1,196 @@
+import Foundation
+import Glibc
+import LLMQBackends
+import LLMQRedis
+import LLMQSimulator
+@testable import LLMQWorker
+import Testing
+
+/// The promises at the edges between features (issue 18's cases), each as a user would see it:
+/// the replies, the chunks, the time a request waited, what a backend saw.
+@Suite("Ownership at the edges: exactly one reply and one done under combined faults", .serialized, .timeLimit(.minutes(3)))
+struct OwnershipTests {
+    // Case 2a: a reply_to that is not a stream costs the reply_to only.
+    @Test("A streamed request whose reply_to holds a string: the reply goes to the default stream, the done chunk is still written")
+    func wrongTypeReplyToKeepsTheDoneChunk() async throws {
+        let redis = try await RedisServer.start()
+        let sim = try await RunningSimulator.start(SimulatorConfiguration(slots: 4, tokenMilliseconds: 2))
+        let client = RedisClient(configuration: redis.configuration)
+        defer { client.shutdown() }
+        _ = try await client.send("SET", "llmq:mine", "x")
+        let worker = try RunningWorker(workerConfiguration(redis: redis, backend: BackendConfiguration(kind: .llamaCpp, endpoint: sim.url)))
+        let entry = try await publish(client, [("prompt", "hi"), ("stream", "1"), ("reply_to", "llmq:mine"), ("max_tokens", "8")])
+        let replies = try await waitForReplies(client, count: 1)
+        await worker.stop()
+        await sim.stop()
+        let reply = try #require(replies.first)
+        #expect(reply["status"] == "ok", "\(reply)")
+        #expect(reply["reply_error"]?.contains("llmq:mine") == true, "\(reply)")
+        #expect(reply["stream_error"] == nil, "the chunk stream was fine: \(reply)")
+        let chunks = try await ReadChunks.read(client, "llmq:stream:\(entry)")
+        #expect(chunks.problems.isEmpty, "\(chunks.problems)")
+        #expect(chunks.done?["status"] == "ok" && chunks.text == reply["content"])
+        #expect(try await client.send("GET", "llmq:mine").string == "x", "the producer's key is left alone")
+    }
+
+    // Case 2b: out of memory for a while delays replies and chunks; it reroutes nothing.
+    @Test("Redis out of memory for 4 s mid-generation: reply_to still gets its reply, the streamed answer its text and done chunk")
+    func outOfMemoryDelaysRoutesNothing() async throws {
+        let redis = try await RedisServer.start()
+        let sim = try await RunningSimulator.start(SimulatorConfiguration(slots: 4, tokenMilliseconds: 50))
+        let client = RedisClient(configuration: redis.configuration)
+        defer { client.shutdown() }
+        let worker = try RunningWorker(workerConfiguration(redis: redis, backend: BackendConfiguration(kind: .llamaCpp, endpoint: sim.url)))
+        try await publish(client, [("prompt", "routed"), ("reply_to", "llmq:mine2"), ("max_tokens", "30"), ("id", "routed")])
+        let streamed = try await publish(client, [("prompt", "streamed"), ("stream", "1"), ("max_tokens", "30"), ("id", "streamed")])
+        // Into the generation (30 tokens x 50 ms), the server refuses every write for 4 s.
+        try await Task.sleep(for: .milliseconds(500))
+        _ = try await client.send("CONFIG", "SET", "maxmemory", "1")
+        try await Task.sleep(for: .seconds(4))
+        _ = try await client.send("CONFIG", "SET", "maxmemory", "0")
+        let routed = try await waitForReplies(client, count: 1, stream: "llmq:mine2", timeout: .seconds(20))
+        let replies = try await waitForReplies(client, count: 1, timeout: .seconds(20))
+        try await Task.sleep(for: .milliseconds(300))
+        await worker.stop()
+        await sim.stop()
+        #expect(routed.count == 1 && routed[0]["id"] == "routed" && routed[0]["status"] == "ok", "\(routed)")
+        #expect(routed[0]["reply_error"] == nil, "\(routed)")
+        #expect(replies.count == 1 && replies[0]["id"] == "streamed" && replies[0]["status"] == "ok", "\(replies)")
+        #expect(replies[0]["stream_error"] == nil, "\(replies)")
+        let chunks = try await ReadChunks.read(client, "llmq:stream:\(streamed)")
+        #expect(chunks.problems.isEmpty, "\(chunks.problems)")
+        #expect(chunks.text == replies[0]["content"], "the rebuilt text equals the reply")
+    }
+
+    // Case 3: a stalled worker's late chunks never land after its heir's reset.
+    @Test("SIGSTOP a worker mid-stream, let another take over, SIGCONT: nothing of the first lands after the heir's reset")
+    func stalledWriterIsFenced() async throws {
+        let redis = try await RedisServer.start()
+        let sim = try await SimProcess(["--slots", "8", "--token-ms", "50"])
+        let client = RedisClient(configuration: redis.configuration)
+        defer { client.shutdown() }
+        let environment = [
+            "LLMQ_REDIS_URL": redis.url, "LLMQ_BACKEND_TYPE": "llama-cpp", "LLMQ_BACKEND_ENDPOINT": sim.url,
+            "LLMQ_CONCURRENCY": "2", "LLMQ_READ_BLOCK_MS": "200", "LLMQ_RECOVERY_CLAIM_MIN_IDLE_MS": "1500",
+            "LLMQ_RECOVERY_CLAIM_INTERVAL_MS": "250", "LLMQ_LOG_LEVEL": "notice",
+        ]
+        let first = try WorkerProcess(name: "stalled", environment: environment)
+        let entry = try await publish(client, [("prompt", "long"), ("max_tokens", "80"), ("stream", "1"), ("id", "s")])
+        let key = "llmq:stream:\(entry)"
+        let deadline = ContinuousClock.now + .seconds(20)
+        while try await ReadChunks.read(client, key).textChunks < 5, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        first.signal(SIGSTOP)
+        let heir = try WorkerProcess(name: "heir", environment: environment)
+        // The heir claims it (1.5 s idle) and streams for a while.
+        while ContinuousClock.now < deadline {
+            let chunks = try await ReadChunks.read(client, key)
+            if let reset = chunks.chunks.firstIndex(where: { $0["reset"] == "1" }), chunks.chunks.count - reset > 5 { break }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        first.signal(SIGCONT)
+        let replies = try await waitForReplies(client, count: 1, timeout: .seconds(30))
+        try await Task.sleep(for: .milliseconds(500))
+        #expect(try await readReplies(client).count == 1, "exactly one reply")
+        let chunks = try await ReadChunks.read(client, key)
+        let reset = try #require(chunks.chunks.firstIndex { $0["reset"] == "1" }, "the heir starts with a reset")
+        #expect(chunks.chunks[reset]["delivery"] == "2")
+        let late = chunks.chunks[(reset + 1)...].filter { $0["delivery"] != "2" }
+        #expect(late.isEmpty, "chunks of the stalled worker after the heir's reset: \(late.map { $0["seq"] ?? "?" })")
+        #expect(chunks.problems.isEmpty, "\(chunks.problems)")
+        #expect(chunks.text == replies[0]["content"], "the rebuilt text equals the reply")
+        for worker in [first, heir] { worker.signal(SIGTERM) }
+        for worker in [first, heir] { _ = await worker.waitForExit() }
+    }
+
+    // Case 4: an idle worker watches every queue it serves.
+    @Test("Concurrency 1, queues hi and lo, only lo traffic, readBlockMs 2000: each lo request starts within 50 ms")
+    func idleWorkerWatchesEveryQueue() async throws {
+        let redis = try await RedisServer.start()
+        let sim = try await RunningSimulator.start(SimulatorConfiguration(slots: 4, tokenMilliseconds: 0))
+        let client = RedisClient(configuration: redis.configuration)
+        defer { client.shutdown() }
+        var configuration = workerConfiguration(redis: redis, backend: BackendConfiguration(kind: .llamaCpp, endpoint: sim.url), concurrency: 1)
+        configuration.queues = [
+            WorkerConfiguration.Queue(name: "hi", stream: "llmq:requests:hi", priority: 1),
+            WorkerConfiguration.Queue(name: "lo", stream: "llmq:requests:lo", minimumShare: 0.5),
+        ]
+        configuration.readBlock = .milliseconds(2000)
+        let worker = try RunningWorker(configuration)
+        try await Task.sleep(for: .milliseconds(300))
+        for index in 0..<10 {
+            try await publish(client, [("prompt", "lo \(index)"), ("max_tokens", "2")], stream: "llmq:requests:lo")
+            _ = try await waitForReplies(client, count: index + 1)
+            try await Task.sleep(for: .milliseconds(150))
+        }
+        await worker.stop()
+        await sim.stop()
+        let waits = try await readReplies(client).compactMap { $0["queue_ms"].flatMap(Double.init) }.sorted()
+        #expect(waits.count == 10)
+        #expect((waits.last ?? .infinity) < 50, "queue_ms of idle lo requests: \(waits)")
+    }
+
+    // Case 5: a backend never gets more than its slots.
+    @Test("Two backends with slots 2 each, concurrency 8, bursts of 300: neither ever has more than 2 requests")
+    func slotsAreNeverExceeded() async throws {
+        let redis = try await RedisServer.start()
+        // The simulators have more slots than llmq is told, so over-admission shows in their count.
+        let a = try await RunningSimulator.start(SimulatorConfiguration(slots: 16, tokenMilliseconds: 1))
+        let b = try await RunningSimulator.start(SimulatorConfiguration(slots: 16, tokenMilliseconds: 1))
+        let client = RedisClient(configuration: redis.configuration)
+        defer { client.shutdown() }
+        var configuration = workerConfiguration(redis: redis, backend: BackendConfiguration(kind: .llamaCpp, endpoint: a.url), concurrency: 8)
+        var first = BackendConfiguration(kind: .llamaCpp, endpoint: a.url)
+        first.name = "a"
+        first.slots = 2
+        var second = BackendConfiguration(kind: .llamaCpp, endpoint: b.url)
+        second.name = "b"
+        second.slots = 2
+        configuration.backends = [first, second]
+        let worker = try RunningWorker(configuration)
+        for burst in 0..<2 {
+            for index in 0..<150 { try await publish(client, [("prompt", "burst \(burst) \(index)"), ("max_tokens", "3")]) }
+            _ = try await waitForReplies(client, count: (burst + 1) * 150, timeout: .seconds(60))
+        }
+        await worker.stop()
+        let (statsA, statsB) = (try await a.stats(), try await b.stats())
+        await a.stop()
+        await b.stop()
+        #expect(statsA.maxInFlight <= 2 && statsB.maxInFlight <= 2, "max in flight: a \(statsA.maxInFlight), b \(statsB.maxInFlight)")
+        #expect(statsA.completed + statsB.completed == 300)
+    }
+
+    // Case 7: a request waiting for its model's only backend keeps its deadline.
+    @Test("A request for a model whose only backend is full waits for a slot until its deadline, then gets backend_busy")
+    func fullBackendWaitKeepsTheDeadline() async throws {
+        let redis = try await RedisServer.start()
+        let sim = try await RunningSimulator.start(SimulatorConfiguration(slots: 4, tokenMilliseconds: 100))
+        let other = try await RunningSimulator.start(SimulatorConfiguration(slots: 4, tokenMilliseconds: 0))
+        let client = RedisClient(configuration: redis.configuration)
+        defer { client.shutdown() }
+        var configuration = workerConfiguration(redis: redis, backend: BackendConfiguration(kind: .llamaCpp, endpoint: sim.url), concurrency: 4)
+        var only = BackendConfiguration(kind: .llamaCpp, endpoint: sim.url)
+        only.name = "only"
+        only.slots = 1
+        only.models = ["m"]
+        var rest = BackendConfiguration(kind: .llamaCpp, endpoint: other.url)
+        rest.name = "rest"
+        rest.slots = 4
+        rest.models = ["n"]
+        configuration.backends = [only, rest]
+        let worker = try RunningWorker(configuration)
+        try await publish(client, [("prompt", "long"), ("model", "m"), ("max_tokens", "30"), ("id", "long")])
+        try await Task.sleep(for: .milliseconds(300))
+        let now = Int64(Date().timeIntervalSince1970 * 1000)
+        try await publish(client, [("prompt", "short"), ("model", "m"), ("max_tokens", "1"), ("id", "late"), ("deadline_ms", String(now + 700))])
+        let replies = try await waitForReplies(client, count: 1, timeout: .seconds(10))
+        let finishedAt = Int64(Date().timeIntervalSince1970 * 1000)
+        _ = try await waitForReplies(client, count: 2, timeout: .seconds(10))
+        await worker.stop()
+        await sim.stop()
+        await other.stop()
+        #expect(replies[0]["id"] == "late" && replies[0]["error_code"] == "backend_busy", "\(replies[0])")
+        #expect(finishedAt - now < 1500, "answered at its deadline, not when the slot freed")
+    }
+}
