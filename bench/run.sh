@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # llmq's benchmarks, each a ratio measured side by side in one run (see docs/BENCHMARKS.md).
 #   bench/run.sh [latency|drain|slots|llama|memory|redis-memory|metrics|backends|failover|llama-pool|stream|all]
+#   bench/run.sh compare OLD_LLMQ NEW_LLMQ   (drain rate and streamed drain, the two binaries alternated)
 # Needs a release build (make release); `drain` also the Python baseline's packages
 # (pip install -r bench/python-consumer/requirements.txt), `llama` a llama-server
 # (scripts/llama-server.sh build). Everything listens on 127.0.0.1 and stops by itself.
@@ -328,7 +329,33 @@ stream_ttft() {
     stop_all
 }
 
+# The same drains with two builds of llmq, alternated round by round so the machine's noise
+# falls on both: plain requests (the reply script), then streamed ones (the chunk writes).
+compare() {
+    local old=$1 new=$2 rounds=${COMPARE_ROUNDS:-4} n=${DRAIN_REQUESTS:-20000} c=${DRAIN_CONCURRENCY:-64}
+    local sn=${STREAM_REQUESTS:-2000}
+    echo "## old ($old) vs new ($new): drain of $n requests (concurrency $c, zero model time) and of $sn streamed requests (32 tokens at 1 ms, concurrency 64), $rounds alternating rounds"
+    printf "%-6s %-5s %-12s %s\n" round build "drain req/s" "streamed drain req/s"
+    for ((round = 1; round <= rounds; round++)); do
+        for build in old new; do
+            local bin=$old; [ $build = new ] && bin=$new
+            LLMQ=$bin
+            fresh_redis; sim 1024 0
+            local run; run=$("$LLMQ" bench --redis-url "$REDIS" --requests "$n" --prefill-only)
+            worker drain "$c"
+            local rate; rate=$("$LLMQ" bench --redis-url "$REDIS" --requests "$n" --collect-only --run "$run" --json 2>/dev/null | json_field 'round(d["throughputPerSecond"])')
+            stop_all
+            fresh_redis; sim 1024 1
+            worker stream 64; sleep 0.3
+            local streamed; streamed=$("$LLMQ" bench --redis-url "$REDIS" --stream --requests "$sn" --concurrency 64 --max-tokens 32 --json | json_field 'round(d["answered"] / d["seconds"])')
+            stop_all
+            printf "%-6s %-5s %-12s %s\n" "$round" "$build" "$rate" "$streamed"
+        done
+    done
+}
+
 case "${1:-all}" in
+    compare) compare "$2" "$3" ;;
     latency) latency ;;
     drain) drain ;;
     slots) slots ;;

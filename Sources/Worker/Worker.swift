@@ -216,6 +216,9 @@ public final class Worker: Service, Sendable {
             do {
                 if !groupReady {
                     for queue in queues { try await stream.ensureGroup(on: queue.stream) }
+                    // Chunk writes are pipelined from the Redis thread as EVALSHA, which needs
+                    // the script's SHA-1 (a server that lost it answers NOSCRIPT; they fall back).
+                    try await Scripts.chunks.load(on: stream.writer)
                     groupReady = true
                     health.redisSucceeded(groupReady: true)
                     _ = readiness()

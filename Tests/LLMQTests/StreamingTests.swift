@@ -59,7 +59,7 @@ struct ReadChunks {
             let seq = Int(chunk["seq"] ?? "") ?? -1
             if seq == expected {
                 expected += 1
-            } else if !(chunk["delta"] != nil && seq >= 1 && seq < expected) {
+            } else if !(chunk["delta"] != nil && seq >= 0 && seq < expected) {
                 problems.append("chunk \(index) has seq \(chunk["seq"] ?? "none"), expected \(expected)")
             }
         }
