@@ -2,7 +2,7 @@
 SWIFT ?= swift
 BACKEND ?= sim
 
-.PHONY: all build release deps demo test test-unit soak check-sources llama-server compose-check clean
+.PHONY: all build release deps demo test test-unit soak test-sanitizers check-sources llama-server compose-check clean
 
 # glibc fills every new and freed heap chunk with this byte: memory that was never initialised
 # (a lock whose initialising store the optimizer dropped, see docs/MISCOMPILE.md) then fails at
@@ -41,6 +41,15 @@ test-unit: deps check-sources
 soak: release
 	$(SWIFT) build --build-tests
 	$(PERTURB) LLMQ_BIN=.build/release/llmq LLMQ_SOAK_REQUESTS=2000 $(SWIFT) test --skip-build --filter SoakTests
+
+## make test-sanitizers: the fault, fuzz, streaming and ownership suites built with AddressSanitizer,
+## then with ThreadSanitizer (each in a build folder of its own).
+SANITIZED_SUITES = FaultTests|FuzzTests|StreamingTests|OwnershipTests|ReplyMarkerTests
+test-sanitizers: deps
+	$(SWIFT) build --build-tests --scratch-path .build-asan --sanitize address
+	$(SWIFT) test --skip-build --no-parallel --scratch-path .build-asan --sanitize address --filter '$(SANITIZED_SUITES)'
+	$(SWIFT) build --build-tests --scratch-path .build-tsan --sanitize thread
+	TSAN_OPTIONS=halt_on_error=1 $(SWIFT) test --skip-build --no-parallel --scratch-path .build-tsan --sanitize thread --filter '$(SANITIZED_SUITES)'
 
 ## make check-sources: no Synchronization.Mutex or Atomic in Sources (see docs/MISCOMPILE.md).
 check-sources:

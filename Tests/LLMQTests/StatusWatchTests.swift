@@ -292,8 +292,8 @@ struct StatusWatchCommandTests {
         process.standardError = FileHandle.nullDevice
         process.standardInput = FileHandle.nullDevice
         let collected = OutputCollector()
-        output.fileHandleForReading.readabilityHandler = { handle in collected.append(handle.availableData, error: false) }
         try process.run()
+        PipeReader.follow(output.fileHandleForReading, into: collected)
         defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
         let deadline = ContinuousClock.now + .seconds(20)
         while collected.output.components(separatedBy: "llmq status  ").count < 3, ContinuousClock.now < deadline {
@@ -302,7 +302,6 @@ struct StatusWatchCommandTests {
         #expect(collected.output.components(separatedBy: "llmq status  ").count >= 3, "two frames before Ctrl-C: \(collected.output)")
         kill(process.processIdentifier, SIGINT)
         while process.isRunning, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
-        output.fileHandleForReading.readabilityHandler = nil
         #expect(!process.isRunning)
         #expect(process.terminationReason == .exit)
         #expect(process.terminationStatus == 0)

@@ -90,7 +90,12 @@ final class RedisServer: @unchecked Sendable {
     }
 }
 
-/// Runs a program to its end without blocking a thread; returns its exit status and output.
+/// Runs a program to its end without blocking a cooperative thread; returns its exit status and
+/// output.
+///
+/// Its pipes are drained by ``PipeReader`` threads, not `FileHandle.readabilityHandler`: on this
+/// toolchain, clearing a readability handler lets libdispatch read the freed source afterwards, a
+/// crash that `MALLOC_PERTURB_` makes certain (docs/MISCOMPILE.md, "A second finding").
 func runProgram(_ name: String, _ arguments: [String], environment: [String: String]? = nil) async throws -> (status: Int32, output: String, error: String) {
     let process = Process()
     process.executableURL = name.hasPrefix("/") ? URL(fileURLWithPath: name) : try executable(name)
@@ -102,8 +107,10 @@ func runProgram(_ name: String, _ arguments: [String], environment: [String: Str
     process.standardError = error
     process.standardInput = FileHandle.nullDevice
     let collected = OutputCollector()
-    output.fileHandleForReading.readabilityHandler = { handle in collected.append(handle.availableData, error: false) }
-    error.fileHandleForReading.readabilityHandler = { handle in collected.append(handle.availableData, error: true) }
+    // Drained while it runs (a child whose pipe is full would never end), to end of file, which
+    // comes once the child has ended and our own write ends are closed.
+    async let out = PipeReader.readToEnd(output.fileHandleForReading)
+    async let err = PipeReader.readToEnd(error.fileHandleForReading)
     await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
         process.terminationHandler = { _ in continuation.resume() }
         do {
@@ -113,11 +120,31 @@ func runProgram(_ name: String, _ arguments: [String], environment: [String: Str
             continuation.resume()
         }
     }
-    output.fileHandleForReading.readabilityHandler = nil
-    error.fileHandleForReading.readabilityHandler = nil
-    collected.append(output.fileHandleForReading.readDataToEndOfFile(), error: false)
-    collected.append(error.fileHandleForReading.readDataToEndOfFile(), error: true)
+    try? output.fileHandleForWriting.close()
+    try? error.fileHandleForWriting.close()
+    collected.append(await out, error: false)
+    collected.append(await err, error: true)
     return (process.terminationStatus, collected.output, collected.error)
+}
+
+/// Reads a pipe on a thread of its own (a blocking read must not hold a cooperative thread).
+enum PipeReader {
+    static func readToEnd(_ handle: FileHandle) async -> Data {
+        await withCheckedContinuation { continuation in
+            Thread { continuation.resume(returning: handle.readDataToEndOfFile()) }.start()
+        }
+    }
+
+    /// Drains `handle` into `collected` as data arrives, until end of file, on a thread of its own.
+    static func follow(_ handle: FileHandle, into collected: OutputCollector) {
+        Thread {
+            while true {
+                let data = handle.availableData
+                if data.isEmpty { return }
+                collected.append(data, error: false)
+            }
+        }.start()
+    }
 }
 
 final class OutputCollector: @unchecked Sendable {
