@@ -10,6 +10,89 @@ import Testing
 /// the replies, the chunks, the time a request waited, what a backend saw.
 @Suite("Ownership at the edges: exactly one reply and one done under combined faults", .serialized, .timeLimit(.minutes(3)))
 struct OwnershipTests {
+    // Case 1: an entry deleted while running, then the reply's answer lost with the connection.
+    @Test("Deleted while running, taken out of the group by the worker's own claim, and the reply's connection dropped right after the write: exactly one reply")
+    func deletedAndDroppedAfterReply() async throws {
+        let redis = try await RedisServer.start()
+        let proxy = try FaultProxy.start(upstreamPort: redis.port)
+        defer { proxy.stop() }
+        let sim = try await RunningSimulator.start(SimulatorConfiguration(slots: 4, tokenMilliseconds: 40))
+        let client = RedisClient(configuration: redis.configuration)
+        defer { client.shutdown() }
+        _ = try await client.send("XGROUP", "CREATE", "llmq:requests", "llmq", "0", "MKSTREAM")
+        let entry = try await publish(client, [("prompt", "long"), ("max_tokens", "50"), ("id", "deleted")])
+        // The first reply script for this entry runs, and its answer never comes back.
+        let rule = proxy.add(FaultProxy.Rule(
+            name: "reply", matches: { arguments in
+                ["EVALSHA", "EVAL"].contains(arguments.first?.uppercased() ?? "") && arguments.count > 2 && (Int(arguments[2]) ?? 0) >= 6
+                    && arguments.contains(entry)
+            }, nth: 1, times: 1, action: .dropAfter))
+        var configuration = workerConfiguration(redis: redis, backend: BackendConfiguration(kind: .llamaCpp, endpoint: sim.url))
+        configuration.redis = RedisConfiguration(host: "127.0.0.1", port: proxy.port)
+        configuration.readBlock = .milliseconds(100)
+        configuration.recovery.claimMinIdle = .milliseconds(900)
+        configuration.recovery.claimInterval = .milliseconds(100)
+        let worker = try RunningWorker(configuration)
+        try await Task.sleep(for: .milliseconds(300))
+        _ = try await client.send("XDEL", "llmq:requests", entry)
+        let replies: [[String: String]]
+        do {
+            replies = try await waitForReplies(client, count: 1, timeout: .seconds(15))
+        } catch {
+            await worker.stop()
+            Issue.record("no reply at all: \(error)")
+            return
+        }
+        try await Task.sleep(for: .milliseconds(500))
+        await worker.stop()
+        await sim.stop()
+        #expect(proxy.fired(rule) == 1, "the fault hit the reply")
+        #expect(try await readReplies(client).count == 1, "exactly one reply")
+        #expect(replies[0]["id"] == "deleted" && replies[0]["status"] == "ok", "\(replies[0])")
+    }
+
+    // Case 6: what a claim round took is started even when a later command of the round fails.
+    @Test("Two queues with abandoned entries; the claim on the second fails: the first queue's entry is answered at once, not after another claimMinIdle")
+    func claimedEntriesSurviveALaterFailure() async throws {
+        let redis = try await RedisServer.start()
+        let proxy = try FaultProxy.start(upstreamPort: redis.port)
+        defer { proxy.stop() }
+        let sim = try await RunningSimulator.start(SimulatorConfiguration(slots: 4, tokenMilliseconds: 1))
+        let client = RedisClient(configuration: redis.configuration)
+        defer { client.shutdown() }
+        let first = WorkerConfiguration.Queue(name: "one", stream: "llmq:requests:one", priority: 1)
+        let second = WorkerConfiguration.Queue(name: "two", stream: "llmq:requests:two")
+        for queue in [first, second] {
+            _ = try await client.send("XGROUP", "CREATE", queue.stream, "llmq", "0", "MKSTREAM")
+            let id = try await publish(client, [("prompt", "left behind"), ("id", queue.name)], stream: queue.stream)
+            _ = try await client.send("XREADGROUP", "GROUP", "llmq", "ghost", "COUNT", "1", "STREAMS", queue.stream, ">")
+            _ = try await client.send("XCLAIM", queue.stream, "llmq", "ghost", "0", id, "IDLE", "100000", "JUSTID")
+        }
+        // The claim on the second queue (XAUTOCLAIM, or the script that runs it) fails once.
+        let rule = proxy.add(FaultProxy.Rule(
+            name: "claim two", matches: { arguments in
+                let name = arguments.first?.uppercased() ?? ""
+                if name == "XAUTOCLAIM" { return arguments.count > 1 && arguments[1] == second.stream }
+                // The claim script: one key, then group, consumer, minimum idle (4000), cursor, count.
+                return ["EVALSHA", "EVAL"].contains(name) && arguments.count == 9 && arguments[2] == "1" && arguments[3] == second.stream
+                    && arguments[6] == "4000"
+            }, nth: 1, times: 1, action: .error("LOADING Redis is loading the dataset in memory")))
+        var configuration = workerConfiguration(redis: redis, backend: BackendConfiguration(kind: .llamaCpp, endpoint: sim.url))
+        configuration.redis = RedisConfiguration(host: "127.0.0.1", port: proxy.port)
+        configuration.queues = [first, second]
+        configuration.recovery.claimMinIdle = .seconds(4)
+        configuration.recovery.claimInterval = .milliseconds(100)
+        let started = ContinuousClock.now
+        let worker = try RunningWorker(configuration)
+        let replies = try await waitForReplies(client, count: 2, timeout: .seconds(15))
+        let elapsed = ContinuousClock.now - started
+        await worker.stop()
+        await sim.stop()
+        #expect(proxy.fired(rule) == 1, "the claim on the second queue failed once")
+        #expect(Set(replies.map { $0["id"] ?? "" }) == ["one", "two"])
+        #expect(elapsed < .seconds(2), "answered in \(elapsed): the first queue's entry waited for another claim")
+    }
+
     // Case 2a: a reply_to that is not a stream costs the reply_to only.
     @Test("A streamed request whose reply_to holds a string: the reply goes to the default stream, the done chunk is still written")
     func wrongTypeReplyToKeepsTheDoneChunk() async throws {
