@@ -32,7 +32,7 @@ final class AnswerStream: CompletionStreamSink {
         var group: String
         var entryID: String
         var consumer: String
-        /// The entry's reply marker (``RequestStream/replyMarker(_:_:)``).
+        /// The entry's lost-entry marker (``RequestStream/lostMarker(_:_:)``).
         var marker: String
     }
 

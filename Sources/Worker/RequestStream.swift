@@ -146,12 +146,15 @@ final class RequestStream: Sendable {
 
     /// Takes over entries idle for at least `minIdle` from any consumer (`XAUTOCLAIM`), with
     /// each entry's delivery count, in one script (``Scripts/claim``): entries taken are never
-    /// lost to a later command's failure. Entries deleted from the stream while pending come back
+    /// lost to a later command's failure. Entries deleted from the stream while pending leave the
+    /// group here, unanswered: the script marks each (``lostMarker(_:_:)``), and they come back
     /// with nil fields, so they can still be answered.
     func claimIdle(on requests: String, minIdle: Duration, count: Int, cursor: inout String) async throws(RedisError) -> [Delivery] {
         let reply = try await Scripts.claim.run(
             on: writer, keys: [requests],
-            arguments: RedisCommand(streams.group, consumer, String(minIdle.milliseconds), cursor, String(count)))
+            arguments: RedisCommand(
+                streams.group, consumer, String(minIdle.milliseconds), cursor, String(count), lostMarker(requests, ""),
+                String(Self.lostMarkerLifetime.milliseconds)))
         guard let parts = reply.array, parts.count == 3, let next = parts[0].string, let items = parts[1].array,
             let deleted = parts[2].array
         else {
@@ -282,7 +285,7 @@ final class RequestStream: Sendable {
             String(streams.answeredMaxLength), answeredMinimumID(), status, errorCode, backend,
             String(deadLetter?.argumentCount ?? 0), String(chunk.argumentCount),
             String(lastChunk?.expire.milliseconds ?? 0), String(lastChunk?.maxLength ?? 0),
-            String(Self.replyMarkerLifetime.milliseconds))
+            String(Self.lostMarkerLifetime.milliseconds))
         if let deadLetter { arguments.append(contentsOf: deadLetter) }
         arguments.append(contentsOf: chunk)
         for (name, value) in fields {
@@ -292,7 +295,7 @@ final class RequestStream: Sendable {
         // The queue's own keys (in cluster mode, in its slot); the default reply stream too.
         let own = streams.serving(requests)
         let replyStream = replyStream == streams.replies ? own.replies : replyStream
-        var keys = [requests, replyStream, own.dead, own.answered, replyMarker(requests, entryID), own.stats, own.replies]
+        var keys = [requests, replyStream, own.dead, own.answered, lostMarker(requests, entryID), own.stats, own.replies]
         if let lastChunk { keys.append(lastChunk.stream) }
         let result = try await Scripts.reply.run(on: writer, keys: keys, arguments: arguments)
         switch result.int {
@@ -306,17 +309,17 @@ final class RequestStream: Sendable {
         }
     }
 
-    /// The key whose existence proves that the entry was answered: set by the reply script with
-    /// every reply, for ``replyMarkerLifetime``. A retry after a lost connection, or a consumer
-    /// the entry was claimed from, reads it to know that a reply exists.
-    func replyMarker(_ requests: String, _ entryID: String) -> String {
-        requests + ":replied:" + entryID
+    /// The marker of an entry that left the group without a reply: set to `lost` by the claim
+    /// script when `XAUTOCLAIM` drops an entry deleted from the stream while pending, and to
+    /// `replied` by the reply that answers it. An entry that is neither pending nor marked has
+    /// been acknowledged, and only a reply acknowledges: that is the proof a retried reply reads
+    /// (``ReplyResult/replied``), at no cost to the entries that never leave the group otherwise.
+    func lostMarker(_ requests: String, _ entryID: String) -> String {
+        requests + ":lost:" + entryID
     }
 
-    /// How long a reply marker lives: it must outlast any retry of the reply that wrote it (a
-    /// worker stops retrying an ambiguous reply after half of it, see `Worker.publish`). One
-    /// small key per reply: about 100 bytes for an hour.
-    static let replyMarkerLifetime: Duration = .seconds(3600)
+    /// How long a lost-entry marker lives.
+    static let lostMarkerLifetime: Duration = .seconds(86400)
 
     /// With `redis.waitReplicas`, waits until that many replicas have the writes made so far on
     /// the connection to the master of `requests` (`WAIT`). The reply stands either way: a
@@ -441,8 +444,8 @@ final class Script: Sendable {
 
 enum Scripts {
     /// KEYS: request stream, reply stream (`reply_to` or the default), dead-letter stream,
-    /// history stream, reply marker (`<requests>:replied:<id>`, see
-    /// ``RequestStream/replyMarker(_:_:)``), stats hash, the default reply stream, and for a
+    /// history stream, lost-entry marker (`<requests>:lost:<id>`, see
+    /// ``RequestStream/lostMarker(_:_:)``), stats hash, the default reply stream, and for a
     /// streamed answer its chunk stream.
     /// Returns 1 when written, 0 when the entry is not ours (pending on another consumer), 2
     /// when it is neither pending nor in the stream and unanswered, 3 when a reply exists
@@ -451,11 +454,11 @@ enum Scripts {
     /// max length, `delete`/`keep` (the answered request entry), history max length, history
     /// minimum ID (or ""), status, error code (or ""), backend (or ""), dead-letter argument
     /// count, last chunk argument count, chunk stream expiry ms, chunk stream max length,
-    /// reply marker lifetime ms, dead-letter fields..., last chunk fields..., reply fields...
+    /// lost marker lifetime ms, dead-letter fields..., last chunk fields..., reply fields...
     ///
-    /// Every reply sets the marker, so that an attempt whose answer was lost with its
-    /// connection, retried, finds proof that it wrote (3) instead of an entry that merely left
-    /// the group (2).
+    /// An entry that is not pending was acknowledged by its reply, unless the lost marker says
+    /// it left the group unanswered: so an attempt whose answer was lost with its connection,
+    /// retried, finds proof that it wrote (3) rather than an entry to answer as lost (2).
     ///
     /// The stats hash counts `replies:<status>`, `error:<code>` and `backend:<name>:<status>`
     /// with each reply written; a
@@ -492,16 +495,15 @@ enum Scripts {
                 redis.call('XADD', key, '*', unpack(fields))
               end
             end
-            if mode == 'lost' then
-              if redis.call('EXISTS', KEYS[5]) == 1 then return 3 end
+            local pending = redis.call('XPENDING', KEYS[1], group, id, id, 1)
+            if #pending > 0 then
+              -- Pending on another consumer: it took the entry over and answers it.
+              if mode == 'lost' or pending[1][2] ~= consumer then return 0 end
             else
-              local pending = redis.call('XPENDING', KEYS[1], group, id, id, 1)
-              if #pending == 0 then
-                if redis.call('EXISTS', KEYS[5]) == 1 then return 3 end
-                if #redis.call('XRANGE', KEYS[1], id, id) == 0 then return 2 end
-                return 0
-              end
-              if pending[1][2] ~= consumer then return 0 end
+              -- Not pending: acknowledged by its reply, unless marked as lost unanswered.
+              local marker = redis.call('GET', KEYS[5])
+              if marker ~= 'lost' then return 3 end
+              if mode ~= 'lost' then return 2 end
             end
             local reply = {}
             for i = first + deadCount + chunkCount, #ARGV do reply[#reply + 1] = ARGV[i] end
@@ -575,10 +577,11 @@ enum Scripts {
               add(KEYS[8], chunkMax, chunk)
               redis.call('PEXPIRE', KEYS[8], chunkExpire)
             end
-            -- The proof of this reply, for a retry that lost its answer and for the consumer the
-            -- entry was claimed from (which finds it gone from the group).
-            redis.call('SET', KEYS[5], consumer, 'PX', markerLifetime)
-            if mode == 'lost' then return 1 end
+            if mode == 'lost' then
+              -- Left the group unanswered, answered now: no second answer.
+              redis.call('SET', KEYS[5], 'replied', 'PX', markerLifetime)
+              return 1
+            end
             redis.call('XACK', KEYS[1], group, id)
             if history then
               add(KEYS[4], historyMax, history)
@@ -588,13 +591,13 @@ enum Scripts {
             return 1
             """)
 
-    /// KEYS: request stream, chunk stream, reply marker. ARGV: group, entry ID, consumer, chunk
-    /// stream max length (0 none), expiry ms to set (0 leaves it), then for each chunk its
+    /// KEYS: request stream, chunk stream, lost-entry marker. ARGV: group, entry ID, consumer,
+    /// chunk stream max length (0 none), expiry ms to set (0 leaves it), then for each chunk its
     /// field count and fields.
     ///
     /// The fence of a streamed answer: chunks are written only while this consumer owns the
     /// entry (it is pending on this consumer), or, for an entry deleted and taken out of the
-    /// group, while no reply exists. Returns the number of chunks written, or -1 when the
+    /// group, while it is unanswered (its marker says `lost`). Returns the number of chunks written, or -1 when the
     /// writer is fenced off: another consumer took the entry over (and writes its own reset
     /// next) or the entry was answered. So a stalled worker's late chunks can never land after
     /// its heir's reset. A chunk key of the wrong type fails at the first `XADD`, before any write.
@@ -603,7 +606,7 @@ enum Scripts {
             local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
             if #pending > 0 then
               if pending[1][2] ~= ARGV[3] then return -1 end
-            elseif redis.call('EXISTS', KEYS[3]) == 1 then
+            elseif redis.call('GET', KEYS[3]) ~= 'lost' then
               return -1
             end
             local maxLength, expire = tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -624,9 +627,12 @@ enum Scripts {
             return written
             """)
 
-    /// KEYS: request stream. ARGV: group, consumer, minimum idle ms, cursor, count.
+    /// KEYS: request stream. ARGV: group, consumer, minimum idle ms, cursor, count, lost-marker
+    /// prefix, lost-marker lifetime ms.
     /// `XAUTOCLAIM`, and each claimed entry's delivery count from the pending list, in one
-    /// atomic step: `{next cursor, {{id, fields, deliveries}...}, {deleted IDs...}}`.
+    /// atomic step: `{next cursor, {{id, fields, deliveries}...}, {deleted IDs...}}`. Each
+    /// deleted entry `XAUTOCLAIM` dropped from the pending list left the group unanswered: it is
+    /// marked `lost` (the marker shares the request stream's hash tag, so its slot).
     static let claim = Script(
         source: """
             local claimed = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], 'COUNT', ARGV[5])
@@ -637,7 +643,11 @@ enum Scripts {
                 entries[#entries + 1] = {entry[1], entry[2], pending[1][4]}
               end
             end
-            return {claimed[1], entries, claimed[3] or {}}
+            local deleted = claimed[3] or {}
+            for _, id in ipairs(deleted) do
+              redis.call('SET', ARGV[6] .. id, 'lost', 'PX', ARGV[7], 'NX')
+            end
+            return {claimed[1], entries, deleted}
             """)
 
     /// KEYS: request stream. ARGV: group, consumer, entry IDs...

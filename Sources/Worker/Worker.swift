@@ -516,7 +516,7 @@ public final class Worker: Service, Sendable {
             guard let target else { return }
             let owner = AnswerStream.Owner(
                 requests: delivery.stream, group: configuration.streams.group, entryID: entry.id,
-                consumer: configuration.consumer, marker: stream.replyMarker(delivery.stream, entry.id))
+                consumer: configuration.consumer, marker: stream.lostMarker(delivery.stream, entry.id))
             let created = AnswerStream(
                 key: streamKey(target, queue: queue, entryID: entry.id), id: callerID ?? entry.id,
                 delivery: delivery.deliveries, owner: owner, writer: stream.writer, settings: configuration.streaming,
@@ -662,10 +662,11 @@ public final class Worker: Service, Sendable {
     /// never changes where the reply goes. Gives up only when the task is cancelled; the entry
     /// then stays pending and is answered after a claim.
     ///
-    /// After a lost connection an attempt may have written without our hearing of it; every
-    /// reply leaves a marker, so the retry learns that (``RequestStream/ReplyResult/replied``)
-    /// rather than writing a second reply. The marker lives for an hour: past half of that
-    /// since the first such attempt, the worker stops trying rather than risk a second reply.
+    /// After a lost connection an attempt may have written without our hearing of it; the
+    /// retry learns that from the group (an entry neither pending nor marked lost was
+    /// acknowledged, and only its reply acknowledges it: ``RequestStream/ReplyResult/replied``)
+    /// rather than writing a second reply. An entry answered as lost is proven by its marker,
+    /// which lives a day: past half of that, such a retry stops rather than risk a second reply.
     /// - Returns: Whether the reply is written by this worker (false when the entry was no
     ///   longer ours).
     private func publish(
@@ -680,7 +681,7 @@ public final class Worker: Service, Sendable {
         var replyStream = replyStream
         var reply = reply
         while true {
-            if let since = ambiguousSince, ContinuousClock.now - since > RequestStream.replyMarkerLifetime / 2 {
+            if let since = ambiguousSince, mode == .lost, ContinuousClock.now - since > RequestStream.lostMarkerLifetime / 2 {
                 logger.error("could not learn whether the reply was written before Redis went away; not writing it again")
                 return false
             }
@@ -701,7 +702,7 @@ public final class Worker: Service, Sendable {
                 case .goneFromGroup where mode == .owned:
                     // Deleted from the stream while we ran it, and an XAUTOCLAIM (ours or another
                     // worker's) took it out of the group, unanswered: answer it as a lost entry.
-                    // The marker every reply sets lets only the first answer through.
+                    // Its marker lets only the first answer through.
                     mode = .lost
                     continue
                 case .notOurs, .goneFromGroup, .replied:

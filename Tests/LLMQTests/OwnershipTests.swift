@@ -74,7 +74,7 @@ struct OwnershipTests {
                 let name = arguments.first?.uppercased() ?? ""
                 if name == "XAUTOCLAIM" { return arguments.count > 1 && arguments[1] == second.stream }
                 // The claim script: one key, then group, consumer, minimum idle (4000), cursor, count.
-                return ["EVALSHA", "EVAL"].contains(name) && arguments.count == 9 && arguments[2] == "1" && arguments[3] == second.stream
+                return ["EVALSHA", "EVAL"].contains(name) && arguments.count >= 9 && arguments[2] == "1" && arguments[3] == second.stream
                     && arguments[6] == "4000"
             }, nth: 1, times: 1, action: .error("LOADING Redis is loading the dataset in memory")))
         var configuration = workerConfiguration(redis: redis, backend: BackendConfiguration(kind: .llamaCpp, endpoint: sim.url))
