@@ -341,6 +341,8 @@ public final class Worker: Service, Sendable {
                 } onCancel: {
                     work.cancel()
                 }
+                // Its actions hold the task and the chunk stream, which hold the control back.
+                control.finish()
                 if !delivery.removedFromGroup { self.inFlight.withLockedValue { _ = $0.removeValue(forKey: key) } }
                 self.slots.release()
                 self.metrics.inFlight.record(self.slots.inUse)
@@ -766,9 +768,22 @@ final class EntryControl: Sendable {
     private struct State {
         var reason: CancelReason?
         var actions: [@Sendable () -> Void] = []
+        var finished = false
     }
 
     private let state = NIOLockedValueBox(State())
+
+    /// How many exist: a request's control must not outlive its work (tests check it, since a
+    /// cycle through the actions once kept every streamed request's task and chunk stream).
+    static let live = NIOLockedValueBox(0)
+
+    init() {
+        Self.live.withLockedValue { $0 += 1 }
+    }
+
+    deinit {
+        Self.live.withLockedValue { $0 -= 1 }
+    }
 
     /// Why it was cancelled, if it was.
     var reason: CancelReason? { state.withLockedValue { $0.reason } }
@@ -776,6 +791,7 @@ final class EntryControl: Sendable {
     /// Runs `action` when cancelled (at once if it already was).
     func onCancel(_ action: @escaping @Sendable () -> Void) {
         let now = state.withLockedValue { state -> Bool in
+            if state.finished { return false }
             if state.reason != nil { return true }
             state.actions.append(action)
             return false
@@ -783,9 +799,20 @@ final class EntryControl: Sendable {
         if now { action() }
     }
 
+    /// The work is over: drops the actions (they hold the task and the chunk stream, and those
+    /// hold this control: a cycle that would keep all of them alive); later calls do nothing.
+    func finish() {
+        let actions = state.withLockedValue { state -> [@Sendable () -> Void] in
+            state.finished = true
+            defer { state.actions.removeAll() }
+            return state.actions
+        }
+        _ = actions  // released here, outside the lock
+    }
+
     func cancel(_ reason: CancelReason) {
         let actions = state.withLockedValue { state -> [@Sendable () -> Void] in
-            guard state.reason == nil else { return [] }
+            guard state.reason == nil, !state.finished else { return [] }
             state.reason = reason
             defer { state.actions.removeAll() }
             return state.actions

@@ -93,6 +93,25 @@ struct OwnershipTests {
         #expect(elapsed < .seconds(2), "answered in \(elapsed): the first queue's entry waited for another claim")
     }
 
+    @Test("A request's control, task and chunk stream are freed when it is answered (no cycle keeps them), streamed or not")
+    func nothingOutlivesItsRequest() async throws {
+        let redis = try await RedisServer.start()
+        let sim = try await RunningSimulator.start(SimulatorConfiguration(slots: 8, tokenMilliseconds: 1))
+        let client = RedisClient(configuration: redis.configuration)
+        defer { client.shutdown() }
+        let before = EntryControl.live.withLockedValue { $0 }
+        let worker = try RunningWorker(workerConfiguration(redis: redis, backend: BackendConfiguration(kind: .llamaCpp, endpoint: sim.url)))
+        for index in 0..<40 {
+            var fields = [("prompt", "p \(index)"), ("max_tokens", "6")]
+            if index % 2 == 0 { fields.append(("stream", "1")) }
+            try await publish(client, fields)
+        }
+        _ = try await waitForReplies(client, count: 40)
+        await worker.stop()
+        await sim.stop()
+        #expect(EntryControl.live.withLockedValue { $0 } == before, "controls still alive after every request was answered")
+    }
+
     // Case 2a: a reply_to that is not a stream costs the reply_to only.
     @Test("A streamed request whose reply_to holds a string: the reply goes to the default stream, the done chunk is still written")
     func wrongTypeReplyToKeepsTheDoneChunk() async throws {
