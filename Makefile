@@ -49,7 +49,8 @@ soak: release
 SANITIZED_SUITES = FaultTests|FuzzTests|StreamingTests|OwnershipTests|ReplyMarkerTests
 test-sanitizers: deps
 	$(SWIFT) build --build-tests --scratch-path .build-asan --sanitize address
-	$(SWIFT) test --skip-build --no-parallel --scratch-path .build-asan --sanitize address --filter '$(SANITIZED_SUITES)'
+	LSAN_OPTIONS=suppressions=$(CURDIR)/Tests/lsan-suppressions.txt \
+		$(SWIFT) test --skip-build --no-parallel --scratch-path .build-asan --sanitize address --filter '$(SANITIZED_SUITES)'
 	$(SWIFT) build --build-tests --scratch-path .build-tsan --sanitize thread
 	TSAN_OPTIONS=halt_on_error=1 $(SWIFT) test --skip-build --no-parallel --scratch-path .build-tsan --sanitize thread --filter '$(SANITIZED_SUITES)'
 
