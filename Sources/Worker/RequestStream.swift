@@ -402,15 +402,11 @@ final class Script: Sendable {
     }
 
     func run(on client: RedisClient, keys: [String], arguments: RedisCommand) async throws(RedisError) -> RESPValue {
-        var sha1 = self.sha1.withLockedValue { $0 }
-        if sha1 == nil {
-            sha1 = try await client.send("SCRIPT", "LOAD", source).string
-            self.sha1.withLockedValue { $0 = sha1 }
-        }
+        if sha1.withLockedValue({ $0 }) == nil { try await load(on: client) }
         do {
-            return try await client.send(command("EVALSHA", sha1 ?? "", keys, arguments))
+            return try await client.send(command(keys: keys, arguments: arguments))
         } catch where error.isServerError("NOSCRIPT") {
-            return try await client.send(command("EVAL", source, keys, arguments))
+            return try await client.send(evalCommand(keys: keys, arguments: arguments))
         }
     }
 
