@@ -2,7 +2,7 @@
 SWIFT ?= swift
 BACKEND ?= sim
 
-.PHONY: all build release deps demo test test-unit soak test-sanitizers miscompile-check llama-server compose-check clean
+.PHONY: all build release deps demo test test-unit check-size soak test-sanitizers miscompile-check llama-server compose-check clean
 
 # glibc fills every new and freed heap chunk with this byte: memory that was never initialised
 # (a lock whose initialising store went to the wrong address, see docs/MISCOMPILE.md) then fails
@@ -32,10 +32,14 @@ test: deps llama-server
 	$(PERTURB) LLAMA_SERVER_BIN="$$(scripts/llama-server.sh build)" LLMQ_MODEL="$$(scripts/llama-server.sh model)" \
 		$(SWIFT) test --skip-build --no-parallel
 
-## make test-unit: the tests that need no llama-server.
+## make test-unit: the pure-logic tests (Tests/UnitTests): no process, no socket, seconds.
 test-unit: deps
 	$(SWIFT) build --build-tests
-	$(PERTURB) $(SWIFT) test --skip-build --no-parallel --skip LlamaServer
+	$(PERTURB) $(SWIFT) test --skip-build --filter LLMQUnitTests
+
+## make check-size: no Sources file over 500 lines, no function over 80.
+check-size:
+	scripts/check-size.py Sources
 
 ## make soak: the release binary users run, checked for the shape of the Swift 6.3.1 miscompile
 ## (docs/MISCOMPILE.md), then three workers under combined faults (2,000 requests).

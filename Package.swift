@@ -135,6 +135,21 @@ let package = Package(
             ],
             path: "Tests/LLMQTests"
         ),
+        // Pure logic: parsing, configuration, routing, scheduling, selection, decoding. Starts no
+        // process and opens no socket, so it runs in seconds (`make test-unit`).
+        .testTarget(
+            name: "LLMQUnitTests",
+            dependencies: [
+                "LLMQRedis",
+                "LLMQHTTP",
+                "LLMQBackends",
+                "LLMQWorker",
+                "LLMQTelemetry",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ],
+            path: "Tests/UnitTests"
+        ),
         .testTarget(
             name: "SimulatorTests",
             dependencies: [

@@ -167,49 +167,4 @@ struct BackendListConfigurationTests {
         #expect(configuration.backends.map(\.name) == ["gpu-a", "gpu-b", "new-model"])
         #expect(configuration.fallbacks.map(\.name) == ["cloud"])
     }
-
-    // MARK: llmq worker --print-config
-
-    private func printConfig(_ arguments: [String], environment: [String: String]) throws -> (status: Int32, stdout: String, stderr: String) {
-        try runLLMQ(["worker", "--print-config"] + arguments, environment: environment)
-    }
-
-    @Test("--print-config shows each backend's keys with their source, and never an API key")
-    func printed() throws {
-        let file = try exampleFile(key: "sk-file-secret")
-        let result = try printConfig(
-            ["--config", file],
-            environment: ["LLMQ_BACKENDS": #"[{"name": "a", "type": "openai", "endpoint": "https://a.example", "apiKey": "sk-env-secret", "weight": 1.5}, {"type": "llama-cpp"}]"#])
-        #expect(result.status == 0, "\(result.stderr)")
-        for secret in ["sk-file-secret", "sk-env-secret"] {
-            #expect(!result.stdout.contains(secret) && !result.stderr.contains(secret), "\(secret) printed")
-        }
-        let lines = result.stdout.split(separator: "\n").map(String.init)
-        let env = "environment LLMQ_BACKENDS"
-        for line in [
-            "backends = 2 backends  (\(env))",
-            "backends[0].name = a  (\(env))",
-            "backends[0].apiKey = <redacted>  (\(env))",
-            "backends[0].weight = 1.5  (\(env))",
-            "backends[0].slots = (none)  (default)",
-            "backends[1].name = llama-cpp  (default)",
-            "backends[1].endpoint = http://127.0.0.1:8080  (default)",
-            "fallbacks = 1 backend  (config file \(file))",
-            "fallbacks[0].model = gpt-4o-mini  (config file \(file))",
-            "fallbacks[0].apiKey = <redacted>  (config file \(file))",
-            "fallbacks[0].apiKeyFile = (set; its content is the apiKey)  (config file \(file))",
-        ] {
-            #expect(lines.contains(line), "\(line)")
-        }
-        #expect(!lines.contains { $0.hasPrefix("backend.") || $0.hasPrefix("fallback.") }, "a list replaces backend.* and fallback.*")
-    }
-
-    @Test("--print-config without lists says backend.* is the one backend")
-    func printedSingle() throws {
-        let result = try printConfig([], environment: ["LLMQ_BACKEND_TYPE": "ollama"])
-        #expect(result.status == 0, "\(result.stderr)")
-        #expect(result.stdout.contains("backends = (none: backend.* is the one backend)  (default)\n"))
-        #expect(result.stdout.contains("fallbacks = (none: no fallback)  (default)\n"))
-        #expect(result.stdout.contains("backend.type = ollama  (environment LLMQ_BACKEND_TYPE)\n"))
-    }
 }
