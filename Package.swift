@@ -67,17 +67,44 @@ let package = Package(
             ],
             path: "Sources/Backends"
         ),
-        // The message contract, configuration, the worker service, status and publishing.
+        // Every configuration key, read from flags, environment and a JSON file (apple's
+        // swift-configuration underneath), and the keys each queue uses.
+        .target(
+            name: "LLMQConfiguration",
+            dependencies: [
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                "LLMQRedis",
+                "LLMQBackends",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Configuration", package: "swift-configuration"),
+            ],
+            path: "Sources/Configuration"
+        ),
+        // The message contract: what a request entry may hold, what a reply and a dead letter say.
+        .target(
+            name: "LLMQContract",
+            dependencies: ["LLMQRedis", "LLMQBackends", "LLMQConfiguration"],
+            path: "Sources/Contract"
+        ),
+        // What producers and operators run: publishing, queue status, --watch. No worker inside.
+        .target(
+            name: "LLMQClient",
+            dependencies: ["LLMQRedis", "LLMQConfiguration", "LLMQContract"],
+            path: "Sources/Client"
+        ),
+        // The worker service: intake and scheduling, request handling, reply publishing, maintenance.
         .target(
             name: "LLMQWorker",
             dependencies: [
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 "LLMQRedis",
                 "LLMQBackends",
+                "LLMQConfiguration",
+                "LLMQContract",
+                "LLMQClient",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-                .product(name: "Configuration", package: "swift-configuration"),
             ],
             path: "Sources/Worker"
         ),
@@ -109,6 +136,9 @@ let package = Package(
             name: "llmq",
             dependencies: [
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                "LLMQConfiguration",
+                "LLMQContract",
+                "LLMQClient",
                 "LLMQWorker",
                 "LLMQSimulator",
                 "LLMQTelemetry",
@@ -126,6 +156,9 @@ let package = Package(
                 "LLMQRedis",
                 "LLMQHTTP",
                 "LLMQBackends",
+                "LLMQConfiguration",
+                "LLMQContract",
+                "LLMQClient",
                 "LLMQWorker",
                 "LLMQSimulator",
                 "LLMQTelemetry",
@@ -143,6 +176,9 @@ let package = Package(
                 "LLMQRedis",
                 "LLMQHTTP",
                 "LLMQBackends",
+                "LLMQConfiguration",
+                "LLMQContract",
+                "LLMQClient",
                 "LLMQWorker",
                 "LLMQTelemetry",
                 .product(name: "Logging", package: "swift-log"),

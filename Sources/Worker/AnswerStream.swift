@@ -1,4 +1,6 @@
 import LLMQBackends
+import LLMQConfiguration
+import LLMQContract
 import LLMQRedis
 import NIOConcurrencyHelpers
 

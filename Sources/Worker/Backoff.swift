@@ -1,3 +1,6 @@
+import LLMQConfiguration
+import LLMQContract
+
 /// Exponential backoff with jitter for retrying Redis: doubling from the first step up to
 /// `maximum`, each wait a random half to all of its step, so that workers that lost Redis
 /// together do not come back together.

@@ -1,4 +1,6 @@
 import Foundation
+import LLMQConfiguration
+import LLMQContract
 import LLMQRedis
 import Logging
 

@@ -1,3 +1,5 @@
+import LLMQConfiguration
+import LLMQContract
 import LLMQRedis
 import NIOConcurrencyHelpers
 

@@ -1,4 +1,6 @@
 import Foundation
+import LLMQConfiguration
+import LLMQContract
 import LLMQRedis
 import Metrics
 import NIOConcurrencyHelpers
@@ -125,7 +127,7 @@ final class RequestStream: Sendable {
         for stream in streamsReply {
             guard let pair = stream.array, pair.count == 2, let name = pair[0].string, let items = pair[1].array else { continue }
             var entries: [StreamEntry] = []
-            for item in items { entries.append(try Self.entry(from: item)) }
+            for item in items { entries.append(try StreamEntry(decoding: item)) }
             result[name, default: []] += entries
         }
         return result
@@ -166,7 +168,7 @@ final class RequestStream: Sendable {
             guard let row = item.array, row.count == 3, let count = row[2].int, count >= 1 else {
                 throw RedisError(.unexpectedReply, "claim script entry: \(item)")
             }
-            let entry = try Self.entry(from: .array([row[0], row[1]]))
+            let entry = try StreamEntry(decoding: .array([row[0], row[1]]))
             deliveries.append(Delivery(stream: requests, entry: entry, deliveries: count, removedFromGroup: false))
         }
         for id in deleted {
@@ -382,13 +384,6 @@ final class RequestStream: Sendable {
         return result.array?.compactMap(\.string) ?? []
     }
 
-    static func entry(from value: RESPValue) throws(RedisError) -> StreamEntry {
-        guard let pair = value.array, pair.count == 2, let id = pair[0].string else {
-            throw RedisError(.unexpectedReply, "stream entry")
-        }
-        let fields = pair[1].pairs?.map { (name: $0.name.bytes ?? [], value: $0.value.bytes ?? []) }
-        return StreamEntry(id: id, fields: fields)
-    }
 }
 
 /// A Lua script run with `EVALSHA`. Its SHA-1 comes from `SCRIPT LOAD` on first use; when the
@@ -689,32 +684,4 @@ extension Scripts {
             end
             return removed
             """)
-}
-
-/// One row of `XPENDING key group start end count`: ID, consumer, idle time, delivery count.
-struct PendingEntry: Sendable {
-    var id: String
-    var consumer: String
-    var idleMilliseconds: Int
-    var deliveries: Int
-
-    /// Nil unless the row has the four members Redis documents, with their types.
-    init?(_ row: RESPValue) {
-        guard let members = row.array, members.count >= 4, let id = members[0].string,
-            let consumer = members[1].string, let idle = members[2].int, let deliveries = members[3].int
-        else { return nil }
-        self.id = id
-        self.consumer = consumer
-        self.idleMilliseconds = idle
-        self.deliveries = deliveries
-    }
-}
-
-extension Duration {
-    /// Whole milliseconds, rounded down.
-    var milliseconds: Int64 {
-        let (seconds, attoseconds) = components
-        return seconds * 1000 + attoseconds / 1_000_000_000_000_000
-    }
-
 }

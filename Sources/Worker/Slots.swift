@@ -1,3 +1,5 @@
+import LLMQConfiguration
+import LLMQContract
 import NIOConcurrencyHelpers
 
 /// Counts requests in flight against the worker's concurrency. The reader waits here for a free

@@ -1,9 +1,12 @@
 import Foundation
 import LLMQBackends
+import LLMQClient
+import LLMQConfiguration
+import LLMQContract
 import LLMQRedis
 import Logging
-import ServiceLifecycle
 import NIOConcurrencyHelpers
+import ServiceLifecycle
 
 /// A consumer in the request stream's group: it claims entries, runs up to `concurrency` of them
 /// at once against the backend, and replies to and acknowledges each exactly once.

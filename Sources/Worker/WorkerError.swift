@@ -1,3 +1,6 @@
+import LLMQConfiguration
+import LLMQContract
+
 /// Why a worker stopped on its own: a problem no retry can fix, so the process should exit
 /// and say so, rather than retry forever.
 public struct WorkerError: Error, Sendable, CustomStringConvertible {

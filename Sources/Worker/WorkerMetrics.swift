@@ -1,3 +1,6 @@
+import LLMQClient
+import LLMQConfiguration
+import LLMQContract
 import Metrics
 import NIOConcurrencyHelpers
 

@@ -1,6 +1,9 @@
 import ArgumentParser
 import Foundation
 import LLMQBackends
+import LLMQClient
+import LLMQConfiguration
+import LLMQContract
 import LLMQRedis
 import LLMQWorker
 

@@ -1,5 +1,8 @@
 import ArgumentParser
 import Foundation
+import LLMQClient
+import LLMQConfiguration
+import LLMQContract
 import LLMQRedis
 import LLMQWorker
 

@@ -1,11 +1,14 @@
 import ArgumentParser
 import Foundation
+import LLMQClient
+import LLMQConfiguration
+import LLMQContract
 import LLMQTelemetry
 import LLMQWorker
 import Logging
 import Metrics
-import ServiceLifecycle
 import NIOConcurrencyHelpers
+import ServiceLifecycle
 
 struct WorkerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

@@ -1,6 +1,9 @@
 import Foundation
 import Glibc
 import LLMQBackends
+import LLMQClient
+import LLMQConfiguration
+import LLMQContract
 import LLMQRedis
 import LLMQSimulator
 import LLMQWorker

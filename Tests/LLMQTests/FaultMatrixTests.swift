@@ -1,5 +1,8 @@
 import Foundation
 import LLMQBackends
+@testable import LLMQClient
+@testable import LLMQConfiguration
+@testable import LLMQContract
 import LLMQRedis
 import LLMQSimulator
 @testable import LLMQWorker

@@ -1,6 +1,9 @@
 import Foundation
 import Glibc
 import LLMQBackends
+import LLMQClient
+import LLMQConfiguration
+import LLMQContract
 import LLMQHTTP
 import LLMQRedis
 import LLMQSimulator

@@ -1,5 +1,8 @@
 import Foundation
 import Glibc
+import LLMQClient
+import LLMQConfiguration
+import LLMQContract
 import LLMQRedis
 import LLMQSimulator
 import LLMQWorker

@@ -1,6 +1,9 @@
 import Foundation
 import Glibc
 import LLMQBackends
+@testable import LLMQClient
+@testable import LLMQConfiguration
+@testable import LLMQContract
 import LLMQRedis
 import LLMQSimulator
 @testable import LLMQWorker

@@ -1,4 +1,7 @@
 import Foundation
+import LLMQClient
+import LLMQConfiguration
+import LLMQContract
 import LLMQWorker
 import Testing
 

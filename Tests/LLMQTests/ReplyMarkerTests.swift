@@ -1,4 +1,7 @@
 import Foundation
+@testable import LLMQClient
+@testable import LLMQConfiguration
+@testable import LLMQContract
 import LLMQRedis
 @testable import LLMQWorker
 import Testing

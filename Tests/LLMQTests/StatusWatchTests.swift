@@ -1,5 +1,8 @@
 import Foundation
 import Glibc
+@testable import LLMQClient
+@testable import LLMQConfiguration
+@testable import LLMQContract
 import LLMQRedis
 @testable import LLMQWorker
 import Testing

@@ -1,5 +1,8 @@
 import Foundation
 import LLMQBackends
+import LLMQClient
+import LLMQConfiguration
+import LLMQContract
 import LLMQRedis
 import LLMQSimulator
 import LLMQWorker

@@ -1,3 +1,6 @@
+@testable import LLMQClient
+@testable import LLMQConfiguration
+@testable import LLMQContract
 @testable import LLMQHTTP
 @testable import LLMQWorker
 import Testing

@@ -1,6 +1,9 @@
+@testable import LLMQClient
+@testable import LLMQConfiguration
+@testable import LLMQContract
+@testable import LLMQWorker
 import Synchronization
 import Testing
-@testable import LLMQWorker
 
 /// How many WAITs were sent.
 private final class Count: Sendable {

@@ -1,5 +1,8 @@
 import Foundation
 import LLMQBackends
+@testable import LLMQClient
+@testable import LLMQConfiguration
+@testable import LLMQContract
 import LLMQTelemetry
 @testable import LLMQWorker
 import Logging

@@ -2,6 +2,9 @@ import Foundation
 import LLMQBackends
 import LLMQRedis
 import LLMQSimulator
+import LLMQClient
+import LLMQConfiguration
+import LLMQContract
 import LLMQWorker
 import Logging
 import Synchronization

@@ -1114,7 +1114,7 @@ private func suggestion(for key: String, among known: Set<String>) -> String {
     return ""
 }
 
-func jsonErrorSummary(_ error: any Error) -> String {
+package func jsonErrorSummary(_ error: any Error) -> String {
     if case DecodingError.dataCorrupted(let context) = error {
         let underlying = (context.underlyingError as? NSError)?.userInfo[NSDebugDescriptionErrorKey] as? String
         return underlying ?? context.debugDescription

@@ -1,4 +1,5 @@
 import Foundation
+import LLMQConfiguration
 import LLMQRedis
 
 /// What `llmq status` reports: the request stream, the group's backlog and pending entries,

@@ -2,31 +2,31 @@ import Foundation
 import LLMQBackends
 
 /// The fields of a reply entry, in the order the README documents them.
-struct Reply {
-    var fields: [(String, String)] = []
+package struct Reply {
+    package var fields: [(String, String)] = []
     /// `ok` or `error`, as in the `status` field.
-    var status = ""
+    package var status = ""
     /// The `error_code` field of an error reply; empty for `ok`.
-    var errorCode = ""
+    package var errorCode = ""
     /// The backend named in the reply (the one that answered, or that failed); empty when the
     /// request never reached one (rejected, dead-lettered).
-    var backend = ""
+    package var backend = ""
 
-    mutating func add(_ name: String, _ value: String?) {
+    package mutating func add(_ name: String, _ value: String?) {
         if let value { fields.append((name, value)) }
     }
 
-    mutating func add(_ name: String, _ value: Int?) {
+    package mutating func add(_ name: String, _ value: Int?) {
         if let value { fields.append((name, String(value))) }
     }
 
-    mutating func add(_ name: String, milliseconds value: Double?) {
+    package mutating func add(_ name: String, milliseconds value: Double?) {
         if let value { fields.append((name, formatMilliseconds(value))) }
     }
 
     /// The head every reply starts with: the caller's `id` (else the entry ID), the request's
     /// entry ID, and the status.
-    static func head(callerID: String?, entryID: String, status: String) -> Reply {
+    package static func head(callerID: String?, entryID: String, status: String) -> Reply {
         var reply = Reply()
         reply.add("id", callerID ?? entryID)
         reply.add("request", entryID)
@@ -35,7 +35,7 @@ struct Reply {
         return reply
     }
 
-    static func success(
+    package static func success(
         callerID: String?, entryID: String, completion: ChatCompletion, attempts: Int
     ) -> Reply {
         var reply = head(callerID: callerID, entryID: entryID, status: "ok")
@@ -54,7 +54,7 @@ struct Reply {
         return reply
     }
 
-    static func error(callerID: String?, entryID: String, code: String, message: String, backend: String? = nil, attempts: Int? = nil) -> Reply {
+    package static func error(callerID: String?, entryID: String, code: String, message: String, backend: String? = nil, attempts: Int? = nil) -> Reply {
         var reply = head(callerID: callerID, entryID: entryID, status: "error")
         reply.add("error_code", code)
         reply.errorCode = code
@@ -66,7 +66,7 @@ struct Reply {
     }
 
     /// The fields every reply ends with.
-    mutating func addTimings(consumer: String, queueMilliseconds: Double?, backendMilliseconds: Double?, totalMilliseconds: Double) {
+    package mutating func addTimings(consumer: String, queueMilliseconds: Double?, backendMilliseconds: Double?, totalMilliseconds: Double) {
         add("consumer", consumer)
         add("queue_ms", milliseconds: queueMilliseconds.map { max(0, $0) })
         add("backend_ms", milliseconds: backendMilliseconds ?? 0)
@@ -75,13 +75,13 @@ struct Reply {
 }
 
 /// Milliseconds with microsecond resolution: llmq's own overhead is well below one millisecond.
-func formatMilliseconds(_ value: Double) -> String {
+package func formatMilliseconds(_ value: Double) -> String {
     formatDecimal(value, places: 3)
 }
 
 /// `value` with a fixed number of decimals, like `String(format: "%.3f")` without its cost
 /// (it was several percent of a worker's CPU at thousands of replies per second).
-func formatDecimal(_ value: Double, places: Int) -> String {
+package func formatDecimal(_ value: Double, places: Int) -> String {
     guard value.isFinite, abs(value) < 1e15 else { return String(value) }
     var scale: Int64 = 1
     for _ in 0..<places { scale *= 10 }

@@ -1,3 +1,5 @@
+import LLMQContract
+
 /// The view of `llmq status --watch`: one plain-text frame per reading of ``QueueStatus``,
 /// with each number's trend since the previous reading and reply rates over the interval.
 ///

@@ -1,25 +1,7 @@
 import Foundation
 import LLMQBackends
+import LLMQConfiguration
 import LLMQRedis
-
-/// One entry of the request stream as Redis returned it.
-public struct StreamEntry: Sendable {
-    public var id: String
-    /// Field names and values in entry order; nil when the entry was deleted while pending.
-    public var fields: [(name: [UInt8], value: [UInt8])]?
-
-    public init(id: String, fields: [(name: [UInt8], value: [UInt8])]?) {
-        self.id = id
-        self.fields = fields
-    }
-
-    /// The entry's creation time in Unix milliseconds, from its ID (`<ms>-<seq>`); nil when the
-    /// ID's time does not fit an `Int64` (producers may give explicit IDs up to 2^64 - 1).
-    public var timestampMilliseconds: Int64? {
-        guard let dash = id.firstIndex(of: "-") else { return Int64(id) }
-        return Int64(id[..<dash])
-    }
-}
 
 /// A request that passed validation.
 public struct ParsedRequest: Sendable {

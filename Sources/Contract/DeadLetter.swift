@@ -7,12 +7,12 @@ import LLMQRedis
 /// per value, thousands of fields) and the record travels through one script call: at most
 /// ``maxFields`` fields and ``maxBytes`` bytes of names and values are kept, and a
 /// `truncated` field says what was left out.
-enum DeadLetter {
-    static let maxFields = 128
-    static let maxBytes = 256 << 10
+package enum DeadLetter {
+    package static let maxFields = 128
+    package static let maxBytes = 256 << 10
 
     /// - Returns: The record's field names and values, as script arguments.
-    static func record(of entry: StreamEntry, reason: String, deliveries: Int, queue: String? = nil) -> RedisCommand {
+    package static func record(of entry: StreamEntry, reason: String, deliveries: Int, queue: String? = nil) -> RedisCommand {
         var record = RedisCommand("request", entry.id, "reason", reason, "deliveries", String(deliveries))
         if let queue {
             record.append("queue")

@@ -1,4 +1,5 @@
 import Foundation
+import LLMQConfiguration
 import LLMQRedis
 
 /// Publishes requests as a producer would, and waits for their replies.
@@ -70,7 +71,7 @@ public struct Publisher: Sendable {
         for item in reply.array ?? [] {
             guard let pair = item.array, pair.count == 2, let values = pair[1].array else { continue }
             for value in values {
-                let entry = try RequestStream.entry(from: value)
+                let entry = try StreamEntry(decoding: value)
                 let fields = (entry.fields ?? []).map {
                     (String(decoding: $0.name, as: UTF8.self), String(decoding: $0.value, as: UTF8.self))
                 }
