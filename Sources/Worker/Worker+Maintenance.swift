@@ -1,0 +1,118 @@
+import Foundation
+import LLMQBackends
+import LLMQClient
+import LLMQConfiguration
+import LLMQContract
+import LLMQRedis
+import Logging
+import NIOConcurrencyHelpers
+import ServiceLifecycle
+
+// Maintenance beside the read loop: keeping entries in flight ours, the queue gauges, and
+// removing idle consumers from the group.
+extension Worker {
+    /// Every third of the claim idle time, resets the idle time of the entries in flight.
+    func refreshLoop() async {
+        let interval = configuration.recovery.claimMinIdle / 3
+        while !Task.isCancelled {
+            do {
+                try await Task.sleep(for: interval)
+            } catch {
+                return
+            }
+            if let lease {
+                do {
+                    if try await !lease.renew(on: stream.writer) {
+                        logger.error("another worker holds this worker's consumer name now; stop one of them", metadata: [
+                            "llmq.consumer": "\(lease.name)"
+                        ])
+                    }
+                } catch {
+                    logger.debug("could not renew the consumer name lease", metadata: ["llmq.error": "\(error)"])
+                }
+            }
+            let keys = inFlight.withLockedValue { $0 }
+            guard !keys.isEmpty else { continue }
+            do {
+                var lost: [(String, [String])] = []
+                for (requests, entries) in Dictionary(grouping: keys.keys, by: \.stream) {
+                    let claimed = try await stream.touch(entries.map(\.id), on: requests)
+                    if !claimed.isEmpty { lost.append((requests, claimed)) }
+                }
+                if !lost.isEmpty {
+                    metrics.leaseLosses.increment(by: lost.reduce(0) { $0 + $1.1.count })
+                    logger.warning("entries in flight were claimed by another consumer; their work stops here", metadata: [
+                        "llmq.count": "\(lost.reduce(0) { $0 + $1.1.count })"
+                    ])
+                }
+                // The consumer that claimed them answers them: stop their backend calls and
+                // chunk writes now, not when they end.
+                for (requests, ids) in lost {
+                    for id in ids { inFlight.withLockedValue { $0[EntryKey(stream: requests, id: id)] }?.cancel(.leaseLost) }
+                }
+            } catch {
+                logger.warning("could not refresh entries in flight", metadata: ["llmq.error": "\(error)"])
+            }
+        }
+    }
+
+    /// Reads the queue's length, lag and pending entries for the gauges, every
+    /// `metrics.queueInterval`.
+    func queueGaugeLoop() async {
+        while !Task.isCancelled {
+            do {
+                for (queue, gauges) in zip(configuration.effectiveQueues, metrics.queues) {
+                    var streams = configuration.streams
+                    streams.requests = queue.stream
+                    gauges.record(try await QueueStatus.read(from: stream.writer, streams: streams))
+                }
+            } catch {
+                logger.debug("could not read the queue gauges", metadata: ["llmq.error": "\(error)"])
+            }
+            _ = readiness()
+            do {
+                try await Task.sleep(for: configuration.metrics.queueInterval)
+            } catch {
+                return
+            }
+        }
+    }
+
+    /// Removes consumers idle for `idle` with nothing pending, which scaled-down or killed
+    /// workers leave behind; checks a quarter as often as the threshold, between 1 s and 1 min.
+    func tidyLoop(idle: Duration) async {
+        let interval = min(.seconds(60), max(.seconds(1), idle / 4))
+        while !Task.isCancelled {
+            do {
+                try await Task.sleep(for: interval * Double.random(in: 0.75...1.25))
+            } catch {
+                return
+            }
+            do {
+                var removed: [String] = []
+                for queue in queues {
+                    removed += try await stream.deleteIdleConsumers(on: queue.stream, minIdle: idle)
+                }
+                if !removed.isEmpty {
+                    metrics.consumersDeleted.increment(by: removed.count)
+                    logger.info("removed idle consumers with nothing pending from the group", metadata: [
+                        "llmq.count": "\(removed.count)", "llmq.consumers": "\(removed.joined(separator: ","))",
+                    ])
+                }
+            } catch {
+                logger.debug("could not tidy idle consumers", metadata: ["llmq.error": "\(error)"])
+            }
+        }
+    }
+
+    /// On a clean stop, a worker with nothing pending leaves the group, so that scaling down
+    /// leaves no names behind. With entries still pending it stays: they must be claimed.
+    func removeSelfFromGroup() async {
+        guard configuration.recovery.deleteIdleConsumersAfter != nil else { return }
+        for queue in queues {
+            if (try? await stream.deleteIdleConsumers(on: queue.stream, minIdle: .zero, only: configuration.consumer))?.isEmpty == false {
+                logger.debug("left the consumer group", metadata: ["llmq.stream": "\(queue.stream)"])
+            }
+        }
+    }
+}
