@@ -58,7 +58,7 @@ extension Worker {
                 }
                 failures += 1
                 groupReady = groupReady && error.code != .connection
-                let wait = Backoff.redis.delay(afterFailures: failures, initial: .milliseconds(100))
+                let wait = Backoff.redisRead.delay(afterFailures: failures)
                 logger.warning("Redis unavailable; retrying", metadata: [
                     "llmq.error": "\(error)", "llmq.retry_in_ms": "\(wait.milliseconds)",
                 ])

@@ -87,7 +87,7 @@ extension Worker {
                     logger.error("Redis refused the credentials; reply not written, the entry stays pending")
                     return false
                 }
-                let wait = Backoff.redis.delay(afterFailures: failures, initial: .milliseconds(50))
+                let wait = Backoff.redisReply.delay(afterFailures: failures)
                 if error.isTransient {
                     logger.warning("could not publish reply; retrying", metadata: ["llmq.error": "\(error)"])
                 } else {

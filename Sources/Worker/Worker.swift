@@ -165,3 +165,10 @@ public final class Worker: Service, Sendable {
         return verdict
     }
 }
+
+extension Backoff {
+    /// The read loop's retries while Redis is away: at most 5 s apart.
+    static let redisRead = Backoff(initial: .milliseconds(100), maximum: .seconds(5))
+    /// A reply's retries: sooner at first, since a finished answer waits on it.
+    static let redisReply = Backoff(initial: .milliseconds(50), maximum: .seconds(5))
+}

@@ -1,0 +1,104 @@
+/// Which member of a tier takes the next call, and the counts that decide it.
+///
+/// A value without locks, clocks or backends: ``ResilientBackend/Tier`` keeps it behind its
+/// lock and says which members' breakers let requests through; tests drive it directly. Among
+/// the members that serve the model, let requests through, have a positive weight and a free
+/// slot, the one furthest behind its weight in recent starts is picked (ties: fewer in
+/// flight), so weights 9 and 1 split traffic 90/10 and weights equal to the slot counts split
+/// it by capacity.
+struct MemberSelection: Sendable {
+    /// What the selection knows of a member.
+    struct Profile: Sendable {
+        /// The models it serves; nil: any.
+        var models: Set<String>?
+        /// Its share; nil: its slot count (or 1).
+        var weight: Double?
+
+        func serves(_ model: String?) -> Bool {
+            guard let model, let models else { return true }
+            return models.contains(model)
+        }
+    }
+
+    /// What ``pick(model:excluding:isAvailable:)`` found.
+    enum Pick: Equatable {
+        case member(Int)
+        /// Members could take it, but every one of them is full.
+        case full
+        /// No member serving the model lets requests through.
+        case unavailable
+    }
+
+    /// Free slots of the members that let requests through.
+    enum FreeSlots: Equatable {
+        /// One of them has no slot limit.
+        case unlimited
+        case count(Int)
+        /// None lets requests through.
+        case none
+    }
+
+    let profiles: [Profile]
+    /// Each member's slots: configured, learned at start, or nil (no limit).
+    var slots: [Int?]
+    private(set) var inFlight: [Int]
+    /// Starts, decaying (each start multiplies all by `1 - 1/64`), for the weights.
+    private(set) var recentStarts: [Double]
+
+    init(profiles: [Profile], slots: [Int?]) {
+        precondition(profiles.count == slots.count)
+        self.profiles = profiles
+        self.slots = slots
+        self.inFlight = Array(repeating: 0, count: profiles.count)
+        self.recentStarts = Array(repeating: 0, count: profiles.count)
+    }
+
+    /// A member's weight: configured, else its slots (so traffic follows capacity), else 1.
+    func weight(_ index: Int) -> Double {
+        profiles[index].weight ?? Double(slots[index] ?? 1)
+    }
+
+    func hasFreeSlot(_ index: Int) -> Bool {
+        slots[index].map { inFlight[index] < $0 } ?? true
+    }
+
+    /// The member for the next call, leaving out `excluded` ones (whose breaker refused).
+    /// - Parameter isAvailable: Whether a member's breaker lets requests (or a probe) through.
+    func pick(model: String?, excluding excluded: Set<Int> = [], isAvailable: (Int) -> Bool) -> Pick {
+        let eligible = profiles.indices.filter { index in
+            !excluded.contains(index) && profiles[index].serves(model) && weight(index) > 0 && isAvailable(index)
+        }
+        if eligible.isEmpty { return .unavailable }
+        let free = eligible.filter(hasFreeSlot)
+        let chosen = free.min { left, right in
+            let l = recentStarts[left] / weight(left)
+            let r = recentStarts[right] / weight(right)
+            if l != r { return l < r }
+            return inFlight[left] < inFlight[right]
+        }
+        return chosen.map(Pick.member) ?? .full
+    }
+
+    /// A call to `index` starts: it holds a slot, and counts against its weight.
+    mutating func start(_ index: Int) {
+        inFlight[index] += 1
+        for member in recentStarts.indices { recentStarts[member] *= 1 - 1.0 / 64 }
+        recentStarts[index] += 1
+    }
+
+    /// A call to `index` ended: its slot is free again.
+    mutating func finish(_ index: Int) {
+        inFlight[index] -= 1
+    }
+
+    func freeSlots(isAvailable: (Int) -> Bool) -> FreeSlots {
+        var total = 0
+        var available = false
+        for index in profiles.indices where isAvailable(index) && weight(index) > 0 {
+            available = true
+            guard let slots = slots[index] else { return .unlimited }
+            total += max(0, slots - inFlight[index])
+        }
+        return available ? .count(total) : .none
+    }
+}
