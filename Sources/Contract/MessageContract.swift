@@ -92,98 +92,24 @@ public struct RequestParser: Sendable {
             return .failure(RequestRejection(
                 code: .requestLost, message: "the request entry was deleted from the stream before it was answered"))
         }
-        var fields: [String: [UInt8]] = [:]
-        var size = 0
-        var duplicate: String?
-        for (name, value) in rawFields {
-            size += name.count + value.count
-            let key = String(decoding: name, as: UTF8.self)
-            if Self.knownFields.contains(key), fields.updateValue(value, forKey: key) != nil, duplicate == nil {
-                duplicate = key
-            }
-        }
-
+        let (fields, size, duplicate) = Self.knownFields(of: rawFields)
         // Routing first: even a broken request should get its error where its producer listens.
         var rejection = RequestRejection(code: .invalidRequest, message: "")
         func reject(_ message: String) -> Result<ParsedRequest, RequestRejection> {
             rejection.message = message
             return .failure(rejection)
         }
-        if let id = fields["id"] {
-            guard let text = String(validating: id, as: UTF8.self), id.count <= 256 else {
-                return reject("id must be UTF-8 text of at most 256 bytes")
-            }
-            rejection.callerID = text
-        }
-        if let target = fields["reply_to"] {
-            guard let text = String(validating: target, as: UTF8.self), !text.isEmpty, target.count <= 512 else {
-                return reject("reply_to must be a stream key of 1 to 512 bytes")
-            }
-            guard text.hasPrefix(replyToPrefix) else {
-                return reject("reply_to \"\(text)\" is not allowed: reply streams must start with \"\(replyToPrefix)\"")
-            }
-            guard !reservedStreams.contains(text) else {
-                return reject("reply_to \"\(text)\" is not allowed: it is one of llmq's own streams")
-            }
-            if let problem = slotProblem("reply_to", text) { return reject(problem) }
-            rejection.replyTo = text
-        }
-        switch streamTarget(fields) {
-        case .success(let target): rejection.stream = target
-        case .failure(let problem): return reject(problem.message)
-        }
-        if size > limits.maxRequestBytes {
-            return reject("the request is \(size) bytes, over the limit of \(limits.maxRequestBytes) bytes")
-        }
-        if let duplicate {
-            return reject("field \"\(duplicate)\" is given more than once")
-        }
-
-        var chat = ChatRequest(messages: [])
-        switch (fields["prompt"], fields["messages"]) {
-        case (nil, nil):
-            return reject("missing field: give \"prompt\" (text) or \"messages\" (a JSON array of {\"role\",\"content\"})")
-        case (.some, .some):
-            return reject("give either \"prompt\" or \"messages\", not both")
-        case (let prompt?, nil):
-            guard let text = String(validating: prompt, as: UTF8.self) else { return reject("prompt is not valid UTF-8") }
-            guard !text.allSatisfy(\.isWhitespace) else { return reject("prompt is empty") }
-            chat.messages = [ChatMessage(role: .user, content: text)]
-        case (nil, let messages?):
-            switch Self.parseMessages(messages) {
-            case .success(let parsed): chat.messages = parsed
-            case .failure(let problem): return reject(problem.message)
-            }
-        }
-        if let system = fields["system"] {
-            guard let text = String(validating: system, as: UTF8.self) else { return reject("system is not valid UTF-8") }
-            chat.messages.insert(ChatMessage(role: .system, content: text), at: 0)
-        }
         do {
-            if let model = try text(fields, "model") {
-                guard !model.isEmpty, model.utf8.count <= 256 else { return reject("model must be 1 to 256 bytes") }
-                chat.model = model
+            try route(fields, into: &rejection)
+            if size > limits.maxRequestBytes {
+                return reject("the request is \(size) bytes, over the limit of \(limits.maxRequestBytes) bytes")
             }
-            let maxTokens = try integer(fields, "max_tokens", in: 1...Int64(limits.maxTokens))
-            chat.maxTokens = maxTokens.map { Int($0) } ?? limits.defaultMaxTokens
-            chat.temperature = try number(fields, "temperature", in: 0...2)
-            chat.topP = try number(fields, "top_p", in: 0...1)
-            chat.topK = try integer(fields, "top_k", in: 0...100_000).map { Int($0) }
-            chat.seed = try integer(fields, "seed", in: Int64(Int32.min)...Int64(UInt32.max)).map { Int($0) }
-            if let stop = fields["stop"] {
-                chat.stop = try Self.parseStop(stop)
+            if let duplicate {
+                return reject("field \"\(duplicate)\" is given more than once")
             }
-            // An explicit ID may lie anywhere up to 2^64 - 1 ms: a time from the future would only
-            // stretch the TTL, so it counts from now at the latest.
-            let entryTime = min(entry.timestampMilliseconds ?? now, now)
-            var deadline: Int64?
-            if let ttl = try integer(fields, "ttl_ms", in: 1...Int64(365 * 86_400_000)) {
-                let (sum, overflow) = entryTime.addingReportingOverflow(ttl)
-                deadline = overflow ? .max : sum
-            }
-            if let absolute = try integer(fields, "deadline_ms", in: 1...Int64.max / 2) {
-                deadline = min(deadline ?? absolute, absolute)
-            }
+            var chat = ChatRequest(messages: try Self.messages(fields))
+            try readOptions(fields, into: &chat)
+            let deadline = try deadline(fields, entry: entry, now: now)
             if let deadline, now >= deadline {
                 rejection.code = .expired
                 let (late, overflow) = now.subtractingReportingOverflow(deadline)
@@ -197,8 +123,119 @@ public struct RequestParser: Sendable {
         }
     }
 
+    /// The fields llmq reads, by name; the size of all fields; the first known field given twice.
+    private static func knownFields(
+        of rawFields: [(name: [UInt8], value: [UInt8])]
+    ) -> (fields: [String: [UInt8]], size: Int, duplicate: String?) {
+        var fields: [String: [UInt8]] = [:]
+        var size = 0
+        var duplicate: String?
+        for (name, value) in rawFields {
+            size += name.count + value.count
+            let key = String(decoding: name, as: UTF8.self)
+            if knownFields.contains(key), fields.updateValue(value, forKey: key) != nil, duplicate == nil {
+                duplicate = key
+            }
+        }
+        return (fields, size, duplicate)
+    }
+
+    /// Reads `id`, `reply_to`, `stream` and `stream_to` into `routing`, each as soon as it is
+    /// valid, so that an error found later still goes where the producer listens.
+    private func route(_ fields: [String: [UInt8]], into routing: inout RequestRejection) throws(Problem) {
+        if let id = fields["id"] {
+            guard let text = String(validating: id, as: UTF8.self), id.count <= 256 else {
+                throw Problem("id must be UTF-8 text of at most 256 bytes")
+            }
+            routing.callerID = text
+        }
+        if let target = fields["reply_to"] {
+            guard let text = String(validating: target, as: UTF8.self), !text.isEmpty, target.count <= 512 else {
+                throw Problem("reply_to must be a stream key of 1 to 512 bytes")
+            }
+            guard text.hasPrefix(replyToPrefix) else {
+                throw Problem("reply_to \"\(text)\" is not allowed: reply streams must start with \"\(replyToPrefix)\"")
+            }
+            guard !reservedStreams.contains(text) else {
+                throw Problem("reply_to \"\(text)\" is not allowed: it is one of llmq's own streams")
+            }
+            if let problem = slotProblem("reply_to", text) { throw Problem(problem) }
+            routing.replyTo = text
+        }
+        switch streamTarget(fields) {
+        case .success(let target): routing.stream = target
+        case .failure(let problem): throw problem
+        }
+    }
+
+    /// The conversation: `prompt` or `messages`, after an optional `system`.
+    private static func messages(_ fields: [String: [UInt8]]) throws(Problem) -> [ChatMessage] {
+        var messages: [ChatMessage]
+        switch (fields["prompt"], fields["messages"]) {
+        case (nil, nil):
+            throw Problem("missing field: give \"prompt\" (text) or \"messages\" (a JSON array of {\"role\",\"content\"})")
+        case (.some, .some):
+            throw Problem("give either \"prompt\" or \"messages\", not both")
+        case (let prompt?, nil):
+            guard let text = String(validating: prompt, as: UTF8.self) else { throw Problem("prompt is not valid UTF-8") }
+            guard !text.allSatisfy(\.isWhitespace) else { throw Problem("prompt is empty") }
+            messages = [ChatMessage(role: .user, content: text)]
+        case (nil, let encoded?):
+            switch parseMessages(encoded) {
+            case .success(let parsed): messages = parsed
+            case .failure(let problem): throw problem
+            }
+        }
+        if let system = fields["system"] {
+            guard let text = String(validating: system, as: UTF8.self) else { throw Problem("system is not valid UTF-8") }
+            messages.insert(ChatMessage(role: .system, content: text), at: 0)
+        }
+        return messages
+    }
+
+    /// `model`, `max_tokens` and the sampling options, each within its range.
+    private func readOptions(_ fields: [String: [UInt8]], into chat: inout ChatRequest) throws(Problem) {
+        if let model = try text(fields, "model") {
+            guard !model.isEmpty, model.utf8.count <= 256 else { throw Problem("model must be 1 to 256 bytes") }
+            chat.model = model
+        }
+        let maxTokens = try integer(fields, "max_tokens", in: 1...Int64(limits.maxTokens))
+        chat.maxTokens = maxTokens.map { Int($0) } ?? limits.defaultMaxTokens
+        chat.temperature = try number(fields, "temperature", in: 0...2)
+        chat.topP = try number(fields, "top_p", in: 0...1)
+        chat.topK = try integer(fields, "top_k", in: 0...100_000).map { Int($0) }
+        chat.seed = try integer(fields, "seed", in: Int64(Int32.min)...Int64(UInt32.max)).map { Int($0) }
+        if let stop = fields["stop"] {
+            chat.stop = try Self.parseStop(stop)
+        }
+    }
+
+    /// The earlier of `ttl_ms` (from the entry's time) and `deadline_ms`, in Unix milliseconds.
+    private func deadline(_ fields: [String: [UInt8]], entry: StreamEntry, now: Int64) throws(Problem) -> Int64? {
+        // An explicit ID may lie anywhere up to 2^64 - 1 ms: a time from the future would only
+        // stretch the TTL, so it counts from now at the latest.
+        let entryTime = min(entry.timestampMilliseconds ?? now, now)
+        var deadline: Int64?
+        if let ttl = try integer(fields, "ttl_ms", in: 1...Int64(365 * 86_400_000)) {
+            let (sum, overflow) = entryTime.addingReportingOverflow(ttl)
+            deadline = overflow ? .max : sum
+        }
+        if let absolute = try integer(fields, "deadline_ms", in: 1...Int64.max / 2) {
+            deadline = min(deadline ?? absolute, absolute)
+        }
+        return deadline
+    }
+
     private struct Problem: Error {
         var message: String
+
+        init(_ message: String) {
+            self.message = message
+        }
+
+        init(message: String) {
+            self.message = message
+        }
     }
 
     /// `stream` (`true`/`false`, `1`/`0`) and `stream_to` (a stream under the reply prefix;
