@@ -35,134 +35,138 @@ struct FaultTests {
 
     @Test("500 requests, 3 worker processes, two kill -9 in flight and restarts: one reply each, nothing pending")
     func killedWorkers() async throws {
-        try await withRedis { redis, client in
-            try await withSimulator(SimulatorConfiguration(slots: 12, tokenMilliseconds: 5)) { sim in
-                let environment = processEnvironment(redis: redis, sim: sim)
-                let workers = try (1...3).map { try WorkerProcess(name: "crash-\($0)", environment: environment) }
+        let redis = try await RedisServer.start()
+        let sim = try await RunningSimulator.start(SimulatorConfiguration(slots: 12, tokenMilliseconds: 5))
+        let client = RedisClient(configuration: redis.configuration)
+        defer { client.shutdown() }
+        let environment = processEnvironment(redis: redis, sim: sim)
+        let workers = try (1...3).map { try WorkerProcess(name: "crash-\($0)", environment: environment) }
 
-                let count = 500
-                for index in 0..<count {
-                    try await publish(client, [("prompt", "job \(index)"), ("max_tokens", "20"), ("id", "job-\(index)")])
-                }
-                for victim in [workers[0], workers[1]] {
-                    // Let it take work, then kill it while requests are in flight.
-                    try await Task.sleep(for: .milliseconds(700))
-                    #expect(try await pendingCount(client) > 0)
-                    victim.signal(SIGKILL)
-                    _ = await victim.waitForExit()
-                    try await Task.sleep(for: .milliseconds(300))
-                    try victim.start()
-                }
-                let replies = try await waitForReplies(client, count: count, timeout: .seconds(90))
-                try await Task.sleep(for: .milliseconds(500))
-                let final = try await readReplies(client)
-                #expect(final.count == count)
-                expectExactlyOneReplyEach(final, ids: Set((0..<count).map { "job-\($0)" }))
-                #expect(replies.allSatisfy { $0["status"] == "ok" })
-                #expect(try await pendingCount(client) == 0)
-                #expect(workers.contains { $0.output.contains("claimed entries idle on other consumers") },
-                        "the killed workers' entries should have been claimed by the others")
-                for worker in workers {
-                    worker.signal(SIGTERM)
-                    #expect(await worker.waitForExit() == 0, "worker did not exit cleanly: \(worker.output.suffix(500))")
-                }
-            }
+        let count = 500
+        for index in 0..<count {
+            try await publish(client, [("prompt", "job \(index)"), ("max_tokens", "20"), ("id", "job-\(index)")])
         }
+        for victim in [workers[0], workers[1]] {
+            // Let it take work, then kill it while requests are in flight.
+            try await Task.sleep(for: .milliseconds(700))
+            #expect(try await pendingCount(client) > 0)
+            victim.signal(SIGKILL)
+            _ = await victim.waitForExit()
+            try await Task.sleep(for: .milliseconds(300))
+            try victim.start()
+        }
+        let replies = try await waitForReplies(client, count: count, timeout: .seconds(90))
+        try await Task.sleep(for: .milliseconds(500))
+        let final = try await readReplies(client)
+        #expect(final.count == count)
+        expectExactlyOneReplyEach(final, ids: Set((0..<count).map { "job-\($0)" }))
+        #expect(replies.allSatisfy { $0["status"] == "ok" })
+        #expect(try await pendingCount(client) == 0)
+        #expect(workers.contains { $0.output.contains("claimed entries idle on other consumers") },
+                "the killed workers' entries should have been claimed by the others")
+        for worker in workers {
+            worker.signal(SIGTERM)
+            #expect(await worker.waitForExit() == 0, "worker did not exit cleanly: \(worker.output.suffix(500))")
+        }
+        await sim.stop()
     }
 
     @Test("redis-server killed and restarted mid-run (append-only on): nothing lost, nothing answered twice")
     func redisRestart() async throws {
-        try await withRedis(appendOnly: true) { redis, client in
-            try await withSimulator(SimulatorConfiguration(slots: 8, tokenMilliseconds: 5)) { sim in
-                let workers = try (1...2).map {
-                    try RunningWorker(workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: sim.url), consumer: "r\($0)"))
-                }
-                for index in 0..<300 {
-                    try await publish(client, [("prompt", "before \(index)"), ("max_tokens", "10"), ("id", "b\(index)")])
-                }
-                try await Task.sleep(for: .milliseconds(600))
-                await redis.kill()
-                try await Task.sleep(for: .milliseconds(700))
-                try await redis.start()
-                // The client reconnects on its next command; the first may meet the broken connection.
-                for index in 0..<100 {
-                    var published = false
-                    for _ in 0..<5 where !published {
-                        published = (try? await publish(client, [("prompt", "after \(index)"), ("max_tokens", "10"), ("id", "a\(index)")])) != nil
-                    }
-                    #expect(published)
-                }
-                _ = try await waitForReplies(client, count: 400, timeout: .seconds(60))
-                try await Task.sleep(for: .milliseconds(500))
-                let final = try await readReplies(client)
-                expectExactlyOneReplyEach(final, ids: Set((0..<300).map { "b\($0)" } + (0..<100).map { "a\($0)" }))
-                #expect(final.count == 400)
-                #expect(try await pendingCount(client) == 0)
-                for worker in workers { await worker.stop() }
-            }
+        let redis = try await RedisServer.start(appendOnly: true)
+        let sim = try await RunningSimulator.start(SimulatorConfiguration(slots: 8, tokenMilliseconds: 5))
+        let client = RedisClient(configuration: redis.configuration)
+        defer { client.shutdown() }
+        let workers = try (1...2).map {
+            try RunningWorker(workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: sim.url), consumer: "r\($0)"))
         }
+        for index in 0..<300 {
+            try await publish(client, [("prompt", "before \(index)"), ("max_tokens", "10"), ("id", "b\(index)")])
+        }
+        try await Task.sleep(for: .milliseconds(600))
+        await redis.kill()
+        try await Task.sleep(for: .milliseconds(700))
+        try await redis.start()
+        // The client reconnects on its next command; the first may meet the broken connection.
+        for index in 0..<100 {
+            var published = false
+            for _ in 0..<5 where !published {
+                published = (try? await publish(client, [("prompt", "after \(index)"), ("max_tokens", "10"), ("id", "a\(index)")])) != nil
+            }
+            #expect(published)
+        }
+        _ = try await waitForReplies(client, count: 400, timeout: .seconds(60))
+        try await Task.sleep(for: .milliseconds(500))
+        let final = try await readReplies(client)
+        expectExactlyOneReplyEach(final, ids: Set((0..<300).map { "b\($0)" } + (0..<100).map { "a\($0)" }))
+        #expect(final.count == 400)
+        #expect(try await pendingCount(client) == 0)
+        for worker in workers { await worker.stop() }
+        await sim.stop()
     }
 
     @Test("transient failures are retried with backoff; permanent ones are answered at once")
     func retries() async throws {
-        try await withRedis { redis, client in
-            try await withSimulator(SimulatorConfiguration(tokenMilliseconds: 0, contextSize: 64)) { sim in
-                var configuration = workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: sim.url, requestTimeout: .milliseconds(500)), concurrency: 1)
-                configuration.breaker.failureThreshold = 100
-                let worker = try RunningWorker(configuration)
+        let redis = try await RedisServer.start()
+        let sim = try await RunningSimulator.start(SimulatorConfiguration(tokenMilliseconds: 0, contextSize: 64))
+        let client = RedisClient(configuration: redis.configuration)
+        defer { client.shutdown() }
+        var configuration = workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: sim.url, requestTimeout: .milliseconds(500)), concurrency: 1)
+        configuration.breaker.failureThreshold = 100
+        let worker = try RunningWorker(configuration)
 
-                func run(_ id: String, _ faults: SimulatorFaults, fields: [(String, String)] = [("prompt", "hi"), ("max_tokens", "4")]) async throws -> (reply: [String: String], calls: Int) {
-                    try await sim.setFaults(faults)
-                    try await sim.reset()
-                    // Counted before publishing: a permanent error is answered at once, maybe before a
-                    // count taken after the publish.
-                    let before = try await readReplies(client).count
-                    try await publish(client, fields + [("id", id)])
-                    let replies = try await waitForReplies(client, count: before + 1)
-                    let reply = try #require(replies.first { $0["id"] == id })
-                    return (reply, try await sim.stats().requests)
-                }
-
-                let recovered = try await run("fail-twice", SimulatorFaults(failFirst: 2))
-                #expect(recovered.reply["status"] == "ok")
-                #expect(recovered.reply["attempts"] == "3")
-                #expect(recovered.calls == 3)
-
-                let failing = try await run("always-500", SimulatorFaults(failureRate: 1))
-                #expect(failing.reply["error_code"] == "backend_error")
-                #expect(failing.reply["attempts"] == "3")
-                #expect(failing.calls == 3)
-
-                let busy = try await run("always-503", SimulatorFaults(busyRate: 1))
-                #expect(busy.reply["error_code"] == "backend_busy")
-                #expect(busy.calls == 3)
-
-                let limited = try await run("always-429", SimulatorFaults(rateLimitRate: 1))
-                #expect(limited.reply["error_code"] == "backend_busy")
-
-                let hanging = try await run("hang", SimulatorFaults(hangRate: 1, hangMilliseconds: 5000))
-                #expect(hanging.reply["error_code"] == "backend_timeout")
-                #expect(hanging.reply["attempts"] == "3")
-
-                let context = try await run("too-long", SimulatorFaults(), fields: [("prompt", String(repeating: "word ", count: 100)), ("max_tokens", "8")])
-                #expect(context.reply["error_code"] == "context_exceeded")
-                #expect(context.reply["attempts"] == "1", "a permanent error must not be retried")
-                #expect(context.calls == 1)
-                await worker.stop()
-            }
+        func run(_ id: String, _ faults: SimulatorFaults, fields: [(String, String)] = [("prompt", "hi"), ("max_tokens", "4")]) async throws -> (reply: [String: String], calls: Int) {
+            try await sim.setFaults(faults)
+            try await sim.reset()
+            // Counted before publishing: a permanent error is answered at once, maybe before a
+            // count taken after the publish.
+            let before = try await readReplies(client).count
+            try await publish(client, fields + [("id", id)])
+            let replies = try await waitForReplies(client, count: before + 1)
+            let reply = try #require(replies.first { $0["id"] == id })
+            return (reply, try await sim.stats().requests)
         }
+
+        let recovered = try await run("fail-twice", SimulatorFaults(failFirst: 2))
+        #expect(recovered.reply["status"] == "ok")
+        #expect(recovered.reply["attempts"] == "3")
+        #expect(recovered.calls == 3)
+
+        let failing = try await run("always-500", SimulatorFaults(failureRate: 1))
+        #expect(failing.reply["error_code"] == "backend_error")
+        #expect(failing.reply["attempts"] == "3")
+        #expect(failing.calls == 3)
+
+        let busy = try await run("always-503", SimulatorFaults(busyRate: 1))
+        #expect(busy.reply["error_code"] == "backend_busy")
+        #expect(busy.calls == 3)
+
+        let limited = try await run("always-429", SimulatorFaults(rateLimitRate: 1))
+        #expect(limited.reply["error_code"] == "backend_busy")
+
+        let hanging = try await run("hang", SimulatorFaults(hangRate: 1, hangMilliseconds: 5000))
+        #expect(hanging.reply["error_code"] == "backend_timeout")
+        #expect(hanging.reply["attempts"] == "3")
+
+        let context = try await run("too-long", SimulatorFaults(), fields: [("prompt", String(repeating: "word ", count: 100)), ("max_tokens", "8")])
+        #expect(context.reply["error_code"] == "context_exceeded")
+        #expect(context.reply["attempts"] == "1", "a permanent error must not be retried")
+        #expect(context.calls == 1)
+        await worker.stop()
+        await sim.stop()
     }
 
     @Test("a refused connection is backend_unavailable; the worker keeps running")
     func refused() async throws {
-        try await withRedis { redis, client in
-            let worker = try RunningWorker(workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: "http://127.0.0.1:\(try freePort())")))
-            try await publish(client, [("prompt", "anyone?"), ("id", "nobody")])
-            let replies = try await waitForReplies(client, count: 1)
-            #expect(replies[0]["error_code"] == "backend_unavailable")
-            #expect(replies[0]["error"]?.contains("127.0.0.1") == true)
-            await worker.stop()
-        }
+        let redis = try await RedisServer.start()
+        let client = RedisClient(configuration: redis.configuration)
+        defer { client.shutdown() }
+        let worker = try RunningWorker(workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: "http://127.0.0.1:\(try freePort())")))
+        try await publish(client, [("prompt", "anyone?"), ("id", "nobody")])
+        let replies = try await waitForReplies(client, count: 1)
+        #expect(replies[0]["error_code"] == "backend_unavailable")
+        #expect(replies[0]["error"]?.contains("127.0.0.1") == true)
+        await worker.stop()
     }
 
     @Test("fallback: while the primary fails, the fallback answers; the open circuit stops calling the primary")
@@ -192,185 +196,191 @@ struct FaultTests {
 
     @Test("open circuit without a fallback: the worker stops taking requests, then a probe finds the backend back and they are served")
     func circuitWithoutFallback() async throws {
-        try await withRedis { redis, client in
-            try await withSimulator(SimulatorConfiguration(tokenMilliseconds: 0, faults: SimulatorFaults(failureRate: 1))) { sim in
-                var configuration = workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: sim.url), concurrency: 1)
-                configuration.retry.maxAttempts = 1
-                configuration.breaker.failureThreshold = 2
-                configuration.breaker.openDuration = .seconds(2)
-                let worker = try RunningWorker(configuration)
-                for index in 0..<2 {
-                    try await publish(client, [("prompt", "fails"), ("max_tokens", "2"), ("id", "down\(index)")])
-                }
-                let failed = try await waitForReplies(client, count: 2)
-                #expect(failed.allSatisfy { $0["error_code"] == "backend_error" })
-                // The circuit is open: these wait in the stream instead of becoming errors.
-                for index in 0..<5 {
-                    try await publish(client, [("prompt", "waits"), ("max_tokens", "2"), ("id", "held\(index)")])
-                }
-                try await Task.sleep(for: .milliseconds(800))
-                #expect(try await readReplies(client).count == 2)
-                #expect(try await sim.stats().requests == 2, "no request may reach the backend while the circuit is open")
-                try await sim.setFaults(SimulatorFaults())
-                let replies = try await waitForReplies(client, count: 7, timeout: .seconds(15))
-                #expect(replies.filter { $0["id"]?.hasPrefix("held") == true }.allSatisfy { $0["status"] == "ok" })
-                #expect(try await pendingCount(client) == 0)
-                await worker.stop()
-            }
+        let redis = try await RedisServer.start()
+        let sim = try await RunningSimulator.start(SimulatorConfiguration(tokenMilliseconds: 0, faults: SimulatorFaults(failureRate: 1)))
+        let client = RedisClient(configuration: redis.configuration)
+        defer { client.shutdown() }
+        var configuration = workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: sim.url), concurrency: 1)
+        configuration.retry.maxAttempts = 1
+        configuration.breaker.failureThreshold = 2
+        configuration.breaker.openDuration = .seconds(2)
+        let worker = try RunningWorker(configuration)
+        for index in 0..<2 {
+            try await publish(client, [("prompt", "fails"), ("max_tokens", "2"), ("id", "down\(index)")])
         }
+        let failed = try await waitForReplies(client, count: 2)
+        #expect(failed.allSatisfy { $0["error_code"] == "backend_error" })
+        // The circuit is open: these wait in the stream instead of becoming errors.
+        for index in 0..<5 {
+            try await publish(client, [("prompt", "waits"), ("max_tokens", "2"), ("id", "held\(index)")])
+        }
+        try await Task.sleep(for: .milliseconds(800))
+        #expect(try await readReplies(client).count == 2)
+        #expect(try await sim.stats().requests == 2, "no request may reach the backend while the circuit is open")
+        try await sim.setFaults(SimulatorFaults())
+        let replies = try await waitForReplies(client, count: 7, timeout: .seconds(15))
+        #expect(replies.filter { $0["id"]?.hasPrefix("held") == true }.allSatisfy { $0["status"] == "ok" })
+        #expect(try await pendingCount(client) == 0)
+        await worker.stop()
+        await sim.stop()
     }
 
     @Test("1,000 random malformed entries: no crash, exactly one reply each")
     func randomGarbage() async throws {
-        try await withRedis { redis, client in
-            try await withSimulator(SimulatorConfiguration(slots: 32, tokenMilliseconds: 0)) { sim in
-                var configuration = workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: sim.url), concurrency: 16)
-                configuration.limits.maxRequestBytes = 2048
-                let worker = try RunningWorker(configuration)
+        let redis = try await RedisServer.start()
+        let sim = try await RunningSimulator.start(SimulatorConfiguration(slots: 32, tokenMilliseconds: 0))
+        let client = RedisClient(configuration: redis.configuration)
+        defer { client.shutdown() }
+        var configuration = workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: sim.url), concurrency: 16)
+        configuration.limits.maxRequestBytes = 2048
+        let worker = try RunningWorker(configuration)
 
-                var generator = SystemRandomNumberGenerator()
-                let names = ["prompt", "messages", "system", "model", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "ttl_ms", "deadline_ms", "junk", "", "prompt\u{0}"]
-                let values: [() -> [UInt8]] = [
-                    { Array("{\"role\": \"user\"".utf8) },
-                    { Array("[{\"role\":\"wizard\",\"content\":\"x\"}]".utf8) },
-                    { Array("[{\"role\":\"user\",\"content\":[1,2]}]".utf8) },
-                    { Array("-1".utf8) }, { Array("1e309".utf8) }, { Array("NaN".utf8) }, { Array("99999999999999999999".utf8) },
-                    { Array("[\"a\",".utf8) }, { [0xFF, 0xFE, 0x00, 0xC3] }, { [] },
-                    { (0..<Int.random(in: 0..<64)).map { _ in UInt8.random(in: 0...255) } },
-                    { Array(String(repeating: "z", count: 3000).utf8) },
-                ]
-                var commands: [RedisCommand] = []
-                for _ in 0..<1000 {
-                    var command = RedisCommand("XADD", "llmq:requests", "*")
-                    for _ in 0..<Int.random(in: 1...4, using: &generator) {
-                        command.append(names.randomElement(using: &generator)!)
-                        command.append(bytes: values.randomElement(using: &generator)!())
-                    }
-                    commands.append(command)
-                }
-                var ids: [String] = []
-                for chunk in stride(from: 0, to: commands.count, by: 100) {
-                    ids += try await client.pipeline(Array(commands[chunk..<min(chunk + 100, commands.count)])).compactMap(\.string)
-                }
-                #expect(ids.count == 1000)
-                _ = try await waitForReplies(client, count: 1000, timeout: .seconds(60))
-                try await Task.sleep(for: .milliseconds(300))
-                let final = try await readReplies(client)
-                #expect(final.count == 1000)
-                let byRequest = Dictionary(grouping: final, by: { $0["request"] ?? "" })
-                #expect(Set(byRequest.keys) == Set(ids))
-                #expect(byRequest.values.allSatisfy { $0.count == 1 })
-                #expect(final.allSatisfy { $0["status"] == "ok" || ($0["error_code"] != nil && $0["error"]?.isEmpty == false) })
-                #expect(try await pendingCount(client) == 0)
-                // Still serving.
-                try await publish(client, [("prompt", "after the storm"), ("max_tokens", "2"), ("id", "last")])
-                let after = try await waitForReplies(client, count: 1001)
-                #expect(after.first { $0["id"] == "last" }?["status"] == "ok")
-                await worker.stop()
+        var generator = SystemRandomNumberGenerator()
+        let names = ["prompt", "messages", "system", "model", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "ttl_ms", "deadline_ms", "junk", "", "prompt\u{0}"]
+        let values: [() -> [UInt8]] = [
+            { Array("{\"role\": \"user\"".utf8) },
+            { Array("[{\"role\":\"wizard\",\"content\":\"x\"}]".utf8) },
+            { Array("[{\"role\":\"user\",\"content\":[1,2]}]".utf8) },
+            { Array("-1".utf8) }, { Array("1e309".utf8) }, { Array("NaN".utf8) }, { Array("99999999999999999999".utf8) },
+            { Array("[\"a\",".utf8) }, { [0xFF, 0xFE, 0x00, 0xC3] }, { [] },
+            { (0..<Int.random(in: 0..<64)).map { _ in UInt8.random(in: 0...255) } },
+            { Array(String(repeating: "z", count: 3000).utf8) },
+        ]
+        var commands: [RedisCommand] = []
+        for _ in 0..<1000 {
+            var command = RedisCommand("XADD", "llmq:requests", "*")
+            for _ in 0..<Int.random(in: 1...4, using: &generator) {
+                command.append(names.randomElement(using: &generator)!)
+                command.append(bytes: values.randomElement(using: &generator)!())
             }
+            commands.append(command)
         }
+        var ids: [String] = []
+        for chunk in stride(from: 0, to: commands.count, by: 100) {
+            ids += try await client.pipeline(Array(commands[chunk..<min(chunk + 100, commands.count)])).compactMap(\.string)
+        }
+        #expect(ids.count == 1000)
+        _ = try await waitForReplies(client, count: 1000, timeout: .seconds(60))
+        try await Task.sleep(for: .milliseconds(300))
+        let final = try await readReplies(client)
+        #expect(final.count == 1000)
+        let byRequest = Dictionary(grouping: final, by: { $0["request"] ?? "" })
+        #expect(Set(byRequest.keys) == Set(ids))
+        #expect(byRequest.values.allSatisfy { $0.count == 1 })
+        #expect(final.allSatisfy { $0["status"] == "ok" || ($0["error_code"] != nil && $0["error"]?.isEmpty == false) })
+        #expect(try await pendingCount(client) == 0)
+        // Still serving.
+        try await publish(client, [("prompt", "after the storm"), ("max_tokens", "2"), ("id", "last")])
+        let after = try await waitForReplies(client, count: 1001)
+        #expect(after.first { $0["id"] == "last" }?["status"] == "ok")
+        await worker.stop()
+        await sim.stop()
     }
 
     @Test("an entry delivered maxDeliveries times goes to the dead-letter stream with an error reply")
     func deadLetter() async throws {
-        try await withRedis { redis, client in
-            try await withSimulator(SimulatorConfiguration(tokenMilliseconds: 0)) { sim in
-                _ = try await client.send("XGROUP", "CREATE", "llmq:requests", "llmq", "0", "MKSTREAM")
-                let id = try await publish(client, [("prompt", "poison"), ("id", "poison-1")])
-                // A consumer that took it and died five times over.
-                try await abandonNextEntries(client, deliveries: 5)
-                var configuration = workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: sim.url))
-                configuration.recovery.claimMinIdle = .milliseconds(200)
-                configuration.recovery.claimInterval = .milliseconds(100)
-                configuration.recovery.maxDeliveries = 5
-                let worker = try RunningWorker(configuration)
-                let replies = try await waitForReplies(client, count: 1)
-                #expect(replies[0]["id"] == "poison-1")
-                #expect(replies[0]["error_code"] == "dead_letter")
-                let dead = try await readReplies(client, stream: "llmq:dead")
-                #expect(dead.count == 1)
-                #expect(dead.first?["request"] == id)
-                #expect(dead.first?["field:prompt"] == "poison")
-                #expect(try await sim.stats().requests == 0, "a dead-lettered entry is not sent to the backend")
-                #expect(try await pendingCount(client) == 0)
-                await worker.stop()
-            }
-        }
+        let redis = try await RedisServer.start()
+        let sim = try await RunningSimulator.start(SimulatorConfiguration(tokenMilliseconds: 0))
+        let client = RedisClient(configuration: redis.configuration)
+        defer { client.shutdown() }
+        _ = try await client.send("XGROUP", "CREATE", "llmq:requests", "llmq", "0", "MKSTREAM")
+        let id = try await publish(client, [("prompt", "poison"), ("id", "poison-1")])
+        // A consumer that took it and died five times over.
+        try await abandonNextEntries(client, deliveries: 5)
+        var configuration = workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: sim.url))
+        configuration.recovery.claimMinIdle = .milliseconds(200)
+        configuration.recovery.claimInterval = .milliseconds(100)
+        configuration.recovery.maxDeliveries = 5
+        let worker = try RunningWorker(configuration)
+        let replies = try await waitForReplies(client, count: 1)
+        #expect(replies[0]["id"] == "poison-1")
+        #expect(replies[0]["error_code"] == "dead_letter")
+        let dead = try await readReplies(client, stream: "llmq:dead")
+        #expect(dead.count == 1)
+        #expect(dead.first?["request"] == id)
+        #expect(dead.first?["field:prompt"] == "poison")
+        #expect(try await sim.stats().requests == 0, "a dead-lettered entry is not sent to the backend")
+        #expect(try await pendingCount(client) == 0)
+        await worker.stop()
+        await sim.stop()
     }
 
     @Test("a dead consumer's entries are claimed; a live consumer's long request is not")
     func claimsOnlyDeadWork() async throws {
-        try await withRedis { redis, client in
-            try await withSimulator(SimulatorConfiguration(slots: 4, tokenMilliseconds: 100)) { sim in
-                var configuration = workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: sim.url), consumer: "slow", concurrency: 1)
-                configuration.recovery.claimMinIdle = .milliseconds(600)
-                configuration.recovery.claimInterval = .milliseconds(100)
-                let slow = try RunningWorker(configuration)
-                // 20 tokens x 100 ms: three times the claim idle time.
-                try await publish(client, [("prompt", "long"), ("max_tokens", "20"), ("id", "long-1")])
-                try await Task.sleep(for: .milliseconds(300))
-                configuration.consumer = "eager"
-                let eager = try RunningWorker(configuration)
-                let replies = try await waitForReplies(client, count: 1, timeout: .seconds(10))
-                try await Task.sleep(for: .milliseconds(500))
-                #expect(try await readReplies(client).count == 1)
-                #expect(replies[0]["consumer"] == "slow")
-                #expect(try await sim.stats().requests == 1, "the live request was claimed and run twice")
-                await slow.stop()
-                await eager.stop()
-            }
-        }
+        let redis = try await RedisServer.start()
+        let sim = try await RunningSimulator.start(SimulatorConfiguration(slots: 4, tokenMilliseconds: 100))
+        let client = RedisClient(configuration: redis.configuration)
+        defer { client.shutdown() }
+        var configuration = workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: sim.url), consumer: "slow", concurrency: 1)
+        configuration.recovery.claimMinIdle = .milliseconds(600)
+        configuration.recovery.claimInterval = .milliseconds(100)
+        let slow = try RunningWorker(configuration)
+        // 20 tokens x 100 ms: three times the claim idle time.
+        try await publish(client, [("prompt", "long"), ("max_tokens", "20"), ("id", "long-1")])
+        try await Task.sleep(for: .milliseconds(300))
+        configuration.consumer = "eager"
+        let eager = try RunningWorker(configuration)
+        let replies = try await waitForReplies(client, count: 1, timeout: .seconds(10))
+        try await Task.sleep(for: .milliseconds(500))
+        #expect(try await readReplies(client).count == 1)
+        #expect(replies[0]["consumer"] == "slow")
+        #expect(try await sim.stats().requests == 1, "the live request was claimed and run twice")
+        await slow.stop()
+        await eager.stop()
+        await sim.stop()
     }
 
     @Test("an expired request is answered with error_code=expired without calling the backend")
     func expired() async throws {
-        try await withRedis { redis, client in
-            try await withSimulator(SimulatorConfiguration(tokenMilliseconds: 0)) { sim in
-                try await publish(client, [("prompt", "too late"), ("ttl_ms", "50"), ("id", "late")])
-                try await publish(client, [("prompt", "in time"), ("ttl_ms", "60000"), ("max_tokens", "2"), ("id", "fine")])
-                try await Task.sleep(for: .milliseconds(150))
-                let worker = try RunningWorker(workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: sim.url)))
-                let replies = try await waitForReplies(client, count: 2)
-                #expect(replies.first { $0["id"] == "late" }?["error_code"] == "expired")
-                #expect(replies.first { $0["id"] == "fine" }?["status"] == "ok")
-                #expect(try await sim.stats().requests == 1)
-                await worker.stop()
-            }
-        }
+        let redis = try await RedisServer.start()
+        let sim = try await RunningSimulator.start(SimulatorConfiguration(tokenMilliseconds: 0))
+        let client = RedisClient(configuration: redis.configuration)
+        defer { client.shutdown() }
+        try await publish(client, [("prompt", "too late"), ("ttl_ms", "50"), ("id", "late")])
+        try await publish(client, [("prompt", "in time"), ("ttl_ms", "60000"), ("max_tokens", "2"), ("id", "fine")])
+        try await Task.sleep(for: .milliseconds(150))
+        let worker = try RunningWorker(workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: sim.url)))
+        let replies = try await waitForReplies(client, count: 2)
+        #expect(replies.first { $0["id"] == "late" }?["error_code"] == "expired")
+        #expect(replies.first { $0["id"] == "fine" }?["status"] == "ok")
+        #expect(try await sim.stats().requests == 1)
+        await worker.stop()
+        await sim.stop()
     }
 
     @Test("SIGTERM: in-flight requests finish and are answered, then exit 0; past the grace period they stay pending")
     func gracefulShutdown() async throws {
-        try await withRedis { redis, client in
-            try await withSimulator(SimulatorConfiguration(slots: 4, tokenMilliseconds: 50)) { sim in
-                var environment = processEnvironment(redis: redis, sim: sim)
-                let worker = try WorkerProcess(name: "graceful", environment: environment)
-                for index in 0..<4 {
-                    try await publish(client, [("prompt", "finish me"), ("max_tokens", "20"), ("id", "g\(index)")])  // ~1 s each
-                }
-                try await Task.sleep(for: .milliseconds(400))
-                #expect(try await pendingCount(client) == 4)
-                worker.signal(SIGTERM)
-                #expect(await worker.waitForExit() == 0)
-                let replies = try await readReplies(client)
-                #expect(Set(replies.compactMap { $0["id"] }) == ["g0", "g1", "g2", "g3"])
-                #expect(replies.allSatisfy { $0["status"] == "ok" })
-                #expect(try await pendingCount(client) == 0)
-
-                environment["LLMQ_SHUTDOWN_GRACE_SECONDS"] = "0.3"
-                let impatient = try WorkerProcess(name: "impatient", environment: environment)
-                for index in 0..<2 {
-                    try await publish(client, [("prompt", "never finished"), ("max_tokens", "100"), ("id", "slow\(index)")])  // ~5 s
-                }
-                try await Task.sleep(for: .milliseconds(500))
-                impatient.signal(SIGTERM)
-                let started = ContinuousClock.now
-                #expect(await impatient.waitForExit() == 0)
-                #expect(ContinuousClock.now - started < .seconds(3))
-                #expect(try await readReplies(client).count == 4, "an unfinished request must not be answered")
-                #expect(try await pendingCount(client) == 2, "unfinished requests stay pending for other consumers")
-            }
+        let redis = try await RedisServer.start()
+        let sim = try await RunningSimulator.start(SimulatorConfiguration(slots: 4, tokenMilliseconds: 50))
+        let client = RedisClient(configuration: redis.configuration)
+        defer { client.shutdown() }
+        var environment = processEnvironment(redis: redis, sim: sim)
+        let worker = try WorkerProcess(name: "graceful", environment: environment)
+        for index in 0..<4 {
+            try await publish(client, [("prompt", "finish me"), ("max_tokens", "20"), ("id", "g\(index)")])  // ~1 s each
         }
+        try await Task.sleep(for: .milliseconds(400))
+        #expect(try await pendingCount(client) == 4)
+        worker.signal(SIGTERM)
+        #expect(await worker.waitForExit() == 0)
+        let replies = try await readReplies(client)
+        #expect(Set(replies.compactMap { $0["id"] }) == ["g0", "g1", "g2", "g3"])
+        #expect(replies.allSatisfy { $0["status"] == "ok" })
+        #expect(try await pendingCount(client) == 0)
+
+        environment["LLMQ_SHUTDOWN_GRACE_SECONDS"] = "0.3"
+        let impatient = try WorkerProcess(name: "impatient", environment: environment)
+        for index in 0..<2 {
+            try await publish(client, [("prompt", "never finished"), ("max_tokens", "100"), ("id", "slow\(index)")])  // ~5 s
+        }
+        try await Task.sleep(for: .milliseconds(500))
+        impatient.signal(SIGTERM)
+        let started = ContinuousClock.now
+        #expect(await impatient.waitForExit() == 0)
+        #expect(ContinuousClock.now - started < .seconds(3))
+        #expect(try await readReplies(client).count == 4, "an unfinished request must not be answered")
+        #expect(try await pendingCount(client) == 2, "unfinished requests stay pending for other consumers")
+        await sim.stop()
     }
 }
 

@@ -17,34 +17,35 @@ struct FuzzTests {
     func streamEntries() async throws {
         let seed = fuzzSeed(20_261_125, test: "streamEntries")
         var random = SeededGenerator(seed: seed)
-        try await withRedis { redis, client in
-            try await withSimulator(SimulatorConfiguration(slots: 64, tokenMilliseconds: 0)) { sim in
-                _ = try await client.send("SET", "llmq:str", "a string, not a stream")
-                let environment = [
-                    "LLMQ_REDIS_URL": redis.url, "LLMQ_BACKEND_ENDPOINT": sim.url, "LLMQ_CONCURRENCY": "16",
-                    "LLMQ_READ_BLOCK_MS": "100", "LLMQ_LOG_LEVEL": "error", "LLMQ_SHUTDOWN_GRACE_SECONDS": "10",
-                ]
-                let workers = try (1...2).map { try WorkerProcess(name: "fuzz-entries-\($0)", environment: environment) }
+        let redis = try await RedisServer.start()
+        let sim = try await RunningSimulator.start(SimulatorConfiguration(slots: 64, tokenMilliseconds: 0))
+        let client = RedisClient(configuration: redis.configuration)
+        defer { client.shutdown() }
+        _ = try await client.send("SET", "llmq:str", "a string, not a stream")
+        let environment = [
+            "LLMQ_REDIS_URL": redis.url, "LLMQ_BACKEND_ENDPOINT": sim.url, "LLMQ_CONCURRENCY": "16",
+            "LLMQ_READ_BLOCK_MS": "100", "LLMQ_LOG_LEVEL": "error", "LLMQ_SHUTDOWN_GRACE_SECONDS": "10",
+        ]
+        let workers = try (1...2).map { try WorkerProcess(name: "fuzz-entries-\($0)", environment: environment) }
 
-                let ids = try await publishFuzzedEntries(count: 10_000, client: client, random: &random)
-                #expect(ids.count > 9_000, "most fuzzed XADDs should be accepted")
-                let replies = try await collectReplies(client, expected: ids.count, streams: ["llmq:replies", "llmq:other", "llmq:"], timeout: .seconds(240))
+        let ids = try await publishFuzzedEntries(count: 10_000, client: client, random: &random)
+        #expect(ids.count > 9_000, "most fuzzed XADDs should be accepted")
+        let replies = try await collectReplies(client, expected: ids.count, streams: ["llmq:replies", "llmq:other", "llmq:"], timeout: .seconds(240))
 
-                for worker in workers {
-                    #expect(worker.isRunning, "\(worker.name) died (seed \(seed)): \(worker.output.suffix(1500))")
-                }
-                print("streamEntries: \(ids.count) entries accepted; replies by outcome: \(outcomes(replies))")
-                expectOneReplyEach(replies, ids: ids, seed: seed)
-                #expect(replies.allSatisfy { $0["status"] == "ok" || $0["error_code"].map(Self.entryErrorCodes.contains) == true },
-                        "unexpected error codes: \(Set(replies.compactMap { $0["error_code"] }))")
-                #expect(try await client.send("XLEN", "llmq:requests").int == 0, "answered entries are deleted")
-                #expect(try await client.send("XPENDING", "llmq:requests", "llmq").array?.first?.int == 0)
-                for worker in workers {
-                    worker.signal(SIGTERM)
-                    #expect(await worker.waitForExit() == 0)
-                }
-            }
+        for worker in workers {
+            #expect(worker.isRunning, "\(worker.name) died (seed \(seed)): \(worker.output.suffix(1500))")
         }
+        print("streamEntries: \(ids.count) entries accepted; replies by outcome: \(outcomes(replies))")
+        expectOneReplyEach(replies, ids: ids, seed: seed)
+        #expect(replies.allSatisfy { $0["status"] == "ok" || $0["error_code"].map(Self.entryErrorCodes.contains) == true },
+                "unexpected error codes: \(Set(replies.compactMap { $0["error_code"] }))")
+        #expect(try await client.send("XLEN", "llmq:requests").int == 0, "answered entries are deleted")
+        #expect(try await client.send("XPENDING", "llmq:requests", "llmq").array?.first?.int == 0)
+        for worker in workers {
+            worker.signal(SIGTERM)
+            #expect(await worker.waitForExit() == 0)
+        }
+        await sim.stop()
     }
 
     static let entryErrorCodes: Set<String> = ["invalid_request", "expired", "backend_rejected", "backend_bad_response"]
@@ -187,42 +188,43 @@ struct FuzzTests {
             return Self.fuzzedAnswer(random: &random)
         }
         defer { server.stop() }
-        try await withRedis { redis, client in
-            let common = [
-                "LLMQ_REDIS_URL": redis.url, "LLMQ_BACKEND_ENDPOINT": server.url, "LLMQ_BACKEND_MODEL": "m",
-                "LLMQ_BACKEND_TIMEOUT_SECONDS": "1", "LLMQ_BACKEND_CONNECT_TIMEOUT_SECONDS": "1", "LLMQ_CONCURRENCY": "16",
-                "LLMQ_RETRY_MAX_ATTEMPTS": "2", "LLMQ_RETRY_INITIAL_BACKOFF_MS": "1", "LLMQ_RETRY_MAX_BACKOFF_MS": "20",
-                "LLMQ_BREAKER_FAILURE_THRESHOLD": "10000", "LLMQ_READ_BLOCK_MS": "100", "LLMQ_LOG_LEVEL": "error",
-            ]
-            // One worker per API: OpenAI-compatible JSON and Ollama's NDJSON.
-            let workers = try ["llama-cpp", "ollama"].map { type in
-                try WorkerProcess(name: "fuzz-backend-\(type)", environment: common.merging(["LLMQ_BACKEND_TYPE": type]) { $1 })
+        let redis = try await RedisServer.start()
+        let client = RedisClient(configuration: redis.configuration)
+        defer { client.shutdown() }
+        let common = [
+            "LLMQ_REDIS_URL": redis.url, "LLMQ_BACKEND_ENDPOINT": server.url, "LLMQ_BACKEND_MODEL": "m",
+            "LLMQ_BACKEND_TIMEOUT_SECONDS": "1", "LLMQ_BACKEND_CONNECT_TIMEOUT_SECONDS": "1", "LLMQ_CONCURRENCY": "16",
+            "LLMQ_RETRY_MAX_ATTEMPTS": "2", "LLMQ_RETRY_INITIAL_BACKOFF_MS": "1", "LLMQ_RETRY_MAX_BACKOFF_MS": "20",
+            "LLMQ_BREAKER_FAILURE_THRESHOLD": "10000", "LLMQ_READ_BLOCK_MS": "100", "LLMQ_LOG_LEVEL": "error",
+        ]
+        // One worker per API: OpenAI-compatible JSON and Ollama's NDJSON.
+        let workers = try ["llama-cpp", "ollama"].map { type in
+            try WorkerProcess(name: "fuzz-backend-\(type)", environment: common.merging(["LLMQ_BACKEND_TYPE": type]) { $1 })
+        }
+        var published: [String] = []
+        var replies: [[String: String]] = []
+        let started = ContinuousClock.now
+        while server.requests < 2000 && ContinuousClock.now - started < .seconds(240) {
+            var commands: [RedisCommand] = []
+            for _ in 0..<100 {
+                commands.append(RedisCommand("XADD", "llmq:requests", "*", "prompt", "fuzz", "max_tokens", "4"))
             }
-            var published: [String] = []
-            var replies: [[String: String]] = []
-            let started = ContinuousClock.now
-            while server.requests < 2000 && ContinuousClock.now - started < .seconds(240) {
-                var commands: [RedisCommand] = []
-                for _ in 0..<100 {
-                    commands.append(RedisCommand("XADD", "llmq:requests", "*", "prompt", "fuzz", "max_tokens", "4"))
-                }
-                published += try await client.pipeline(commands).compactMap(\.string)
-                replies = try await collectReplies(client, expected: published.count, streams: ["llmq:replies"], timeout: .seconds(60))
-            }
-            print("backendAnswers: \(server.requests) answers for \(published.count) requests in \(ContinuousClock.now - started); replies by outcome: \(outcomes(replies))")
-            #expect(server.requests >= 2000)
-            for worker in workers {
-                #expect(worker.isRunning, "\(worker.name) died (seed \(seed)): \(worker.output.suffix(1500))")
-            }
-            expectOneReplyEach(replies, ids: published, seed: seed)
-            let codes = Set(replies.compactMap { $0["error_code"] })
-            #expect(codes.isSubset(of: Self.backendErrorCodes), "unexpected error codes: \(codes)")
-            #expect(replies.contains { $0["status"] == "ok" }, "some fuzzed answers are valid completions")
-            #expect(try await client.send("XPENDING", "llmq:requests", "llmq").array?.first?.int == 0)
-            for worker in workers {
-                worker.signal(SIGTERM)
-                #expect(await worker.waitForExit() == 0)
-            }
+            published += try await client.pipeline(commands).compactMap(\.string)
+            replies = try await collectReplies(client, expected: published.count, streams: ["llmq:replies"], timeout: .seconds(60))
+        }
+        print("backendAnswers: \(server.requests) answers for \(published.count) requests in \(ContinuousClock.now - started); replies by outcome: \(outcomes(replies))")
+        #expect(server.requests >= 2000)
+        for worker in workers {
+            #expect(worker.isRunning, "\(worker.name) died (seed \(seed)): \(worker.output.suffix(1500))")
+        }
+        expectOneReplyEach(replies, ids: published, seed: seed)
+        let codes = Set(replies.compactMap { $0["error_code"] })
+        #expect(codes.isSubset(of: Self.backendErrorCodes), "unexpected error codes: \(codes)")
+        #expect(replies.contains { $0["status"] == "ok" }, "some fuzzed answers are valid completions")
+        #expect(try await client.send("XPENDING", "llmq:requests", "llmq").array?.first?.int == 0)
+        for worker in workers {
+            worker.signal(SIGTERM)
+            #expect(await worker.waitForExit() == 0)
         }
     }
 

@@ -39,24 +39,25 @@ private func completionBody(_ content: String = "fine") -> [UInt8] {
 struct HardeningTests {
     @Test("an explicit entry ID near 2^63 with ttl_ms does not crash the worker; later requests are served")
     func hugeEntryID() async throws {
-        try await withRedis { redis, client in
-            try await withSimulator(SimulatorConfiguration(tokenMilliseconds: 0)) { sim in
-                let worker = try WorkerProcess(name: "huge-id", environment: workerEnvironment(redis: redis, endpoint: sim.url))
-                // The reproduction from the issue, exactly as a user would type it.
-                try await redis.redisCLI(["XADD", "llmq:requests", "9223372036854775000-0", "prompt", "x", "ttl_ms", "100000"])
-                // After such an ID every auto ID shares its millisecond part.
-                try await redis.redisCLI(["XADD", "llmq:requests", "*", "prompt", "y", "ttl_ms", "100000", "max_tokens", "2", "id", "after"])
-                try await redis.redisCLI(["XADD", "llmq:requests", "18446744073709551615-18446744073709551615", "prompt", "z", "ttl_ms", "1"])
-                let replies = try await waitForReplies(client, count: 3, timeout: .seconds(20))
-                #expect(worker.isRunning, "the worker died: \(worker.output.suffix(800))")
-                #expect(replies.count == 3)
-                #expect(replies.allSatisfy { $0["status"] == "ok" }, "\(replies)")
-                #expect(replies.first { $0["id"] == "after" }?["status"] == "ok")
-                #expect(try await pending(client) == 0)
-                worker.signal(SIGTERM)
-                #expect(await worker.waitForExit() == 0)
-            }
-        }
+        let redis = try await RedisServer.start()
+        let sim = try await RunningSimulator.start(SimulatorConfiguration(tokenMilliseconds: 0))
+        let client = RedisClient(configuration: redis.configuration)
+        defer { client.shutdown() }
+        let worker = try WorkerProcess(name: "huge-id", environment: workerEnvironment(redis: redis, endpoint: sim.url))
+        // The reproduction from the issue, exactly as a user would type it.
+        try await redis.redisCLI(["XADD", "llmq:requests", "9223372036854775000-0", "prompt", "x", "ttl_ms", "100000"])
+        // After such an ID every auto ID shares its millisecond part.
+        try await redis.redisCLI(["XADD", "llmq:requests", "*", "prompt", "y", "ttl_ms", "100000", "max_tokens", "2", "id", "after"])
+        try await redis.redisCLI(["XADD", "llmq:requests", "18446744073709551615-18446744073709551615", "prompt", "z", "ttl_ms", "1"])
+        let replies = try await waitForReplies(client, count: 3, timeout: .seconds(20))
+        #expect(worker.isRunning, "the worker died: \(worker.output.suffix(800))")
+        #expect(replies.count == 3)
+        #expect(replies.allSatisfy { $0["status"] == "ok" }, "\(replies)")
+        #expect(replies.first { $0["id"] == "after" }?["status"] == "ok")
+        #expect(try await pending(client) == 0)
+        worker.signal(SIGTERM)
+        #expect(await worker.waitForExit() == 0)
+        await sim.stop()
     }
 
     @Test("a 503 with a hostile Retry-After (1e300, nan, inf, -1, huge, a date) is retried; the worker lives")
@@ -69,230 +70,238 @@ struct HardeningTests {
                 : .respond(httpResponse(status: 200, headers: [("Content-Type", "application/json")], body: completionBody()))
         }
         defer { server.stop() }
-        try await withRedis { redis, client in
-            let worker = try WorkerProcess(
-                name: "retry-after", environment: workerEnvironment(redis: redis, endpoint: server.url, ["LLMQ_CONCURRENCY": "1"]))
-            for index in values.indices {
-                try await publish(client, [("prompt", "hi"), ("id", "r\(index)")])
-            }
-            let replies = try await waitForReplies(client, count: values.count, timeout: .seconds(30))
-            #expect(worker.isRunning, "the worker died: \(worker.output.suffix(800))")
-            #expect(replies.allSatisfy { $0["status"] == "ok" && $0["attempts"] == "2" }, "\(replies)")
-            worker.signal(SIGTERM)
-            #expect(await worker.waitForExit() == 0)
+        let redis = try await RedisServer.start()
+        let client = RedisClient(configuration: redis.configuration)
+        defer { client.shutdown() }
+        let worker = try WorkerProcess(
+            name: "retry-after", environment: workerEnvironment(redis: redis, endpoint: server.url, ["LLMQ_CONCURRENCY": "1"]))
+        for index in values.indices {
+            try await publish(client, [("prompt", "hi"), ("id", "r\(index)")])
         }
+        let replies = try await waitForReplies(client, count: values.count, timeout: .seconds(30))
+        #expect(worker.isRunning, "the worker died: \(worker.output.suffix(800))")
+        #expect(replies.allSatisfy { $0["status"] == "ok" && $0["attempts"] == "2" }, "\(replies)")
+        worker.signal(SIGTERM)
+        #expect(await worker.waitForExit() == 0)
     }
 
     @Test("answered requests are deleted: XLEN of the request stream is what is not answered yet")
     func answeredEntriesAreDeleted() async throws {
-        try await withRedis { redis, client in
-            try await withSimulator(SimulatorConfiguration(slots: 8, tokenMilliseconds: 0)) { sim in
-                var configuration = workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: sim.url), concurrency: 8)
-                configuration.streams.deadMaxLength = 5
-                let worker = try RunningWorker(configuration)
-                for index in 0..<200 {
-                    try await publish(client, [("prompt", "p\(index)"), ("max_tokens", "2")])
-                }
-                _ = try await waitForReplies(client, count: 200)
-                #expect(try await length(client, "llmq:requests") == 0)
-                #expect(try await pending(client) == 0)
-                await worker.stop()
-
-                // keepAnswered copies answered requests to a history stream, trimmed to about
-                // answeredMaxLength; the request stream still holds only what is not answered.
-                configuration.streams.keepAnswered = true
-                configuration.streams.answeredMaxLength = 50
-                let keeper = try RunningWorker(configuration)
-                for index in 0..<300 {
-                    try await publish(client, [("prompt", "k\(index)"), ("max_tokens", "2"), ("id", "k\(index)")])
-                }
-                let replies = try await waitForReplies(client, count: 500)
-                #expect(try await length(client, "llmq:requests") == 0)
-                let kept = try await length(client, "llmq:answered")
-                #expect(kept >= 50 && kept < 300, "kept \(kept) entries")
-                let newest = try await client.send("XREVRANGE", "llmq:answered", "+", "-", "COUNT", "1").array?.first?.array?[1].pairs ?? []
-                let fields = Dictionary(newest.map { ($0.name.string ?? "", $0.value.string ?? "") }, uniquingKeysWith: { a, _ in a })
-                #expect(fields["prompt"]?.hasPrefix("k") == true)
-                #expect(replies.contains { $0["request"] == fields["request"] }, "a history entry names its request's entry ID")
-                await keeper.stop()
-            }
+        let redis = try await RedisServer.start()
+        let sim = try await RunningSimulator.start(SimulatorConfiguration(slots: 8, tokenMilliseconds: 0))
+        let client = RedisClient(configuration: redis.configuration)
+        defer { client.shutdown() }
+        var configuration = workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: sim.url), concurrency: 8)
+        configuration.streams.deadMaxLength = 5
+        let worker = try RunningWorker(configuration)
+        for index in 0..<200 {
+            try await publish(client, [("prompt", "p\(index)"), ("max_tokens", "2")])
         }
+        _ = try await waitForReplies(client, count: 200)
+        #expect(try await length(client, "llmq:requests") == 0)
+        #expect(try await pending(client) == 0)
+        await worker.stop()
+
+        // keepAnswered copies answered requests to a history stream, trimmed to about
+        // answeredMaxLength; the request stream still holds only what is not answered.
+        configuration.streams.keepAnswered = true
+        configuration.streams.answeredMaxLength = 50
+        let keeper = try RunningWorker(configuration)
+        for index in 0..<300 {
+            try await publish(client, [("prompt", "k\(index)"), ("max_tokens", "2"), ("id", "k\(index)")])
+        }
+        let replies = try await waitForReplies(client, count: 500)
+        #expect(try await length(client, "llmq:requests") == 0)
+        let kept = try await length(client, "llmq:answered")
+        #expect(kept >= 50 && kept < 300, "kept \(kept) entries")
+        let newest = try await client.send("XREVRANGE", "llmq:answered", "+", "-", "COUNT", "1").array?.first?.array?[1].pairs ?? []
+        let fields = Dictionary(newest.map { ($0.name.string ?? "", $0.value.string ?? "") }, uniquingKeysWith: { a, _ in a })
+        #expect(fields["prompt"]?.hasPrefix("k") == true)
+        #expect(replies.contains { $0["request"] == fields["request"] }, "a history entry names its request's entry ID")
+        await keeper.stop()
+        await sim.stop()
     }
 
     @Test("an entry deleted while a worker runs it still gets the finished answer, once")
     func deletedWhileRunning() async throws {
-        try await withRedis { redis, client in
-            try await withSimulator(SimulatorConfiguration(slots: 2, tokenMilliseconds: 100)) { sim in
-                var configuration = workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: sim.url))
-                // Refreshed every 200 ms while it runs: the refresh must not drop the deleted entry.
-                configuration.recovery.claimMinIdle = .milliseconds(600)
-                configuration.recovery.claimInterval = .milliseconds(100)
-                let worker = try RunningWorker(configuration)
-                let deleted = try await publish(client, [("prompt", "deleted"), ("max_tokens", "15"), ("id", "xdel")])
-                let trimmed = try await publish(client, [("prompt", "trimmed"), ("max_tokens", "15"), ("id", "trim")])
-                try await Task.sleep(for: .milliseconds(300))
-                #expect(try await pending(client) == 2)
-                _ = try await client.send("XDEL", "llmq:requests", deleted)
-                _ = try await client.send("XTRIM", "llmq:requests", "MAXLEN", "0")
-                #expect(try await length(client, "llmq:requests") == 0)
-                let replies = try await waitForReplies(client, count: 2, timeout: .seconds(10))
-                try await Task.sleep(for: .milliseconds(500))
-                #expect(try await readReplies(client).count == 2)
-                #expect(replies.first { $0["request"] == deleted }?["status"] == "ok")
-                #expect(replies.first { $0["request"] == trimmed }?["status"] == "ok")
-                #expect(try await pending(client) == 0)
-                await worker.stop()
-            }
-        }
+        let redis = try await RedisServer.start()
+        let sim = try await RunningSimulator.start(SimulatorConfiguration(slots: 2, tokenMilliseconds: 100))
+        let client = RedisClient(configuration: redis.configuration)
+        defer { client.shutdown() }
+        var configuration = workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: sim.url))
+        // Refreshed every 200 ms while it runs: the refresh must not drop the deleted entry.
+        configuration.recovery.claimMinIdle = .milliseconds(600)
+        configuration.recovery.claimInterval = .milliseconds(100)
+        let worker = try RunningWorker(configuration)
+        let deleted = try await publish(client, [("prompt", "deleted"), ("max_tokens", "15"), ("id", "xdel")])
+        let trimmed = try await publish(client, [("prompt", "trimmed"), ("max_tokens", "15"), ("id", "trim")])
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(try await pending(client) == 2)
+        _ = try await client.send("XDEL", "llmq:requests", deleted)
+        _ = try await client.send("XTRIM", "llmq:requests", "MAXLEN", "0")
+        #expect(try await length(client, "llmq:requests") == 0)
+        let replies = try await waitForReplies(client, count: 2, timeout: .seconds(10))
+        try await Task.sleep(for: .milliseconds(500))
+        #expect(try await readReplies(client).count == 2)
+        #expect(replies.first { $0["request"] == deleted }?["status"] == "ok")
+        #expect(replies.first { $0["request"] == trimmed }?["status"] == "ok")
+        #expect(try await pending(client) == 0)
+        await worker.stop()
+        await sim.stop()
     }
 
     @Test("deleted while running, taken over by another worker's claim: still exactly one reply")
     func deletedWhileRunningWithTwoWorkers() async throws {
-        try await withRedis { redis, client in
-            try await withSimulator(SimulatorConfiguration(slots: 8, tokenMilliseconds: 100)) { sim in
-                var configuration = workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: sim.url))
-                configuration.recovery.claimMinIdle = .milliseconds(300)
-                configuration.recovery.claimInterval = .milliseconds(50)
-                let workers = try (0..<2).map { _ in try RunningWorker(configuration) }
-                // 15 tokens x 100 ms: five times the claim idle time, so a claim takes each deleted
-                // entry out of the group while it runs; the owner's answer and the claimer's
-                // request_lost race, and the lost mode's marker lets one through.
-                var ids: [String] = []
-                for index in 0..<6 {
-                    ids.append(try await publish(client, [("prompt", "race \(index)"), ("max_tokens", "15")]))
-                }
-                try await Task.sleep(for: .milliseconds(200))
-                for id in ids { _ = try await client.send("XDEL", "llmq:requests", id) }
-                _ = try await waitForReplies(client, count: 6, timeout: .seconds(10))
-                try await Task.sleep(for: .milliseconds(2000))
-                let replies = try await readReplies(client)
-                print("deleted while running, two workers: \(replies.filter { $0["status"] == "ok" }.count) finished answers, \(replies.filter { $0["error_code"] == "request_lost" }.count) request_lost")
-                #expect(replies.count == 6, "\(replies)")
-                #expect(Set(replies.compactMap { $0["request"] }) == Set(ids))
-                #expect(replies.allSatisfy { $0["status"] == "ok" || $0["error_code"] == "request_lost" })
-                #expect(try await pending(client) == 0)
-                for worker in workers { await worker.stop() }
-            }
+        let redis = try await RedisServer.start()
+        let sim = try await RunningSimulator.start(SimulatorConfiguration(slots: 8, tokenMilliseconds: 100))
+        let client = RedisClient(configuration: redis.configuration)
+        defer { client.shutdown() }
+        var configuration = workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: sim.url))
+        configuration.recovery.claimMinIdle = .milliseconds(300)
+        configuration.recovery.claimInterval = .milliseconds(50)
+        let workers = try (0..<2).map { _ in try RunningWorker(configuration) }
+        // 15 tokens x 100 ms: five times the claim idle time, so a claim takes each deleted
+        // entry out of the group while it runs; the owner's answer and the claimer's
+        // request_lost race, and the lost mode's marker lets one through.
+        var ids: [String] = []
+        for index in 0..<6 {
+            ids.append(try await publish(client, [("prompt", "race \(index)"), ("max_tokens", "15")]))
         }
+        try await Task.sleep(for: .milliseconds(200))
+        for id in ids { _ = try await client.send("XDEL", "llmq:requests", id) }
+        _ = try await waitForReplies(client, count: 6, timeout: .seconds(10))
+        try await Task.sleep(for: .milliseconds(2000))
+        let replies = try await readReplies(client)
+        print("deleted while running, two workers: \(replies.filter { $0["status"] == "ok" }.count) finished answers, \(replies.filter { $0["error_code"] == "request_lost" }.count) request_lost")
+        #expect(replies.count == 6, "\(replies)")
+        #expect(Set(replies.compactMap { $0["request"] }) == Set(ids))
+        #expect(replies.allSatisfy { $0["status"] == "ok" || $0["error_code"] == "request_lost" })
+        #expect(try await pending(client) == 0)
+        for worker in workers { await worker.stop() }
+        await sim.stop()
     }
 
     @Test("an entry deleted while pending on a dead consumer gets request_lost, once")
     func deletedWhilePendingOnDeadConsumer() async throws {
-        try await withRedis { redis, client in
-            try await withSimulator(SimulatorConfiguration(tokenMilliseconds: 0)) { sim in
-                _ = try await client.send("XGROUP", "CREATE", "llmq:requests", "llmq", "0", "MKSTREAM")
-                let lost = try await publish(client, [("prompt", "lost"), ("id", "lost-1")])
-                let kept = try await publish(client, [("prompt", "kept"), ("max_tokens", "2"), ("id", "kept-1")])
-                // A consumer that took both and died; then the producer deleted one.
-                try await abandonNextEntries(client, count: 2)
-                _ = try await client.send("XDEL", "llmq:requests", lost)
-                var configuration = workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: sim.url))
-                configuration.recovery.claimMinIdle = .milliseconds(200)
-                configuration.recovery.claimInterval = .milliseconds(100)
-                let workers = try (0..<2).map { _ in try RunningWorker(configuration) }
-                let replies = try await waitForReplies(client, count: 2)
-                try await Task.sleep(for: .milliseconds(600))
-                let final = try await readReplies(client)
-                #expect(final.count == 2, "\(final)")
-                let lostReply = final.first { $0["request"] == lost }
-                #expect(lostReply?["error_code"] == "request_lost")
-                #expect(lostReply?["id"] == lost, "the caller's id went with the entry; the entry ID stands in")
-                #expect(replies.first { $0["request"] == kept }?["status"] == "ok")
-                #expect(try await pending(client) == 0)
-                for worker in workers { await worker.stop() }
-            }
-        }
+        let redis = try await RedisServer.start()
+        let sim = try await RunningSimulator.start(SimulatorConfiguration(tokenMilliseconds: 0))
+        let client = RedisClient(configuration: redis.configuration)
+        defer { client.shutdown() }
+        _ = try await client.send("XGROUP", "CREATE", "llmq:requests", "llmq", "0", "MKSTREAM")
+        let lost = try await publish(client, [("prompt", "lost"), ("id", "lost-1")])
+        let kept = try await publish(client, [("prompt", "kept"), ("max_tokens", "2"), ("id", "kept-1")])
+        // A consumer that took both and died; then the producer deleted one.
+        try await abandonNextEntries(client, count: 2)
+        _ = try await client.send("XDEL", "llmq:requests", lost)
+        var configuration = workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: sim.url))
+        configuration.recovery.claimMinIdle = .milliseconds(200)
+        configuration.recovery.claimInterval = .milliseconds(100)
+        let workers = try (0..<2).map { _ in try RunningWorker(configuration) }
+        let replies = try await waitForReplies(client, count: 2)
+        try await Task.sleep(for: .milliseconds(600))
+        let final = try await readReplies(client)
+        #expect(final.count == 2, "\(final)")
+        let lostReply = final.first { $0["request"] == lost }
+        #expect(lostReply?["error_code"] == "request_lost")
+        #expect(lostReply?["id"] == lost, "the caller's id went with the entry; the entry ID stands in")
+        #expect(replies.first { $0["request"] == kept }?["status"] == "ok")
+        #expect(try await pending(client) == 0)
+        for worker in workers { await worker.stop() }
+        await sim.stop()
     }
 
     @Test("llmq:dead holding a string: every dead-lettered request still gets exactly one reply, and says so")
     func deadLetterStreamOfWrongType() async throws {
-        try await withRedis { redis, client in
-            try await withSimulator(SimulatorConfiguration(tokenMilliseconds: 0)) { sim in
-                _ = try await client.send("SET", "llmq:dead", "not a stream")
-                _ = try await client.send("XGROUP", "CREATE", "llmq:requests", "llmq", "0", "MKSTREAM")
-                var ids: [String] = []
-                for index in 0..<5 {
-                    // A huge poison entry too: the dead-letter copy is bounded.
-                    let padding = String(repeating: "x", count: index == 0 ? 600_000 : 10)
-                    let id = try await publish(client, [("prompt", "poison \(index)"), ("id", "poison-\(index)"), ("padding", padding)])
-                    try await abandonNextEntries(client, deliveries: 9)
-                    ids.append(id)
-                }
-                var configuration = workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: sim.url))
-                configuration.recovery.claimMinIdle = .milliseconds(100)
-                configuration.recovery.claimInterval = .milliseconds(50)
-                configuration.recovery.maxDeliveries = 5
-                let worker = try RunningWorker(configuration)
-                _ = try await waitForReplies(client, count: 5)
-                try await Task.sleep(for: .milliseconds(500))
-                let replies = try await readReplies(client)
-                #expect(replies.count == 5)
-                #expect(Set(replies.compactMap { $0["request"] }) == Set(ids))
-                #expect(replies.allSatisfy { $0["error_code"] == "dead_letter" && $0["dead_letter_error"]?.contains("holds a string") == true })
-                #expect(try await pending(client) == 0)
-                #expect(try await client.send("GET", "llmq:dead").string == "not a stream")
-
-                // A stream again: records come back, bounded. (No worker runs while the ghost takes the
-                // entry, or a worker could take it first.)
-                await worker.stop()
-                _ = try await client.send("DEL", "llmq:dead")
-                let id = try await publish(client, [("prompt", "big"), ("id", "big"), ("padding", String(repeating: "y", count: 400_000))])
-                try await abandonNextEntries(client, deliveries: 9)
-                let second = try RunningWorker(configuration)
-                _ = try await waitForReplies(client, count: 6)
-                let dead = try await readReplies(client, stream: "llmq:dead")
-                #expect(dead.count == 1)
-                #expect(dead.first?["request"] == id)
-                #expect(dead.first?["field:prompt"] == "big")
-                #expect(dead.first?["field:padding"] == nil)
-                #expect(dead.first?["truncated"]?.hasPrefix("1 fields") == true)
-                await second.stop()
-            }
+        let redis = try await RedisServer.start()
+        let sim = try await RunningSimulator.start(SimulatorConfiguration(tokenMilliseconds: 0))
+        let client = RedisClient(configuration: redis.configuration)
+        defer { client.shutdown() }
+        _ = try await client.send("SET", "llmq:dead", "not a stream")
+        _ = try await client.send("XGROUP", "CREATE", "llmq:requests", "llmq", "0", "MKSTREAM")
+        var ids: [String] = []
+        for index in 0..<5 {
+            // A huge poison entry too: the dead-letter copy is bounded.
+            let padding = String(repeating: "x", count: index == 0 ? 600_000 : 10)
+            let id = try await publish(client, [("prompt", "poison \(index)"), ("id", "poison-\(index)"), ("padding", padding)])
+            try await abandonNextEntries(client, deliveries: 9)
+            ids.append(id)
         }
+        var configuration = workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: sim.url))
+        configuration.recovery.claimMinIdle = .milliseconds(100)
+        configuration.recovery.claimInterval = .milliseconds(50)
+        configuration.recovery.maxDeliveries = 5
+        let worker = try RunningWorker(configuration)
+        _ = try await waitForReplies(client, count: 5)
+        try await Task.sleep(for: .milliseconds(500))
+        let replies = try await readReplies(client)
+        #expect(replies.count == 5)
+        #expect(Set(replies.compactMap { $0["request"] }) == Set(ids))
+        #expect(replies.allSatisfy { $0["error_code"] == "dead_letter" && $0["dead_letter_error"]?.contains("holds a string") == true })
+        #expect(try await pending(client) == 0)
+        #expect(try await client.send("GET", "llmq:dead").string == "not a stream")
+
+        // A stream again: records come back, bounded. (No worker runs while the ghost takes the
+        // entry, or a worker could take it first.)
+        await worker.stop()
+        _ = try await client.send("DEL", "llmq:dead")
+        let id = try await publish(client, [("prompt", "big"), ("id", "big"), ("padding", String(repeating: "y", count: 400_000))])
+        try await abandonNextEntries(client, deliveries: 9)
+        let second = try RunningWorker(configuration)
+        _ = try await waitForReplies(client, count: 6)
+        let dead = try await readReplies(client, stream: "llmq:dead")
+        #expect(dead.count == 1)
+        #expect(dead.first?["request"] == id)
+        #expect(dead.first?["field:prompt"] == "big")
+        #expect(dead.first?["field:padding"] == nil)
+        #expect(dead.first?["truncated"]?.hasPrefix("1 fields") == true)
+        await second.stop()
+        await sim.stop()
     }
 
     @Test("a wrong Redis password or no password stops the worker at start: one line, exit code 3")
     func wrongCredentials() async throws {
-        try await withRedis { redis, client in
-            _ = try await client.send("CONFIG", "SET", "requirepass", "s3cret")
-            for (url, what) in [("redis://:wrong@127.0.0.1:\(redis.port)", "WRONGPASS"), (redis.url, "NOAUTH"), ("redis://nobody:s3cret@127.0.0.1:\(redis.port)", "WRONGPASS")] {
-                let worker = try WorkerProcess(
-                    name: "credentials", environment: ["LLMQ_REDIS_URL": url, "LLMQ_BACKEND_ENDPOINT": "http://127.0.0.1:9"])
-                let status = await worker.waitForExit(timeout: .seconds(10))
-                if status == nil { worker.signal(SIGKILL) }
-                let output = worker.output
-                #expect(status == 3, "\(url): still retrying or wrong exit code: \(output.suffix(600))")
-                #expect(output.contains("llmq: Redis refused the credentials"), "\(output.suffix(600))")
-                #expect(output.contains(what), "\(output.suffix(600))")
-                #expect(!output.contains("s3cret") && !output.contains("wrong@"), "a password reached the log")
-            }
-            let good = RedisConfiguration(host: "127.0.0.1", port: redis.port, password: "s3cret")
-            let authenticated = RedisClient(configuration: good)
-            defer { authenticated.shutdown() }
-            _ = try await authenticated.send("CONFIG", "SET", "requirepass", "")
+        let redis = try await RedisServer.start()
+        let client = RedisClient(configuration: redis.configuration)
+        defer { client.shutdown() }
+        _ = try await client.send("CONFIG", "SET", "requirepass", "s3cret")
+        for (url, what) in [("redis://:wrong@127.0.0.1:\(redis.port)", "WRONGPASS"), (redis.url, "NOAUTH"), ("redis://nobody:s3cret@127.0.0.1:\(redis.port)", "WRONGPASS")] {
+            let worker = try WorkerProcess(
+                name: "credentials", environment: ["LLMQ_REDIS_URL": url, "LLMQ_BACKEND_ENDPOINT": "http://127.0.0.1:9"])
+            let status = await worker.waitForExit(timeout: .seconds(10))
+            if status == nil { worker.signal(SIGKILL) }
+            let output = worker.output
+            #expect(status == 3, "\(url): still retrying or wrong exit code: \(output.suffix(600))")
+            #expect(output.contains("llmq: Redis refused the credentials"), "\(output.suffix(600))")
+            #expect(output.contains(what), "\(output.suffix(600))")
+            #expect(!output.contains("s3cret") && !output.contains("wrong@"), "a password reached the log")
         }
+        let good = RedisConfiguration(host: "127.0.0.1", port: redis.port, password: "s3cret")
+        let authenticated = RedisClient(configuration: good)
+        defer { authenticated.shutdown() }
+        _ = try await authenticated.send("CONFIG", "SET", "requirepass", "")
     }
 
     @Test("a second SIGTERM ends the worker at once; its request stays pending")
     func secondSignal() async throws {
-        try await withRedis { redis, client in
-            try await withSimulator(SimulatorConfiguration(tokenMilliseconds: 100)) { sim in
-                let worker = try WorkerProcess(name: "twice", environment: workerEnvironment(redis: redis, endpoint: sim.url, ["LLMQ_SHUTDOWN_GRACE_SECONDS": "60"]))
-                try await publish(client, [("prompt", "long"), ("max_tokens", "200"), ("id", "long")])  // ~20 s
-                try await Task.sleep(for: .milliseconds(800))
-                #expect(try await pending(client) == 1)
-                worker.signal(SIGTERM)
-                try await Task.sleep(for: .milliseconds(300))
-                #expect(worker.isRunning, "the first SIGTERM waits for the request in flight")
-                let started = ContinuousClock.now
-                worker.signal(SIGTERM)
-                let status = await worker.waitForExit(timeout: .seconds(5))
-                #expect(status == 128 + SIGTERM, "\(worker.output.suffix(500))")
-                #expect(ContinuousClock.now - started < .seconds(3))
-                #expect(try await readReplies(client).isEmpty)
-                #expect(try await pending(client) == 1)
-            }
-        }
+        let redis = try await RedisServer.start()
+        let sim = try await RunningSimulator.start(SimulatorConfiguration(tokenMilliseconds: 100))
+        let client = RedisClient(configuration: redis.configuration)
+        defer { client.shutdown() }
+        let worker = try WorkerProcess(name: "twice", environment: workerEnvironment(redis: redis, endpoint: sim.url, ["LLMQ_SHUTDOWN_GRACE_SECONDS": "60"]))
+        try await publish(client, [("prompt", "long"), ("max_tokens", "200"), ("id", "long")])  // ~20 s
+        try await Task.sleep(for: .milliseconds(800))
+        #expect(try await pending(client) == 1)
+        worker.signal(SIGTERM)
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(worker.isRunning, "the first SIGTERM waits for the request in flight")
+        let started = ContinuousClock.now
+        worker.signal(SIGTERM)
+        let status = await worker.waitForExit(timeout: .seconds(5))
+        #expect(status == 128 + SIGTERM, "\(worker.output.suffix(500))")
+        #expect(ContinuousClock.now - started < .seconds(3))
+        #expect(try await readReplies(client).isEmpty)
+        #expect(try await pending(client) == 1)
+        await sim.stop()
     }
 
     @Test("a cancelled task never starts a transfer")

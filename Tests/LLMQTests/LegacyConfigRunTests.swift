@@ -31,45 +31,45 @@ struct LegacyConfigRunTests {
 
     @Test("A worker started from the file serves its queue, with its name and backend", arguments: cases)
     func runs(_ legacy: Case) async throws {
-        try await withRedis { redis, client in
-            try await withSimulator { sim in
-                // The file's endpoint, path and all, with the simulator's port in place of the real server's.
-                let file = packageRoot.appendingPathComponent(legacy.file)
-                let object = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: file)) as? [String: Any])
-                var endpoint = try #require(URLComponents(string: (object["backend"] as? [String: Any])?["endpoint"] as? String ?? ""))
-                endpoint.port = sim.port
-                let worker = try WorkerProcess(
-                    name: "legacy", environment: [
-                        "LLMQ_CONFIG": file.path, "LLMQ_REDIS_URL": redis.url, "LLMQ_BACKEND_ENDPOINT": endpoint.string ?? "",
-                        "LLMQ_READ_BLOCK_MS": "200",
-                    ], arguments: ["worker"])
-                defer { worker.signal(SIGKILL) }
+        let redis = try await RedisServer.start()
+        let client = RedisClient(configuration: redis.configuration)
+        defer { client.shutdown() }
+        let sim = try await RunningSimulator.start()
+        // The file's endpoint, path and all, with the simulator's port in place of the real server's.
+        let file = packageRoot.appendingPathComponent(legacy.file)
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: file)) as? [String: Any])
+        var endpoint = try #require(URLComponents(string: (object["backend"] as? [String: Any])?["endpoint"] as? String ?? ""))
+        endpoint.port = sim.port
+        let worker = try WorkerProcess(
+            name: "legacy", environment: [
+                "LLMQ_CONFIG": file.path, "LLMQ_REDIS_URL": redis.url, "LLMQ_BACKEND_ENDPOINT": endpoint.string ?? "",
+                "LLMQ_READ_BLOCK_MS": "200",
+            ], arguments: ["worker"])
+        defer { worker.signal(SIGKILL) }
 
-                try await publish(client, [("prompt", "hello"), ("max_tokens", "8"), ("model", "llama3.2:1b"), ("id", "with-model")], stream: legacy.stream)
-                try await publish(client, [("prompt", "hello"), ("max_tokens", "8"), ("id", "no-model")], stream: legacy.stream)
-                try await publish(client, [("prompt", "not for this worker")], stream: "llmq:requests:GodMode")
-                let replies = try await waitForReplies(client, count: 2, workers: [worker])
-                let byID = Dictionary(uniqueKeysWithValues: replies.map { ($0["id"] ?? "", $0) })
-                #expect(byID["with-model"]?["status"] == "ok", "\(replies)")
-                if legacy.needsModel {
-                    #expect(byID["no-model"]?["error_code"] == "invalid_request", "\(replies)")
-                    #expect(byID["no-model"]?["error"]?.contains("names no model") == true)
-                } else {
-                    #expect(byID["no-model"]?["status"] == "ok", "\(replies)")
-                }
-                if let workerID = legacy.workerID {
-                    #expect(replies.allSatisfy { $0["consumer"] == workerID }, "\(replies.map { $0["consumer"] ?? "" })")
-                }
-                if let description = legacy.description {
-                    #expect(worker.output.contains(description), "the startup log names the backend: \(worker.output.prefix(600))")
-                }
-                // pollGodMode: false: nobody reads that queue.
-                try await Task.sleep(for: .milliseconds(400))
-                #expect(try await client.send("XLEN", "llmq:requests:GodMode").int == 1)
-                #expect(try await readReplies(client).count == 2)
-                worker.signal(SIGTERM)
-                #expect(await worker.waitForExit() == 0, "\(worker.output.suffix(1000))")
-            }
+        try await publish(client, [("prompt", "hello"), ("max_tokens", "8"), ("model", "llama3.2:1b"), ("id", "with-model")], stream: legacy.stream)
+        try await publish(client, [("prompt", "hello"), ("max_tokens", "8"), ("id", "no-model")], stream: legacy.stream)
+        try await publish(client, [("prompt", "not for this worker")], stream: "llmq:requests:GodMode")
+        let replies = try await waitForReplies(client, count: 2, workers: [worker])
+        let byID = Dictionary(uniqueKeysWithValues: replies.map { ($0["id"] ?? "", $0) })
+        #expect(byID["with-model"]?["status"] == "ok", "\(replies)")
+        if legacy.needsModel {
+            #expect(byID["no-model"]?["error_code"] == "invalid_request", "\(replies)")
+            #expect(byID["no-model"]?["error"]?.contains("names no model") == true)
+        } else {
+            #expect(byID["no-model"]?["status"] == "ok", "\(replies)")
         }
+        if let workerID = legacy.workerID {
+            #expect(replies.allSatisfy { $0["consumer"] == workerID }, "\(replies.map { $0["consumer"] ?? "" })")
+        }
+        if let description = legacy.description {
+            #expect(worker.output.contains(description), "the startup log names the backend: \(worker.output.prefix(600))")
+        }
+        // pollGodMode: false: nobody reads that queue.
+        try await Task.sleep(for: .milliseconds(400))
+        #expect(try await client.send("XLEN", "llmq:requests:GodMode").int == 1)
+        #expect(try await readReplies(client).count == 2)
+        worker.signal(SIGTERM)
+        #expect(await worker.waitForExit() == 0, "\(worker.output.suffix(1000))")
     }
 }

@@ -62,78 +62,81 @@ struct LlamaServerE2ETests {
     @Test("workers answer every request with status ok, usage and llama-server timings")
     func completions() async throws {
         let llama = try await LlamaServer(parallel: 4)
-        try await withRedis { redis, client in
-            let workers = try (1...2).map {
-                try RunningWorker(workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: llama.url), consumer: "e2e-\($0)", concurrency: 2))
-            }
-            for index in 0..<8 {
-                try await publish(client, [("prompt", "Write a haiku about queue number \(index)"), ("max_tokens", "24"), ("id", "e\(index)")])
-            }
-            try await publish(client, [("messages", #"[{"role":"system","content":"Be brief."},{"role":"user","content":"Hi"}]"#), ("max_tokens", "8"), ("id", "chat")])
-            let replies = try await waitForReplies(client, count: 9, timeout: .seconds(120))
-            for reply in replies {
-                #expect(reply["status"] == "ok", "\(reply)")
-                #expect(reply["backend"] == "llama-cpp")
-                #expect(reply["content"]?.isEmpty == false)
-                #expect(Int(reply["prompt_tokens"] ?? "") ?? 0 > 0)
-                #expect(Double(reply["generation_ms"] ?? "") ?? 0 > 0, "llama-server timings missing")
-                #expect(Double(reply["tokens_per_second"] ?? "") ?? 0 > 0)
-            }
-            #expect(replies.first { $0["id"] == "e0" }?["completion_tokens"] == "24")
-            #expect(replies.first { $0["id"] == "chat" }?["completion_tokens"] == "8")
-            for worker in workers { await worker.stop() }
+        let redis = try await RedisServer.start()
+        let client = RedisClient(configuration: redis.configuration)
+        defer { client.shutdown() }
+        let workers = try (1...2).map {
+            try RunningWorker(workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: llama.url), consumer: "e2e-\($0)", concurrency: 2))
         }
+        for index in 0..<8 {
+            try await publish(client, [("prompt", "Write a haiku about queue number \(index)"), ("max_tokens", "24"), ("id", "e\(index)")])
+        }
+        try await publish(client, [("messages", #"[{"role":"system","content":"Be brief."},{"role":"user","content":"Hi"}]"#), ("max_tokens", "8"), ("id", "chat")])
+        let replies = try await waitForReplies(client, count: 9, timeout: .seconds(120))
+        for reply in replies {
+            #expect(reply["status"] == "ok", "\(reply)")
+            #expect(reply["backend"] == "llama-cpp")
+            #expect(reply["content"]?.isEmpty == false)
+            #expect(Int(reply["prompt_tokens"] ?? "") ?? 0 > 0)
+            #expect(Double(reply["generation_ms"] ?? "") ?? 0 > 0, "llama-server timings missing")
+            #expect(Double(reply["tokens_per_second"] ?? "") ?? 0 > 0)
+        }
+        #expect(replies.first { $0["id"] == "e0" }?["completion_tokens"] == "24")
+        #expect(replies.first { $0["id"] == "chat" }?["completion_tokens"] == "8")
+        for worker in workers { await worker.stop() }
     }
 
     @Test("streamed answers: the first text arrives long before the answer ends, and rebuilds to the reply; usage and timings come last")
     func streaming() async throws {
         let llama = try await LlamaServer(parallel: 2)
-        try await withRedis { redis, client in
-            let worker = try RunningWorker(workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: llama.url), concurrency: 2))
-            for index in 0..<4 {
-                try await publish(client, [("prompt", "Stream a long story, part \(index)"), ("max_tokens", "96"), ("stream", "1"), ("id", "st\(index)")])
-            }
-            let replies = try await waitForReplies(client, count: 4, timeout: .seconds(180))
-            for reply in replies {
-                #expect(reply["status"] == "ok", "\(reply)")
-                let key = try #require(reply["stream"])
-                let chunks = try await ReadChunks.read(client, key)
-                #expect(chunks.problems.isEmpty, "\(key): \(chunks.problems)")
-                #expect(chunks.text == reply["content"], "\(key): the rebuilt answer differs from the reply")
-                #expect(chunks.textChunks > 10, "\(key): \(chunks.textChunks) text chunks for 96 tokens")
-                let done = try #require(chunks.done)
-                #expect(done["completion_tokens"] == "96" && Double(done["generation_ms"] ?? "") ?? 0 > 0, "\(done)")
-                // Real streaming: the first text is in Redis while most of the answer is still to
-                // come (replayed at the end, text and done would land within a millisecond or two).
-                let firstText = try #require(chunks.chunks.firstIndex { $0["delta"] != nil })
-                let span = try #require(chunks.times.last) - chunks.times[firstText]
-                let backend = Double(reply["backend_ms"] ?? "") ?? 0
-                print("llama-server e2e streaming: \(key): text from first chunk to done \(span) ms, backend \(backend) ms, \(chunks.textChunks) text chunks")
-                #expect(Double(span) > backend / 2, "text arrived over only \(span) ms of the backend's \(backend) ms: not streamed")
-            }
-            await worker.stop()
+        let redis = try await RedisServer.start()
+        let client = RedisClient(configuration: redis.configuration)
+        defer { client.shutdown() }
+        let worker = try RunningWorker(workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: llama.url), concurrency: 2))
+        for index in 0..<4 {
+            try await publish(client, [("prompt", "Stream a long story, part \(index)"), ("max_tokens", "96"), ("stream", "1"), ("id", "st\(index)")])
         }
+        let replies = try await waitForReplies(client, count: 4, timeout: .seconds(180))
+        for reply in replies {
+            #expect(reply["status"] == "ok", "\(reply)")
+            let key = try #require(reply["stream"])
+            let chunks = try await ReadChunks.read(client, key)
+            #expect(chunks.problems.isEmpty, "\(key): \(chunks.problems)")
+            #expect(chunks.text == reply["content"], "\(key): the rebuilt answer differs from the reply")
+            #expect(chunks.textChunks > 10, "\(key): \(chunks.textChunks) text chunks for 96 tokens")
+            let done = try #require(chunks.done)
+            #expect(done["completion_tokens"] == "96" && Double(done["generation_ms"] ?? "") ?? 0 > 0, "\(done)")
+            // Real streaming: the first text is in Redis while most of the answer is still to
+            // come (replayed at the end, text and done would land within a millisecond or two).
+            let firstText = try #require(chunks.chunks.firstIndex { $0["delta"] != nil })
+            let span = try #require(chunks.times.last) - chunks.times[firstText]
+            let backend = Double(reply["backend_ms"] ?? "") ?? 0
+            print("llama-server e2e streaming: \(key): text from first chunk to done \(span) ms, backend \(backend) ms, \(chunks.textChunks) text chunks")
+            #expect(Double(span) > backend / 2, "text arrived over only \(span) ms of the backend's \(backend) ms: not streamed")
+        }
+        await worker.stop()
     }
 
     @Test("concurrency 4 against -np 4 is clearly faster than concurrency 1 (128-token completions)")
     func parallelSpeedup() async throws {
         let llama = try await LlamaServer(parallel: 4)
         func run(concurrency: Int, requests: Int) async throws -> Duration {
-            try await withRedis { redis, client in
-                let worker = try RunningWorker(workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: llama.url), concurrency: concurrency))
-                let start = ContinuousClock.now
-                for index in 0..<requests {
-                    try await publish(client, [("prompt", "Run \(concurrency)-\(requests): tell a long story about request \(index)"), ("max_tokens", "128")])
-                }
-                let replies = try await waitForReplies(client, count: requests, timeout: .seconds(300))
-                let wall = ContinuousClock.now - start
-                let backend = replies.compactMap { Double($0["backend_ms"] ?? "") }
-                let queue = replies.compactMap { Double($0["queue_ms"] ?? "") }
-                print("llama-server e2e: concurrency \(concurrency): wall \(wall), backend_ms max \(backend.max() ?? 0) sum \(backend.reduce(0, +)), queue_ms max \(queue.max() ?? 0)")
-                #expect(replies.allSatisfy { $0["status"] == "ok" && $0["completion_tokens"] == "128" })
-                await worker.stop()
-                return wall
+            let redis = try await RedisServer.start()
+            let client = RedisClient(configuration: redis.configuration)
+            defer { client.shutdown() }
+            let worker = try RunningWorker(workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: llama.url), concurrency: concurrency))
+            let start = ContinuousClock.now
+            for index in 0..<requests {
+                try await publish(client, [("prompt", "Run \(concurrency)-\(requests): tell a long story about request \(index)"), ("max_tokens", "128")])
             }
+            let replies = try await waitForReplies(client, count: requests, timeout: .seconds(300))
+            let wall = ContinuousClock.now - start
+            let backend = replies.compactMap { Double($0["backend_ms"] ?? "") }
+            let queue = replies.compactMap { Double($0["queue_ms"] ?? "") }
+            print("llama-server e2e: concurrency \(concurrency): wall \(wall), backend_ms max \(backend.max() ?? 0) sum \(backend.reduce(0, +)), queue_ms max \(queue.max() ?? 0)")
+            #expect(replies.allSatisfy { $0["status"] == "ok" && $0["completion_tokens"] == "128" })
+            await worker.stop()
+            return wall
         }
         _ = try await run(concurrency: 4, requests: 4)  // warm up
         // Best of three: on 2 cores any other process preempts one of llama-server's two
@@ -152,23 +155,24 @@ struct LlamaServerE2ETests {
     @Test("the compose topology as processes: redis-server, llama-server, five worker processes")
     func composeTopology() async throws {
         let llama = try await LlamaServer(parallel: 4)
-        try await withRedis(appendOnly: true) { redis, client in
-            let environment = [
-                "LLMQ_REDIS_URL": redis.url, "LLMQ_BACKEND_TYPE": "llama-cpp", "LLMQ_BACKEND_ENDPOINT": llama.url,
-                "LLMQ_CONCURRENCY": "1", "LLMQ_READ_BLOCK_MS": "200",
-            ]
-            let workers = try (1...5).map { try WorkerProcess(name: "compose-worker-\($0)", environment: environment) }
-            for index in 0..<20 {
-                try await redis.redisCLI(["XADD", "llmq:requests", "*", "prompt", "compose \(index)", "max_tokens", "16", "id", "c\(index)"])
-            }
-            let replies = try await waitForReplies(client, count: 20, timeout: .seconds(180))
-            #expect(Set(replies.compactMap { $0["id"] }).count == 20)
-            #expect(replies.allSatisfy { $0["status"] == "ok" })
-            #expect(Set(replies.compactMap { $0["consumer"] }).count >= 3, "the requests should spread over the workers")
-            for worker in workers {
-                worker.signal(SIGTERM)
-                #expect(await worker.waitForExit() == 0)
-            }
+        let redis = try await RedisServer.start(appendOnly: true)
+        let client = RedisClient(configuration: redis.configuration)
+        defer { client.shutdown() }
+        let environment = [
+            "LLMQ_REDIS_URL": redis.url, "LLMQ_BACKEND_TYPE": "llama-cpp", "LLMQ_BACKEND_ENDPOINT": llama.url,
+            "LLMQ_CONCURRENCY": "1", "LLMQ_READ_BLOCK_MS": "200",
+        ]
+        let workers = try (1...5).map { try WorkerProcess(name: "compose-worker-\($0)", environment: environment) }
+        for index in 0..<20 {
+            try await redis.redisCLI(["XADD", "llmq:requests", "*", "prompt", "compose \(index)", "max_tokens", "16", "id", "c\(index)"])
+        }
+        let replies = try await waitForReplies(client, count: 20, timeout: .seconds(180))
+        #expect(Set(replies.compactMap { $0["id"] }).count == 20)
+        #expect(replies.allSatisfy { $0["status"] == "ok" })
+        #expect(Set(replies.compactMap { $0["consumer"] }).count >= 3, "the requests should spread over the workers")
+        for worker in workers {
+            worker.signal(SIGTERM)
+            #expect(await worker.waitForExit() == 0)
         }
     }
 }

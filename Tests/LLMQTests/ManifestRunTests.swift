@@ -60,58 +60,58 @@ struct ManifestRunTests {
         var config = try #require(try JSONSerialization.jsonObject(with: Data(configText.utf8)) as? [String: Any])
 
         // Stand-ins: Redis, and the simulator for the llama-server Service the config names.
-        try await withRedis { redis, client in
-            try await withSimulator { sim in
-                let endpoint = try #require(URLComponents(string: value(config, "backend.endpoint") as? String ?? ""))
-                #expect(endpoint.host == "llama-server" && endpoint.port == value(llamaService, "spec.ports.0.port") as? Int, "\(endpoint)")
-                var backend = config["backend"] as? [String: Any] ?? [:]
-                backend["endpoint"] = sim.url
-                config["backend"] = backend
-                let configFile = FileManager.default.temporaryDirectory.appendingPathComponent("worker-\(UUID().uuidString).json")
-                try JSONSerialization.data(withJSONObject: config).write(to: configFile)
-                defer { try? FileManager.default.removeItem(at: configFile) }
-                #expect(environment["LLMQ_REDIS_URL"] == "secret:redis-url")
-                environment["LLMQ_REDIS_URL"] = redis.url
-                environment["LLMQ_CONFIG"] = configFile.path
+        let redis = try await RedisServer.start()
+        let client = RedisClient(configuration: redis.configuration)
+        defer { client.shutdown() }
+        let sim = try await RunningSimulator.start()
+        let endpoint = try #require(URLComponents(string: value(config, "backend.endpoint") as? String ?? ""))
+        #expect(endpoint.host == "llama-server" && endpoint.port == value(llamaService, "spec.ports.0.port") as? Int, "\(endpoint)")
+        var backend = config["backend"] as? [String: Any] ?? [:]
+        backend["endpoint"] = sim.url
+        config["backend"] = backend
+        let configFile = FileManager.default.temporaryDirectory.appendingPathComponent("worker-\(UUID().uuidString).json")
+        try JSONSerialization.data(withJSONObject: config).write(to: configFile)
+        defer { try? FileManager.default.removeItem(at: configFile) }
+        #expect(environment["LLMQ_REDIS_URL"] == "secret:redis-url")
+        environment["LLMQ_REDIS_URL"] = redis.url
+        environment["LLMQ_CONFIG"] = configFile.path
 
-                // The probes' port, by name, is the one the worker listens on; here a free loopback port.
-                let ports = container["ports"] as? [[String: Any]] ?? []
-                let liveness = try #require(value(container, "livenessProbe.httpGet") as? [String: Any])
-                let readiness = try #require(value(container, "readinessProbe.httpGet") as? [String: Any])
-                for probe in [liveness, readiness] {
-                    let port = ports.first { $0["name"] as? String == probe["port"] as? String }?["containerPort"] as? Int
-                    #expect(port.map(String.init) == environment["LLMQ_METRICS_PORT"], "probe port \(String(describing: probe["port"]))")
-                }
-                let annotations = value(deployment, "spec.template.metadata.annotations") as? [String: String] ?? [:]
-                #expect(annotations["prometheus.io/port"] == environment["LLMQ_METRICS_PORT"])
-                #expect(environment["LLMQ_METRICS_HOST"] == "0.0.0.0", "a pod must listen beyond loopback for the kubelet")
-                let metricsPort = try freePort()
-                environment["LLMQ_METRICS_PORT"] = String(metricsPort)
-                environment["LLMQ_METRICS_HOST"] = "127.0.0.1"
-
-                let grace = try #require(pod["terminationGracePeriodSeconds"] as? Int)
-                let shutdownGrace = config["shutdownGraceSeconds"] as? Int ?? 30
-                #expect(grace > shutdownGrace, "terminationGracePeriodSeconds \(grace) must exceed shutdownGraceSeconds \(shutdownGrace)")
-
-                let worker = try WorkerProcess(name: "k8s-worker", environment: environment)
-                defer { worker.signal(SIGKILL) }
-                let base = "http://127.0.0.1:\(metricsPort)"
-                _ = try await waitForHTTP(base + (readiness["path"] as? String ?? "?"), status: 200)
-                #expect(try await httpGet(base + (liveness["path"] as? String ?? "?")).status == 200)
-                try await publish(client, [("prompt", "hello from kubernetes"), ("max_tokens", "8")])
-                let replies = try await waitForReplies(client, count: 1, workers: [worker])
-                #expect(replies.first?["status"] == "ok", "\(replies)")
-                let scrape = try await Scrape.take(port: metricsPort)
-                #expect(scrape.value("llmq_replies_total", ["status": "ok"]) == 1)
-                // JSON logs, as the Deployment asks.
-                #expect(worker.output.split(separator: "\n").allSatisfy { $0.hasPrefix("{\"timestamp\":") }, "\(worker.output.prefix(500))")
-
-                worker.signal(SIGTERM)
-                let stopped = ContinuousClock.now
-                #expect(await worker.waitForExit(timeout: .seconds(grace)) == 0)
-                #expect(ContinuousClock.now - stopped < .seconds(grace))
-            }
+        // The probes' port, by name, is the one the worker listens on; here a free loopback port.
+        let ports = container["ports"] as? [[String: Any]] ?? []
+        let liveness = try #require(value(container, "livenessProbe.httpGet") as? [String: Any])
+        let readiness = try #require(value(container, "readinessProbe.httpGet") as? [String: Any])
+        for probe in [liveness, readiness] {
+            let port = ports.first { $0["name"] as? String == probe["port"] as? String }?["containerPort"] as? Int
+            #expect(port.map(String.init) == environment["LLMQ_METRICS_PORT"], "probe port \(String(describing: probe["port"]))")
         }
+        let annotations = value(deployment, "spec.template.metadata.annotations") as? [String: String] ?? [:]
+        #expect(annotations["prometheus.io/port"] == environment["LLMQ_METRICS_PORT"])
+        #expect(environment["LLMQ_METRICS_HOST"] == "0.0.0.0", "a pod must listen beyond loopback for the kubelet")
+        let metricsPort = try freePort()
+        environment["LLMQ_METRICS_PORT"] = String(metricsPort)
+        environment["LLMQ_METRICS_HOST"] = "127.0.0.1"
+
+        let grace = try #require(pod["terminationGracePeriodSeconds"] as? Int)
+        let shutdownGrace = config["shutdownGraceSeconds"] as? Int ?? 30
+        #expect(grace > shutdownGrace, "terminationGracePeriodSeconds \(grace) must exceed shutdownGraceSeconds \(shutdownGrace)")
+
+        let worker = try WorkerProcess(name: "k8s-worker", environment: environment)
+        defer { worker.signal(SIGKILL) }
+        let base = "http://127.0.0.1:\(metricsPort)"
+        _ = try await waitForHTTP(base + (readiness["path"] as? String ?? "?"), status: 200)
+        #expect(try await httpGet(base + (liveness["path"] as? String ?? "?")).status == 200)
+        try await publish(client, [("prompt", "hello from kubernetes"), ("max_tokens", "8")])
+        let replies = try await waitForReplies(client, count: 1, workers: [worker])
+        #expect(replies.first?["status"] == "ok", "\(replies)")
+        let scrape = try await Scrape.take(port: metricsPort)
+        #expect(scrape.value("llmq_replies_total", ["status": "ok"]) == 1)
+        // JSON logs, as the Deployment asks.
+        #expect(worker.output.split(separator: "\n").allSatisfy { $0.hasPrefix("{\"timestamp\":") }, "\(worker.output.prefix(500))")
+
+        worker.signal(SIGTERM)
+        let stopped = ContinuousClock.now
+        #expect(await worker.waitForExit(timeout: .seconds(grace)) == 0)
+        #expect(ContinuousClock.now - stopped < .seconds(grace))
     }
 
     @Test("The image's ENV and HEALTHCHECK: a worker with that environment passes the healthcheck command")

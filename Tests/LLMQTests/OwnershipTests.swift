@@ -98,70 +98,73 @@ struct OwnershipTests {
 
     @Test("A request's control, task and chunk stream are freed when it is answered (no cycle keeps them), streamed or not")
     func nothingOutlivesItsRequest() async throws {
-        try await withRedis { redis, client in
-            try await withSimulator(SimulatorConfiguration(slots: 8, tokenMilliseconds: 1)) { sim in
-                let before = EntryControl.live.withLockedValue { $0 }
-                let worker = try RunningWorker(workerConfiguration(redis: redis, backend: BackendConfiguration(kind: .llamaCpp, endpoint: sim.url)))
-                for index in 0..<40 {
-                    var fields = [("prompt", "p \(index)"), ("max_tokens", "6")]
-                    if index % 2 == 0 { fields.append(("stream", "1")) }
-                    try await publish(client, fields)
-                }
-                _ = try await waitForReplies(client, count: 40)
-                await worker.stop()
-                #expect(EntryControl.live.withLockedValue { $0 } == before, "controls still alive after every request was answered")
-            }
+        let redis = try await RedisServer.start()
+        let sim = try await RunningSimulator.start(SimulatorConfiguration(slots: 8, tokenMilliseconds: 1))
+        let client = RedisClient(configuration: redis.configuration)
+        defer { client.shutdown() }
+        let before = EntryControl.live.withLockedValue { $0 }
+        let worker = try RunningWorker(workerConfiguration(redis: redis, backend: BackendConfiguration(kind: .llamaCpp, endpoint: sim.url)))
+        for index in 0..<40 {
+            var fields = [("prompt", "p \(index)"), ("max_tokens", "6")]
+            if index % 2 == 0 { fields.append(("stream", "1")) }
+            try await publish(client, fields)
         }
+        _ = try await waitForReplies(client, count: 40)
+        await worker.stop()
+        await sim.stop()
+        #expect(EntryControl.live.withLockedValue { $0 } == before, "controls still alive after every request was answered")
     }
 
     // Case 2a: a reply_to that is not a stream costs the reply_to only.
     @Test("A streamed request whose reply_to holds a string: the reply goes to the default stream, the done chunk is still written")
     func wrongTypeReplyToKeepsTheDoneChunk() async throws {
-        try await withRedis { redis, client in
-            try await withSimulator(SimulatorConfiguration(slots: 4, tokenMilliseconds: 2)) { sim in
-                _ = try await client.send("SET", "llmq:mine", "x")
-                let worker = try RunningWorker(workerConfiguration(redis: redis, backend: BackendConfiguration(kind: .llamaCpp, endpoint: sim.url)))
-                let entry = try await publish(client, [("prompt", "hi"), ("stream", "1"), ("reply_to", "llmq:mine"), ("max_tokens", "8")])
-                let replies = try await waitForReplies(client, count: 1)
-                await worker.stop()
-                let reply = try #require(replies.first)
-                #expect(reply["status"] == "ok", "\(reply)")
-                #expect(reply["reply_error"]?.contains("llmq:mine") == true, "\(reply)")
-                #expect(reply["stream_error"] == nil, "the chunk stream was fine: \(reply)")
-                let chunks = try await ReadChunks.read(client, "llmq:stream:\(entry)")
-                #expect(chunks.problems.isEmpty, "\(chunks.problems)")
-                #expect(chunks.done?["status"] == "ok" && chunks.text == reply["content"])
-                #expect(try await client.send("GET", "llmq:mine").string == "x", "the producer's key is left alone")
-            }
-        }
+        let redis = try await RedisServer.start()
+        let sim = try await RunningSimulator.start(SimulatorConfiguration(slots: 4, tokenMilliseconds: 2))
+        let client = RedisClient(configuration: redis.configuration)
+        defer { client.shutdown() }
+        _ = try await client.send("SET", "llmq:mine", "x")
+        let worker = try RunningWorker(workerConfiguration(redis: redis, backend: BackendConfiguration(kind: .llamaCpp, endpoint: sim.url)))
+        let entry = try await publish(client, [("prompt", "hi"), ("stream", "1"), ("reply_to", "llmq:mine"), ("max_tokens", "8")])
+        let replies = try await waitForReplies(client, count: 1)
+        await worker.stop()
+        await sim.stop()
+        let reply = try #require(replies.first)
+        #expect(reply["status"] == "ok", "\(reply)")
+        #expect(reply["reply_error"]?.contains("llmq:mine") == true, "\(reply)")
+        #expect(reply["stream_error"] == nil, "the chunk stream was fine: \(reply)")
+        let chunks = try await ReadChunks.read(client, "llmq:stream:\(entry)")
+        #expect(chunks.problems.isEmpty, "\(chunks.problems)")
+        #expect(chunks.done?["status"] == "ok" && chunks.text == reply["content"])
+        #expect(try await client.send("GET", "llmq:mine").string == "x", "the producer's key is left alone")
     }
 
     // Case 2b: out of memory for a while delays replies and chunks; it reroutes nothing.
     @Test("Redis out of memory for 4 s mid-generation: reply_to still gets its reply, the streamed answer its text and done chunk")
     func outOfMemoryDelaysRoutesNothing() async throws {
-        try await withRedis { redis, client in
-            try await withSimulator(SimulatorConfiguration(slots: 4, tokenMilliseconds: 50)) { sim in
-                let worker = try RunningWorker(workerConfiguration(redis: redis, backend: BackendConfiguration(kind: .llamaCpp, endpoint: sim.url)))
-                try await publish(client, [("prompt", "routed"), ("reply_to", "llmq:mine2"), ("max_tokens", "30"), ("id", "routed")])
-                let streamed = try await publish(client, [("prompt", "streamed"), ("stream", "1"), ("max_tokens", "30"), ("id", "streamed")])
-                // Into the generation (30 tokens x 50 ms), the server refuses every write for 4 s.
-                try await Task.sleep(for: .milliseconds(500))
-                _ = try await client.send("CONFIG", "SET", "maxmemory", "1")
-                try await Task.sleep(for: .seconds(4))
-                _ = try await client.send("CONFIG", "SET", "maxmemory", "0")
-                let routed = try await waitForReplies(client, count: 1, stream: "llmq:mine2", timeout: .seconds(20))
-                let replies = try await waitForReplies(client, count: 1, timeout: .seconds(20))
-                try await Task.sleep(for: .milliseconds(300))
-                await worker.stop()
-                #expect(routed.count == 1 && routed[0]["id"] == "routed" && routed[0]["status"] == "ok", "\(routed)")
-                #expect(routed[0]["reply_error"] == nil, "\(routed)")
-                #expect(replies.count == 1 && replies[0]["id"] == "streamed" && replies[0]["status"] == "ok", "\(replies)")
-                #expect(replies[0]["stream_error"] == nil, "\(replies)")
-                let chunks = try await ReadChunks.read(client, "llmq:stream:\(streamed)")
-                #expect(chunks.problems.isEmpty, "\(chunks.problems)")
-                #expect(chunks.text == replies[0]["content"], "the rebuilt text equals the reply")
-            }
-        }
+        let redis = try await RedisServer.start()
+        let sim = try await RunningSimulator.start(SimulatorConfiguration(slots: 4, tokenMilliseconds: 50))
+        let client = RedisClient(configuration: redis.configuration)
+        defer { client.shutdown() }
+        let worker = try RunningWorker(workerConfiguration(redis: redis, backend: BackendConfiguration(kind: .llamaCpp, endpoint: sim.url)))
+        try await publish(client, [("prompt", "routed"), ("reply_to", "llmq:mine2"), ("max_tokens", "30"), ("id", "routed")])
+        let streamed = try await publish(client, [("prompt", "streamed"), ("stream", "1"), ("max_tokens", "30"), ("id", "streamed")])
+        // Into the generation (30 tokens x 50 ms), the server refuses every write for 4 s.
+        try await Task.sleep(for: .milliseconds(500))
+        _ = try await client.send("CONFIG", "SET", "maxmemory", "1")
+        try await Task.sleep(for: .seconds(4))
+        _ = try await client.send("CONFIG", "SET", "maxmemory", "0")
+        let routed = try await waitForReplies(client, count: 1, stream: "llmq:mine2", timeout: .seconds(20))
+        let replies = try await waitForReplies(client, count: 1, timeout: .seconds(20))
+        try await Task.sleep(for: .milliseconds(300))
+        await worker.stop()
+        await sim.stop()
+        #expect(routed.count == 1 && routed[0]["id"] == "routed" && routed[0]["status"] == "ok", "\(routed)")
+        #expect(routed[0]["reply_error"] == nil, "\(routed)")
+        #expect(replies.count == 1 && replies[0]["id"] == "streamed" && replies[0]["status"] == "ok", "\(replies)")
+        #expect(replies[0]["stream_error"] == nil, "\(replies)")
+        let chunks = try await ReadChunks.read(client, "llmq:stream:\(streamed)")
+        #expect(chunks.problems.isEmpty, "\(chunks.problems)")
+        #expect(chunks.text == replies[0]["content"], "the rebuilt text equals the reply")
     }
 
     // Case 3: a stalled worker's late chunks never land after its heir's reset.
@@ -209,27 +212,28 @@ struct OwnershipTests {
     // Case 4: an idle worker watches every queue it serves.
     @Test("Concurrency 1, queues hi and lo, only lo traffic, readBlockMs 2000: each lo request starts within 50 ms")
     func idleWorkerWatchesEveryQueue() async throws {
-        try await withRedis { redis, client in
-            try await withSimulator(SimulatorConfiguration(slots: 4, tokenMilliseconds: 0)) { sim in
-                var configuration = workerConfiguration(redis: redis, backend: BackendConfiguration(kind: .llamaCpp, endpoint: sim.url), concurrency: 1)
-                configuration.queues = [
-                    WorkerConfiguration.Queue(name: "hi", stream: "llmq:requests:hi", priority: 1),
-                    WorkerConfiguration.Queue(name: "lo", stream: "llmq:requests:lo", minimumShare: 0.5),
-                ]
-                configuration.readBlock = .milliseconds(2000)
-                let worker = try RunningWorker(configuration)
-                try await Task.sleep(for: .milliseconds(300))
-                for index in 0..<10 {
-                    try await publish(client, [("prompt", "lo \(index)"), ("max_tokens", "2")], stream: "llmq:requests:lo")
-                    _ = try await waitForReplies(client, count: index + 1)
-                    try await Task.sleep(for: .milliseconds(150))
-                }
-                await worker.stop()
-                let waits = try await readReplies(client).compactMap { $0["queue_ms"].flatMap(Double.init) }.sorted()
-                #expect(waits.count == 10)
-                #expect((waits.last ?? .infinity) < 50, "queue_ms of idle lo requests: \(waits)")
-            }
+        let redis = try await RedisServer.start()
+        let sim = try await RunningSimulator.start(SimulatorConfiguration(slots: 4, tokenMilliseconds: 0))
+        let client = RedisClient(configuration: redis.configuration)
+        defer { client.shutdown() }
+        var configuration = workerConfiguration(redis: redis, backend: BackendConfiguration(kind: .llamaCpp, endpoint: sim.url), concurrency: 1)
+        configuration.queues = [
+            WorkerConfiguration.Queue(name: "hi", stream: "llmq:requests:hi", priority: 1),
+            WorkerConfiguration.Queue(name: "lo", stream: "llmq:requests:lo", minimumShare: 0.5),
+        ]
+        configuration.readBlock = .milliseconds(2000)
+        let worker = try RunningWorker(configuration)
+        try await Task.sleep(for: .milliseconds(300))
+        for index in 0..<10 {
+            try await publish(client, [("prompt", "lo \(index)"), ("max_tokens", "2")], stream: "llmq:requests:lo")
+            _ = try await waitForReplies(client, count: index + 1)
+            try await Task.sleep(for: .milliseconds(150))
         }
+        await worker.stop()
+        await sim.stop()
+        let waits = try await readReplies(client).compactMap { $0["queue_ms"].flatMap(Double.init) }.sorted()
+        #expect(waits.count == 10)
+        #expect((waits.last ?? .infinity) < 50, "queue_ms of idle lo requests: \(waits)")
     }
 
     // Case 5: a backend never gets more than its slots.

@@ -20,26 +20,27 @@ struct QueueTests {
     private func run(
         high: WorkerConfiguration.Queue, low: WorkerConfiguration.Queue, highCount: Int = 40, lowCount: Int = 20
     ) async throws -> (high: [[String: String]], low: [[String: String]]) {
-        try await withRedis { redis, client in
-            // Four slots, 40 ms a request: the worker's four slots are the backend's four.
-            let sim = try await RunningSimulator.start(SimulatorConfiguration(slots: 4, tokenMilliseconds: 5))
-            for index in 0..<highCount { try await publish(client, [("prompt", "high \(index)"), ("max_tokens", "8"), ("id", "h\(index)")], stream: high.stream) }
-            for index in 0..<lowCount { try await publish(client, [("prompt", "low \(index)"), ("max_tokens", "8"), ("id", "l\(index)")], stream: low.stream) }
-            var configuration = workerConfiguration(redis: redis, backend: BackendConfiguration(kind: .llamaCpp, endpoint: sim.url), concurrency: 4)
-            configuration.queues = [high, low]
-            let worker = try RunningWorker(configuration)
-            let replies = try await waitForReplies(client, count: highCount + lowCount)
-            await worker.stop()
-            await sim.stop()
-            // Exactly one reply each, on both queues, and nothing left.
-            let ids = replies.compactMap { $0["id"] }
-            #expect(Set(ids) == Set((0..<highCount).map { "h\($0)" } + (0..<lowCount).map { "l\($0)" }) && ids.count == highCount + lowCount)
-            for queue in [high, low] {
-                #expect(try await client.send("XLEN", queue.stream).int == 0)
-                #expect(try await client.send("XPENDING", queue.stream, "llmq").array?.first?.int == 0)
-            }
-            return (replies.filter { $0["queue"] == high.name }, replies.filter { $0["queue"] == low.name })
+        let redis = try await RedisServer.start()
+        let client = RedisClient(configuration: redis.configuration)
+        defer { client.shutdown() }
+        // Four slots, 40 ms a request: the worker's four slots are the backend's four.
+        let sim = try await RunningSimulator.start(SimulatorConfiguration(slots: 4, tokenMilliseconds: 5))
+        for index in 0..<highCount { try await publish(client, [("prompt", "high \(index)"), ("max_tokens", "8"), ("id", "h\(index)")], stream: high.stream) }
+        for index in 0..<lowCount { try await publish(client, [("prompt", "low \(index)"), ("max_tokens", "8"), ("id", "l\(index)")], stream: low.stream) }
+        var configuration = workerConfiguration(redis: redis, backend: BackendConfiguration(kind: .llamaCpp, endpoint: sim.url), concurrency: 4)
+        configuration.queues = [high, low]
+        let worker = try RunningWorker(configuration)
+        let replies = try await waitForReplies(client, count: highCount + lowCount)
+        await worker.stop()
+        await sim.stop()
+        // Exactly one reply each, on both queues, and nothing left.
+        let ids = replies.compactMap { $0["id"] }
+        #expect(Set(ids) == Set((0..<highCount).map { "h\($0)" } + (0..<lowCount).map { "l\($0)" }) && ids.count == highCount + lowCount)
+        for queue in [high, low] {
+            #expect(try await client.send("XLEN", queue.stream).int == 0)
+            #expect(try await client.send("XPENDING", queue.stream, "llmq").array?.first?.int == 0)
         }
+        return (replies.filter { $0["queue"] == high.name }, replies.filter { $0["queue"] == low.name })
     }
 
     /// Starts of `low` while `high` still had requests waiting (before its last start, less a
@@ -117,44 +118,44 @@ struct QueueTests {
 struct ConsumerNameTests {
     @Test("Two workers started with the same consumer name (workerId) run under two names, the second says so; a clean stop gives the name back")
     func sameNameTwice() async throws {
-        try await withRedis { redis, client in
-            try await withSimulator { sim in
-                let environment = ["LLMQ_REDIS_URL": redis.url, "LLMQ_BACKEND_ENDPOINT": sim.url, "LLMQ_READ_BLOCK_MS": "200"]
-                // WorkerProcess passes --consumer NAME, as a config file's workerId would.
-                func started(_ worker: WorkerProcess) async throws {
-                    let deadline = ContinuousClock.now + .seconds(20)
-                    while !worker.output.contains("worker starting") {
-                        guard ContinuousClock.now < deadline, worker.isRunning else { throw TestFailure("\(worker.name) did not start: \(worker.output)") }
-                        try await Task.sleep(for: .milliseconds(20))
-                    }
-                }
-                let first = try WorkerProcess(name: "primary-worker", environment: environment)
-                defer { first.signal(SIGKILL) }
-                try await started(first)
-                let second = try WorkerProcess(name: "primary-worker", environment: environment)
-                defer { second.signal(SIGKILL) }
-                try await started(second)
-                for index in 0..<8 { try await publish(client, [("prompt", "job \(index)"), ("max_tokens", "4")]) }
-                _ = try await waitForReplies(client, count: 8, workers: [first, second])
-
-                // Both names are leased (Redis lists a consumer only once it has received an entry).
-                let leases = Set((try await client.send("KEYS", "llmq:consumer:primary-worker*").array ?? []).compactMap(\.string))
-                #expect(leases.count == 2 && leases.contains("llmq:consumer:primary-worker"), "\(leases)")
-                #expect(leases.contains { $0.hasPrefix("llmq:consumer:primary-worker-") })
-                #expect(second.output.contains("consumer name primary-worker is in use by another live worker"), "\(second.output.prefix(800))")
-                #expect(!first.output.contains("in use by another live worker"))
-
-                first.signal(SIGTERM)
-                #expect(await first.waitForExit() == 0)
-                #expect(try await client.send("EXISTS", "llmq:consumer:primary-worker").int == 0, "the lease is given back")
-                let third = try WorkerProcess(name: "primary-worker", environment: environment)
-                defer { third.signal(SIGKILL) }
-                try await started(third)
-                try await publish(client, [("prompt", "after"), ("max_tokens", "4")])
-                _ = try await waitForReplies(client, count: 9, workers: [second, third])
-                #expect(!third.output.contains("in use by another live worker"), "\(third.output.prefix(800))")
+        let redis = try await RedisServer.start()
+        let client = RedisClient(configuration: redis.configuration)
+        defer { client.shutdown() }
+        let sim = try await RunningSimulator.start()
+        let environment = ["LLMQ_REDIS_URL": redis.url, "LLMQ_BACKEND_ENDPOINT": sim.url, "LLMQ_READ_BLOCK_MS": "200"]
+        // WorkerProcess passes --consumer NAME, as a config file's workerId would.
+        func started(_ worker: WorkerProcess) async throws {
+            let deadline = ContinuousClock.now + .seconds(20)
+            while !worker.output.contains("worker starting") {
+                guard ContinuousClock.now < deadline, worker.isRunning else { throw TestFailure("\(worker.name) did not start: \(worker.output)") }
+                try await Task.sleep(for: .milliseconds(20))
             }
         }
+        let first = try WorkerProcess(name: "primary-worker", environment: environment)
+        defer { first.signal(SIGKILL) }
+        try await started(first)
+        let second = try WorkerProcess(name: "primary-worker", environment: environment)
+        defer { second.signal(SIGKILL) }
+        try await started(second)
+        for index in 0..<8 { try await publish(client, [("prompt", "job \(index)"), ("max_tokens", "4")]) }
+        _ = try await waitForReplies(client, count: 8, workers: [first, second])
+
+        // Both names are leased (Redis lists a consumer only once it has received an entry).
+        let leases = Set((try await client.send("KEYS", "llmq:consumer:primary-worker*").array ?? []).compactMap(\.string))
+        #expect(leases.count == 2 && leases.contains("llmq:consumer:primary-worker"), "\(leases)")
+        #expect(leases.contains { $0.hasPrefix("llmq:consumer:primary-worker-") })
+        #expect(second.output.contains("consumer name primary-worker is in use by another live worker"), "\(second.output.prefix(800))")
+        #expect(!first.output.contains("in use by another live worker"))
+
+        first.signal(SIGTERM)
+        #expect(await first.waitForExit() == 0)
+        #expect(try await client.send("EXISTS", "llmq:consumer:primary-worker").int == 0, "the lease is given back")
+        let third = try WorkerProcess(name: "primary-worker", environment: environment)
+        defer { third.signal(SIGKILL) }
+        try await started(third)
+        try await publish(client, [("prompt", "after"), ("max_tokens", "4")])
+        _ = try await waitForReplies(client, count: 9, workers: [second, third])
+        #expect(!third.output.contains("in use by another live worker"), "\(third.output.prefix(800))")
     }
 }
 
@@ -162,62 +163,63 @@ struct ConsumerNameTests {
 struct QueueGuaranteeTests {
     @Test("An entry a crashed consumer left on the low queue is claimed and answered; one delivered too often is dead-lettered with its queue")
     func claimsAndDeadLettersPerQueue() async throws {
-        try await withRedis { redis, client in
-            try await withSimulator { sim in
-                let high = WorkerConfiguration.Queue(name: "high", stream: "llmq:requests:high", priority: 1)
-                let low = WorkerConfiguration.Queue(name: "low", stream: "llmq:requests:low")
-                try await publish(client, [("prompt", "left behind"), ("id", "claimed")], stream: low.stream)
-                try await publish(client, [("prompt", "poison"), ("id", "dead")], stream: low.stream)
-                _ = try await client.send("XGROUP", "CREATE", low.stream, "llmq", "0")
-                let read = try await client.send("XREADGROUP", "GROUP", "llmq", "ghost", "COUNT", "2", "STREAMS", low.stream, ">")
-                let ids = (read.array?.first?.array?.last?.array ?? []).compactMap { $0.array?.first?.string }
-                #expect(ids.count == 2)
-                _ = try await client.send("XCLAIM", low.stream, "llmq", "ghost", "0", ids[1], "RETRYCOUNT", "5")
+        let redis = try await RedisServer.start()
+        let client = RedisClient(configuration: redis.configuration)
+        defer { client.shutdown() }
+        let sim = try await RunningSimulator.start()
+        let high = WorkerConfiguration.Queue(name: "high", stream: "llmq:requests:high", priority: 1)
+        let low = WorkerConfiguration.Queue(name: "low", stream: "llmq:requests:low")
+        try await publish(client, [("prompt", "left behind"), ("id", "claimed")], stream: low.stream)
+        try await publish(client, [("prompt", "poison"), ("id", "dead")], stream: low.stream)
+        _ = try await client.send("XGROUP", "CREATE", low.stream, "llmq", "0")
+        let read = try await client.send("XREADGROUP", "GROUP", "llmq", "ghost", "COUNT", "2", "STREAMS", low.stream, ">")
+        let ids = (read.array?.first?.array?.last?.array ?? []).compactMap { $0.array?.first?.string }
+        #expect(ids.count == 2)
+        _ = try await client.send("XCLAIM", low.stream, "llmq", "ghost", "0", ids[1], "RETRYCOUNT", "5")
 
-                var configuration = workerConfiguration(redis: redis, backend: BackendConfiguration(kind: .llamaCpp, endpoint: sim.url))
-                configuration.queues = [high, low]
-                configuration.recovery.claimMinIdle = .milliseconds(300)
-                configuration.recovery.claimInterval = .milliseconds(100)
-                configuration.recovery.maxDeliveries = 5
-                let worker = try RunningWorker(configuration)
-                let replies = try await waitForReplies(client, count: 2)
-                await worker.stop()
-                let byID = Dictionary(uniqueKeysWithValues: replies.map { ($0["id"] ?? "", $0) })
-                #expect(byID["claimed"]?["status"] == "ok" && byID["claimed"]?["queue"] == "low", "\(replies)")
-                #expect(byID["dead"]?["error_code"] == "dead_letter" && byID["dead"]?["queue"] == "low", "\(replies)")
-                let dead = try await client.send("XRANGE", "llmq:dead", "-", "+").array ?? []
-                let record = Dictionary(((dead.first?.array?.last)?.pairs ?? []).map { ($0.name.string ?? "", $0.value.string ?? "") }, uniquingKeysWith: { $1 })
-                #expect(record["queue"] == "low" && record["request"] == ids[1], "\(record)")
-                #expect(try await client.send("XPENDING", low.stream, "llmq").array?.first?.int == 0)
-            }
-        }
+        var configuration = workerConfiguration(redis: redis, backend: BackendConfiguration(kind: .llamaCpp, endpoint: sim.url))
+        configuration.queues = [high, low]
+        configuration.recovery.claimMinIdle = .milliseconds(300)
+        configuration.recovery.claimInterval = .milliseconds(100)
+        configuration.recovery.maxDeliveries = 5
+        let worker = try RunningWorker(configuration)
+        let replies = try await waitForReplies(client, count: 2)
+        await worker.stop()
+        let byID = Dictionary(uniqueKeysWithValues: replies.map { ($0["id"] ?? "", $0) })
+        #expect(byID["claimed"]?["status"] == "ok" && byID["claimed"]?["queue"] == "low", "\(replies)")
+        #expect(byID["dead"]?["error_code"] == "dead_letter" && byID["dead"]?["queue"] == "low", "\(replies)")
+        let dead = try await client.send("XRANGE", "llmq:dead", "-", "+").array ?? []
+        let record = Dictionary(((dead.first?.array?.last)?.pairs ?? []).map { ($0.name.string ?? "", $0.value.string ?? "") }, uniquingKeysWith: { $1 })
+        #expect(record["queue"] == "low" && record["request"] == ids[1], "\(record)")
+        #expect(try await client.send("XPENDING", low.stream, "llmq").array?.first?.int == 0)
     }
 
     @Test("llmq publish --queue writes to the queue's stream; llmq status shows every configured queue (JSON: an array)")
     func commandsKnowQueues() async throws {
-        try await withRedis { redis, client in
-            let config = FileManager.default.temporaryDirectory.appendingPathComponent("queues-\(UUID().uuidString).json")
-            try Data(#"{"queues": {"urgent": {"priority": 2}, "bulk": {"stream": "jobs:bulk", "weight": 3}}}"#.utf8).write(to: config)
-            defer { try? FileManager.default.removeItem(at: config) }
-            let llmq = try llmqExecutable().path
-            let common = ["--config", config.path, "--redis-url", redis.url]
-            #expect(try await runProgram(llmq, ["publish"] + common + ["--queue", "urgent", "--prompt", "now"]).status == 0)
-            #expect(try await runProgram(llmq, ["publish"] + common + ["--queue", "bulk", "--prompt", "later"]).status == 0)
-            #expect(try await runProgram(llmq, ["publish", "--redis-url", redis.url, "--queue", "adhoc", "--prompt", "x"]).status == 0)
-            #expect(try await client.send("XLEN", "llmq:requests:urgent").int == 1)
-            #expect(try await client.send("XLEN", "jobs:bulk").int == 1)
-            #expect(try await client.send("XLEN", "llmq:requests:adhoc").int == 1, "the naming rule without configuration")
+        let redis = try await RedisServer.start()
+        let client = RedisClient(configuration: redis.configuration)
+        defer { client.shutdown() }
+        let config = FileManager.default.temporaryDirectory.appendingPathComponent("queues-\(UUID().uuidString).json")
+        try Data(#"{"queues": {"urgent": {"priority": 2}, "bulk": {"stream": "jobs:bulk", "weight": 3}}}"#.utf8).write(to: config)
+        defer { try? FileManager.default.removeItem(at: config) }
+        let llmq = try llmqExecutable().path
+        let common = ["--config", config.path, "--redis-url", redis.url]
+        #expect(try await runProgram(llmq, ["publish"] + common + ["--queue", "urgent", "--prompt", "now"]).status == 0)
+        #expect(try await runProgram(llmq, ["publish"] + common + ["--queue", "bulk", "--prompt", "later"]).status == 0)
+        #expect(try await runProgram(llmq, ["publish", "--redis-url", redis.url, "--queue", "adhoc", "--prompt", "x"]).status == 0)
+        #expect(try await client.send("XLEN", "llmq:requests:urgent").int == 1)
+        #expect(try await client.send("XLEN", "jobs:bulk").int == 1)
+        #expect(try await client.send("XLEN", "llmq:requests:adhoc").int == 1, "the naming rule without configuration")
 
-            let status = try await runProgram(llmq, ["status", "--json"] + common)
-            let array = try #require(try JSONSerialization.jsonObject(with: Data(status.output.utf8)) as? [[String: Any]], "\(status.output)")
-            #expect(array.map { $0["stream"] as? String } == ["llmq:requests:urgent", "jobs:bulk"], "priority order")
-            #expect(array.map { $0["length"] as? Int } == [1, 1])
-            let text = try await runProgram(llmq, ["status"] + common)
-            #expect(text.output.contains("queue urgent (priority 2") && text.output.contains("queue bulk (priority 0, weight 3"), "\(text.output)")
-            let watch = try await runProgram(llmq, ["status", "--watch", "--count", "1"] + common)
-            #expect(watch.status == 2 && watch.error.contains("--queue"), "\(watch.error)")
-            let one = try await runProgram(llmq, ["status", "--watch", "--count", "1", "--queue", "bulk"] + common)
-            #expect(one.status == 0 && one.output.contains("jobs:bulk"), "\(one.output)")
-        }
+        let status = try await runProgram(llmq, ["status", "--json"] + common)
+        let array = try #require(try JSONSerialization.jsonObject(with: Data(status.output.utf8)) as? [[String: Any]], "\(status.output)")
+        #expect(array.map { $0["stream"] as? String } == ["llmq:requests:urgent", "jobs:bulk"], "priority order")
+        #expect(array.map { $0["length"] as? Int } == [1, 1])
+        let text = try await runProgram(llmq, ["status"] + common)
+        #expect(text.output.contains("queue urgent (priority 2") && text.output.contains("queue bulk (priority 0, weight 3"), "\(text.output)")
+        let watch = try await runProgram(llmq, ["status", "--watch", "--count", "1"] + common)
+        #expect(watch.status == 2 && watch.error.contains("--queue"), "\(watch.error)")
+        let one = try await runProgram(llmq, ["status", "--watch", "--count", "1", "--queue", "bulk"] + common)
+        #expect(one.status == 0 && one.output.contains("jobs:bulk"), "\(one.output)")
     }
 }

@@ -90,40 +90,41 @@ struct ReadChunks {
 struct StreamingTests {
     @Test("OpenAI SSE and Ollama NDJSON: chunks arrive during generation, in order, the reply has the same text, the stream expires")
     func streamsBothAPIs() async throws {
-        try await withRedis { redis, client in
-            try await withSimulator(SimulatorConfiguration(slots: 4, tokenMilliseconds: 25, promptMilliseconds: 20)) { sim in
-                for (kind, endpoint) in [(BackendConfiguration.Kind.llamaCpp, sim.url), (.ollama, sim.url)] {
-                    var configuration = workerConfiguration(redis: redis, backend: .init(kind: kind, endpoint: endpoint, model: "sim"))
-                    configuration.streaming.expire = .seconds(120)
-                    let worker = try RunningWorker(configuration)
-                    let tokens = 16
-                    let entry = try await publish(client, [("prompt", "stream me"), ("max_tokens", String(tokens)), ("stream", "true"), ("id", "s-\(kind)")])
-                    let replies = try await waitForReplies(client, count: kind == .llamaCpp ? 1 : 2)
-                    let reply = try #require(replies.last)
-                    let key = "llmq:stream:\(entry)"
-                    #expect(reply["status"] == "ok", "\(reply)")
-                    #expect(reply["stream"] == key)
-                    let chunks = try await ReadChunks.read(client, key)
-                    #expect(chunks.problems.isEmpty, "\(kind): \(chunks.problems)")
-                    #expect(chunks.text == reply["content"], "\(kind): streamed text differs from the reply's content")
-                    #expect(chunks.resets == 0)
-                    // 25 ms a token against a 10 ms flush interval: text goes out many times, not once at the end.
-                    #expect(chunks.textChunks >= tokens / 2, "\(kind): only \(chunks.textChunks) text chunks for \(tokens) tokens")
-                    // The first text was written while the answer was still being generated (16 x 25 ms).
-                    let firstText = try #require(chunks.chunks.firstIndex { $0["delta"] != nil })
-                    let doneTime = try #require(chunks.times.last)
-                    #expect(doneTime - chunks.times[firstText] >= 200, "\(kind): first text only \(doneTime - chunks.times[firstText]) ms before the end")
-                    let done = try #require(chunks.done)
-                    #expect(done["id"] == "s-\(kind)")
-                    #expect(done["status"] == "ok" && done["finish_reason"] == "length" && done["completion_tokens"] == String(tokens))
-                    #expect(done["generation_ms"] != nil, "\(kind): timings belong in the last chunk")
-                    #expect(reply["first_token_ms"].flatMap(Double.init).map { $0 > 0 } == true)
-                    let ttl = try await client.send("PTTL", key).int ?? -2
-                    #expect(ttl > 100_000 && ttl <= 120_000, "\(kind): TTL \(ttl)")
-                    await worker.stop()
-                }
-            }
+        let redis = try await RedisServer.start()
+        let sim = try await RunningSimulator.start(SimulatorConfiguration(slots: 4, tokenMilliseconds: 25, promptMilliseconds: 20))
+        let client = RedisClient(configuration: redis.configuration)
+        defer { client.shutdown() }
+        for (kind, endpoint) in [(BackendConfiguration.Kind.llamaCpp, sim.url), (.ollama, sim.url)] {
+            var configuration = workerConfiguration(redis: redis, backend: .init(kind: kind, endpoint: endpoint, model: "sim"))
+            configuration.streaming.expire = .seconds(120)
+            let worker = try RunningWorker(configuration)
+            let tokens = 16
+            let entry = try await publish(client, [("prompt", "stream me"), ("max_tokens", String(tokens)), ("stream", "true"), ("id", "s-\(kind)")])
+            let replies = try await waitForReplies(client, count: kind == .llamaCpp ? 1 : 2)
+            let reply = try #require(replies.last)
+            let key = "llmq:stream:\(entry)"
+            #expect(reply["status"] == "ok", "\(reply)")
+            #expect(reply["stream"] == key)
+            let chunks = try await ReadChunks.read(client, key)
+            #expect(chunks.problems.isEmpty, "\(kind): \(chunks.problems)")
+            #expect(chunks.text == reply["content"], "\(kind): streamed text differs from the reply's content")
+            #expect(chunks.resets == 0)
+            // 25 ms a token against a 10 ms flush interval: text goes out many times, not once at the end.
+            #expect(chunks.textChunks >= tokens / 2, "\(kind): only \(chunks.textChunks) text chunks for \(tokens) tokens")
+            // The first text was written while the answer was still being generated (16 x 25 ms).
+            let firstText = try #require(chunks.chunks.firstIndex { $0["delta"] != nil })
+            let doneTime = try #require(chunks.times.last)
+            #expect(doneTime - chunks.times[firstText] >= 200, "\(kind): first text only \(doneTime - chunks.times[firstText]) ms before the end")
+            let done = try #require(chunks.done)
+            #expect(done["id"] == "s-\(kind)")
+            #expect(done["status"] == "ok" && done["finish_reason"] == "length" && done["completion_tokens"] == String(tokens))
+            #expect(done["generation_ms"] != nil, "\(kind): timings belong in the last chunk")
+            #expect(reply["first_token_ms"].flatMap(Double.init).map { $0 > 0 } == true)
+            let ttl = try await client.send("PTTL", key).int ?? -2
+            #expect(ttl > 100_000 && ttl <= 120_000, "\(kind): TTL \(ttl)")
+            await worker.stop()
         }
+        await sim.stop()
     }
 
     @Test(
@@ -219,23 +220,24 @@ struct StreamingTests {
 
     @Test("A shared stream_to: chunks carry each request's id, every answer rebuilds from its own")
     func sharedStream() async throws {
-        try await withRedis { redis, client in
-            try await withSimulator(SimulatorConfiguration(slots: 8, tokenMilliseconds: 3)) { sim in
-                let worker = try RunningWorker(workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: sim.url), concurrency: 8))
-                for index in 0..<10 {
-                    try await publish(client, [("prompt", "shared \(index)"), ("max_tokens", "10"), ("stream_to", "llmq:chat:session-1"), ("id", "sh\(index)")])
-                }
-                let replies = try await waitForReplies(client, count: 10)
-                for reply in replies {
-                    let id = try #require(reply["id"])
-                    #expect(reply["stream"] == "llmq:chat:session-1")
-                    let chunks = try await ReadChunks.read(client, "llmq:chat:session-1", id: id)
-                    #expect(chunks.problems.isEmpty, "\(id): \(chunks.problems)")
-                    #expect(chunks.text == reply["content"])
-                }
-                await worker.stop()
-            }
+        let redis = try await RedisServer.start()
+        let sim = try await RunningSimulator.start(SimulatorConfiguration(slots: 8, tokenMilliseconds: 3))
+        let client = RedisClient(configuration: redis.configuration)
+        defer { client.shutdown() }
+        let worker = try RunningWorker(workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: sim.url), concurrency: 8))
+        for index in 0..<10 {
+            try await publish(client, [("prompt", "shared \(index)"), ("max_tokens", "10"), ("stream_to", "llmq:chat:session-1"), ("id", "sh\(index)")])
         }
+        let replies = try await waitForReplies(client, count: 10)
+        for reply in replies {
+            let id = try #require(reply["id"])
+            #expect(reply["stream"] == "llmq:chat:session-1")
+            let chunks = try await ReadChunks.read(client, "llmq:chat:session-1", id: id)
+            #expect(chunks.problems.isEmpty, "\(id): \(chunks.problems)")
+            #expect(chunks.text == reply["content"])
+        }
+        await worker.stop()
+        await sim.stop()
     }
 
     @Test(
@@ -256,62 +258,65 @@ struct StreamingTests {
             ([("stream_to", "llmq:mine"), ("max_tokens", "-1")], "max_tokens -1", true),
         ] as [([(String, String)], String, Bool)])
     func badStreamFields(fields: [(String, String)], message: String, errorChunk: Bool) async throws {
-        try await withRedis { redis, client in
-            let worker = try RunningWorker(workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: "http://127.0.0.1:9")))
-            let entry = try await publish(client, [("prompt", "hi"), ("id", "bad")] + fields)
-            let replyStream = fields.first { $0.0 == "reply_to" }?.1 ?? "llmq:replies"
-            let reply = try #require(try await waitForReplies(client, count: 1, stream: replyStream).first)
-            #expect(reply["status"] == "error" && reply["error_code"] == "invalid_request", "\(reply)")
-            #expect(reply["error"]?.contains(message) == true, "\(reply["error"] ?? "")")
-            let key = fields.first { $0.0 == "stream_to" }?.1 ?? "llmq:stream:\(entry)"
-            let chunks = try await ReadChunks.read(client, key)
-            if errorChunk {
-                #expect(reply["stream"] == key)
-                #expect(chunks.chunks.count == 1 && chunks.done?["error_code"] == "invalid_request" && chunks.done?["error"] == reply["error"])
-            } else {
-                #expect(reply["stream"] == nil)
-                #expect(!chunks.chunks.contains { $0["seq"] != nil }, "no chunk may be written: \(chunks.chunks)")
-            }
-            await worker.stop()
+        let redis = try await RedisServer.start()
+        let client = RedisClient(configuration: redis.configuration)
+        defer { client.shutdown() }
+        let worker = try RunningWorker(workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: "http://127.0.0.1:9")))
+        let entry = try await publish(client, [("prompt", "hi"), ("id", "bad")] + fields)
+        let replyStream = fields.first { $0.0 == "reply_to" }?.1 ?? "llmq:replies"
+        let reply = try #require(try await waitForReplies(client, count: 1, stream: replyStream).first)
+        #expect(reply["status"] == "error" && reply["error_code"] == "invalid_request", "\(reply)")
+        #expect(reply["error"]?.contains(message) == true, "\(reply["error"] ?? "")")
+        let key = fields.first { $0.0 == "stream_to" }?.1 ?? "llmq:stream:\(entry)"
+        let chunks = try await ReadChunks.read(client, key)
+        if errorChunk {
+            #expect(reply["stream"] == key)
+            #expect(chunks.chunks.count == 1 && chunks.done?["error_code"] == "invalid_request" && chunks.done?["error"] == reply["error"])
+        } else {
+            #expect(reply["stream"] == nil)
+            #expect(!chunks.chunks.contains { $0["seq"] != nil }, "no chunk may be written: \(chunks.chunks)")
         }
+        await worker.stop()
     }
 
     @Test("A chunk stream key that holds something else: the reply says so, and comes anyway")
     func wrongTypeStream() async throws {
-        try await withRedis { redis, client in
-            try await withSimulator(SimulatorConfiguration(slots: 2, tokenMilliseconds: 1)) { sim in
-                _ = try await client.send("SET", "llmq:taken", "a string")
-                let worker = try RunningWorker(workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: sim.url)))
-                try await publish(client, [("prompt", "hi"), ("max_tokens", "4"), ("stream_to", "llmq:taken")])
-                let reply = try #require(try await waitForReplies(client, count: 1).first)
-                #expect(reply["status"] == "ok")
-                #expect(reply["stream_error"]?.contains("llmq:taken") == true, "\(reply)")
-                #expect(try await client.send("GET", "llmq:taken").string == "a string")
-                await worker.stop()
-            }
-        }
+        let redis = try await RedisServer.start()
+        let sim = try await RunningSimulator.start(SimulatorConfiguration(slots: 2, tokenMilliseconds: 1))
+        let client = RedisClient(configuration: redis.configuration)
+        defer { client.shutdown() }
+        _ = try await client.send("SET", "llmq:taken", "a string")
+        let worker = try RunningWorker(workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: sim.url)))
+        try await publish(client, [("prompt", "hi"), ("max_tokens", "4"), ("stream_to", "llmq:taken")])
+        let reply = try #require(try await waitForReplies(client, count: 1).first)
+        #expect(reply["status"] == "ok")
+        #expect(reply["stream_error"]?.contains("llmq:taken") == true, "\(reply)")
+        #expect(try await client.send("GET", "llmq:taken").string == "a string")
+        await worker.stop()
+        await sim.stop()
     }
 
     @Test("A streamed request dead-lettered while the dead-letter key is not a stream: the last chunk is still the right one")
     func deadLetterWithBrokenDeadStream() async throws {
-        try await withRedis { redis, client in
-            _ = try await client.send("SET", "llmq:dead", "not a stream")
-            _ = try await client.send("XGROUP", "CREATE", "llmq:requests", "llmq", "0", "MKSTREAM")
-            let entry = try await publish(client, [("prompt", "hi"), ("stream", "1"), ("id", "doomed")])
-            try await abandonNextEntries(client, deliveries: 9)
-            var configuration = workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: "http://127.0.0.1:9"))
-            configuration.recovery.claimMinIdle = .milliseconds(100)
-            configuration.recovery.claimInterval = .milliseconds(50)
-            let worker = try RunningWorker(configuration)
-            let reply = try #require(try await waitForReplies(client, count: 1).first)
-            #expect(reply["error_code"] == "dead_letter" && reply["dead_letter_error"] != nil, "\(reply)")
-            let chunks = try await ReadChunks.read(client, "llmq:stream:\(entry)")
-            #expect(chunks.problems.isEmpty, "\(chunks.problems)")
-            let done = try #require(chunks.done)
-            #expect(done["id"] == "doomed" && done["status"] == "error" && done["error_code"] == "dead_letter", "\(done)")
-            #expect(done["consumer"] == nil && done["delivery"] == "10", "only the last chunk's own fields: \(done)")
-            await worker.stop()
-        }
+        let redis = try await RedisServer.start()
+        let client = RedisClient(configuration: redis.configuration)
+        defer { client.shutdown() }
+        _ = try await client.send("SET", "llmq:dead", "not a stream")
+        _ = try await client.send("XGROUP", "CREATE", "llmq:requests", "llmq", "0", "MKSTREAM")
+        let entry = try await publish(client, [("prompt", "hi"), ("stream", "1"), ("id", "doomed")])
+        try await abandonNextEntries(client, deliveries: 9)
+        var configuration = workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: "http://127.0.0.1:9"))
+        configuration.recovery.claimMinIdle = .milliseconds(100)
+        configuration.recovery.claimInterval = .milliseconds(50)
+        let worker = try RunningWorker(configuration)
+        let reply = try #require(try await waitForReplies(client, count: 1).first)
+        #expect(reply["error_code"] == "dead_letter" && reply["dead_letter_error"] != nil, "\(reply)")
+        let chunks = try await ReadChunks.read(client, "llmq:stream:\(entry)")
+        #expect(chunks.problems.isEmpty, "\(chunks.problems)")
+        let done = try #require(chunks.done)
+        #expect(done["id"] == "doomed" && done["status"] == "error" && done["error_code"] == "dead_letter", "\(done)")
+        #expect(done["consumer"] == nil && done["delivery"] == "10", "only the last chunk's own fields: \(done)")
+        await worker.stop()
     }
 
     @Test("llmq publish --stream prints the text as it comes, then the timings")
