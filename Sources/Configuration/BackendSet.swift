@@ -183,7 +183,7 @@ extension BackendConfiguration {
             }
             apiKey = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
         }
-        if let value = try backend.duration("connectTimeoutSeconds") { connectTimeout = value }
-        if let value = try backend.duration("timeoutSeconds") { requestTimeout = value }
+        try backend.update(&connectTimeout, "connectTimeoutSeconds")
+        try backend.update(&requestTimeout, "timeoutSeconds")
     }
 }

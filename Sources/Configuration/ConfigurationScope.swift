@@ -96,4 +96,45 @@ struct ConfigurationScope {
         if names.contains(normalized), let value = options(normalized) { return value }
         throw error(name, "\"\(text)\" is not one of \(names.joined(separator: ", "))")
     }
+
+    // MARK: Setting a field when its key is set
+
+    /// Sets `field` to the key's value when the key is set: a whole number.
+    func update(_ field: inout Int, _ name: String) throws(ConfigurationError) {
+        if let value = try whole(name) { field = value }
+    }
+
+    /// Sets `field` to the key's value when the key is set: a number.
+    func update(_ field: inout Double, _ name: String) throws(ConfigurationError) {
+        if let value = try number(name) { field = value }
+    }
+
+    /// Sets `field` to the key's value when the key is set: seconds or milliseconds.
+    func update(_ field: inout Duration, _ name: String) throws(ConfigurationError) {
+        if let value = try duration(name) { field = value }
+    }
+
+    /// Sets `field` to the key's value when the key is set: true or false.
+    func update(_ field: inout Bool, _ name: String) throws(ConfigurationError) {
+        if let value = try bool(name) { field = value }
+    }
+
+    /// Sets `field` to the key's value when the key is set: text, not empty when the registry
+    /// says it is a name.
+    func update(_ field: inout String, _ name: String) throws(ConfigurationError) {
+        if let value = try declaredText(name) { field = value }
+    }
+
+    /// Sets `field` to the key's text when the key is set, as the update of a `String` does.
+    func update(_ field: inout String?, _ name: String) throws(ConfigurationError) {
+        if let value = try declaredText(name) { field = value }
+    }
+
+    private func declaredText(_ name: String) throws(ConfigurationError) -> String? {
+        switch ConfigurationKey.declared(key(name)).values {
+        case .name: try self.name(name)
+        case .text: try text(name)
+        default: preconditionFailure("\(key(name)) is not text")
+        }
+    }
 }

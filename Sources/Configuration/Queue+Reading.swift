@@ -35,9 +35,9 @@ extension WorkerConfiguration.Queue {
     init(reading queue: ConfigurationScope, streams: WorkerConfiguration.Streams) throws(ConfigurationError) {
         let name = String(queue.prefix.dropFirst("queues.".count))
         self.init(name: name, stream: try queue.name("stream") ?? "\(streams.requests):\(name)")
-        if let value = try queue.whole("priority") { priority = value }
-        if let value = try queue.whole("weight") { weight = value }
-        if let value = try queue.number("minShare") { minimumShare = value }
+        try queue.update(&priority, "priority")
+        try queue.update(&weight, "weight")
+        try queue.update(&minimumShare, "minShare")
         let reserved: [(String, String)] = [
             (streams.replies, "the reply stream (streams.replies)"), (streams.dead, "the dead-letter stream (streams.dead)"),
             (streams.stats, "the stats hash (streams.stats)"),

@@ -23,7 +23,7 @@ extension WorkerConfiguration {
         self.fallback = try backends.fallback(reading: reading)
         let root = reading.root
         redis = try RedisConfiguration(reading: root.scoped(to: "redis"))
-        if let value = try root.whole("concurrency") { concurrency = value }
+        try root.update(&concurrency, "concurrency")
         // In cluster mode the keys default to one hash tag, so that the reply script's keys share a slot.
         streams = try Streams(reading: root.scoped(to: "streams"), cluster: redis.cluster)
         queues = try Queue.served(reading: reading, streams: streams, file: file)
@@ -38,8 +38,8 @@ extension WorkerConfiguration {
         retry = try Retry(reading: root.scoped(to: "retry"))
         breaker = try Breaker(reading: root.scoped(to: "breaker"))
         recovery = try Recovery(reading: root.scoped(to: "recovery"))
-        if let value = try root.duration("shutdownGraceSeconds") { shutdownGrace = value }
-        if let value = try root.duration("readBlockMs") { readBlock = value }
+        try root.update(&shutdownGrace, "shutdownGraceSeconds")
+        try root.update(&readBlock, "readBlockMs")
         if let value = try root.choice("logLevel", Logger.Level.init(rawValue:)) { logLevel = value }
         if let value = try root.choice("logFormat", LogFormat.init(rawValue:)) { logFormat = value }
         metrics = try Metrics(reading: root.scoped(to: "metrics"))
@@ -58,9 +58,9 @@ extension RedisConfiguration {
                 throw redis.error("url", error.reason)
             }
         }
-        if let value = try redis.text("username") { username = value }
-        if let value = try redis.text("password") { password = value }
-        if let value = try redis.bool("cluster") { cluster = value }
+        try redis.update(&username, "username")
+        try redis.update(&password, "password")
+        try redis.update(&cluster, "cluster")
         for node in try redis.list("nodes") ?? [] where !node.isEmpty {
             guard let parsed = RedisNode(node) else { throw redis.error("nodes", "\"\(node)\" is not host:port") }
             clusterNodes.append(parsed)
@@ -71,8 +71,8 @@ extension RedisConfiguration {
         if !clusterNodes.isEmpty && !cluster {
             throw redis.error("nodes", "redis.nodes lists cluster nodes, but redis.cluster is not true")
         }
-        if let value = try redis.whole("waitReplicas") { waitReplicas = value }
-        if let value = try redis.duration("waitTimeoutMs") { waitTimeout = value }
+        try redis.update(&waitReplicas, "waitReplicas")
+        try redis.update(&waitTimeout, "waitTimeoutMs")
     }
 }
 
@@ -80,18 +80,18 @@ extension WorkerConfiguration.Streams {
     /// `streams.*`, over the defaults of cluster mode when `cluster`; the streams must differ.
     init(reading streams: ConfigurationScope, cluster: Bool) throws(ConfigurationError) {
         self = cluster ? .clusterDefaults : .init()
-        if let value = try streams.name("requests") { requests = value }
-        if let value = try streams.name("group") { group = value }
-        if let value = try streams.name("replies") { replies = value }
-        if let value = try streams.name("dead") { dead = value }
-        if let value = try streams.whole("replyMaxLength") { replyMaxLength = value }
-        if let value = try streams.text("replyToPrefix") { replyToPrefix = value }
-        if let value = try streams.whole("deadMaxLength") { deadMaxLength = value }
-        if let value = try streams.bool("keepAnswered") { keepAnswered = value }
-        if let value = try streams.name("answered") { answered = value }
-        if let value = try streams.whole("answeredMaxLength") { answeredMaxLength = value }
-        if let value = try streams.whole("answeredMaxAgeSeconds") { answeredMaxAgeSeconds = value }
-        if let value = try streams.name("stats") { stats = value }
+        try streams.update(&requests, "requests")
+        try streams.update(&group, "group")
+        try streams.update(&replies, "replies")
+        try streams.update(&dead, "dead")
+        try streams.update(&replyMaxLength, "replyMaxLength")
+        try streams.update(&replyToPrefix, "replyToPrefix")
+        try streams.update(&deadMaxLength, "deadMaxLength")
+        try streams.update(&keepAnswered, "keepAnswered")
+        try streams.update(&answered, "answered")
+        try streams.update(&answeredMaxLength, "answeredMaxLength")
+        try streams.update(&answeredMaxAgeSeconds, "answeredMaxAgeSeconds")
+        try streams.update(&stats, "stats")
         try check(streams)
     }
 
@@ -116,9 +116,9 @@ extension WorkerConfiguration.Limits {
     /// `limits.*`; the default `max_tokens` may not exceed the largest.
     init(reading limits: ConfigurationScope) throws(ConfigurationError) {
         self.init()
-        if let value = try limits.whole("maxRequestBytes") { maxRequestBytes = value }
-        if let value = try limits.whole("maxTokens") { maxTokens = value }
-        if let value = try limits.whole("defaultMaxTokens") { defaultMaxTokens = value }
+        try limits.update(&maxRequestBytes, "maxRequestBytes")
+        try limits.update(&maxTokens, "maxTokens")
+        try limits.update(&defaultMaxTokens, "defaultMaxTokens")
         if defaultMaxTokens > maxTokens {
             throw limits.error(
                 limits.source("defaultMaxTokens") != nil ? "defaultMaxTokens" : "maxTokens",
@@ -131,9 +131,9 @@ extension WorkerConfiguration.Retry {
     /// `retry.*`.
     init(reading retry: ConfigurationScope) throws(ConfigurationError) {
         self.init()
-        if let value = try retry.whole("maxAttempts") { maxAttempts = value }
-        if let value = try retry.duration("initialBackoffMs") { initialBackoff = value }
-        if let value = try retry.duration("maxBackoffMs") { maxBackoff = value }
+        try retry.update(&maxAttempts, "maxAttempts")
+        try retry.update(&initialBackoff, "initialBackoffMs")
+        try retry.update(&maxBackoff, "maxBackoffMs")
     }
 }
 
@@ -141,8 +141,8 @@ extension WorkerConfiguration.Breaker {
     /// `breaker.*`.
     init(reading breaker: ConfigurationScope) throws(ConfigurationError) {
         self.init()
-        if let value = try breaker.whole("failureThreshold") { failureThreshold = value }
-        if let value = try breaker.duration("openSeconds") { openDuration = value }
+        try breaker.update(&failureThreshold, "failureThreshold")
+        try breaker.update(&openDuration, "openSeconds")
     }
 }
 
@@ -150,9 +150,9 @@ extension WorkerConfiguration.Recovery {
     /// `recovery.*`; 0 seconds for idle consumers means never.
     init(reading recovery: ConfigurationScope) throws(ConfigurationError) {
         self.init()
-        if let value = try recovery.duration("claimMinIdleMs") { claimMinIdle = value }
-        if let value = try recovery.duration("claimIntervalMs") { claimInterval = value }
-        if let value = try recovery.whole("maxDeliveries") { maxDeliveries = value }
+        try recovery.update(&claimMinIdle, "claimMinIdleMs")
+        try recovery.update(&claimInterval, "claimIntervalMs")
+        try recovery.update(&maxDeliveries, "maxDeliveries")
         if let value = try recovery.duration("deleteIdleConsumersAfterSeconds") {
             deleteIdleConsumersAfter = value == .zero ? nil : value
         }
@@ -164,8 +164,8 @@ extension WorkerConfiguration.Metrics {
     init(reading metrics: ConfigurationScope) throws(ConfigurationError) {
         self.init()
         if let value = try metrics.whole("port") { port = value == 0 ? nil : value }
-        if let value = try metrics.name("host") { host = value }
-        if let value = try metrics.duration("queueIntervalMs") { queueInterval = value }
+        try metrics.update(&host, "host")
+        try metrics.update(&queueInterval, "queueIntervalMs")
     }
 }
 
@@ -173,9 +173,9 @@ extension WorkerConfiguration.Streaming {
     /// `streaming.*`.
     init(reading streaming: ConfigurationScope) throws(ConfigurationError) {
         self.init()
-        if let value = try streaming.duration("flushMs") { flushInterval = value }
-        if let value = try streaming.whole("flushTokens") { flushTokens = value }
-        if let value = try streaming.duration("expireSeconds") { expire = value }
-        if let value = try streaming.whole("maxLength") { maxLength = value }
+        try streaming.update(&flushInterval, "flushMs")
+        try streaming.update(&flushTokens, "flushTokens")
+        try streaming.update(&expire, "expireSeconds")
+        try streaming.update(&maxLength, "maxLength")
     }
 }
