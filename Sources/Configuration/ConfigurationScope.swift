@@ -78,12 +78,17 @@ struct ConfigurationScope {
     }
 
     func bool(_ name: String) throws(ConfigurationError) -> Bool? {
+        guard case .bool = ConfigurationKey.declared(key(name)).values else { preconditionFailure("\(key(name)) is not true or false") }
         guard case .bool(let flag)? = try reading.find(key(name), .bool) else { return nil }
         return flag
     }
 
     /// Comma-separated text (or a list) as its items.
     func list(_ name: String) throws(ConfigurationError) -> [String]? {
+        switch ConfigurationKey.declared(key(name)).values {
+        case .list, .structured: break
+        default: preconditionFailure("\(key(name)) is not a list")
+        }
         guard case .stringArray(let list)? = try reading.find(key(name), .stringArray) else { return nil }
         return list
     }
