@@ -36,7 +36,7 @@ public struct LoadedConfiguration: Sendable {
             for (index, backend) in backends.enumerated() {
                 let prefix = "\(listKey)[\(index)]"
                 line("\(prefix).name", backend.name)
-                for field in ["type", "endpoint", "model", "description", "apiKey", "apiKeyFile", "connectTimeoutSeconds", "timeoutSeconds"] {
+                for field in ConfigurationKey.backend.filter({ $0.aliasOf == nil }).map({ String($0.name.dropFirst("backend.".count)) }) {
                     line("\(prefix).\(field)", Self.value(of: field, in: backend, fileSet: sources["\(prefix).apiKeyFile"] != nil))
                 }
                 line("\(prefix).weight", backend.weight.map(Self.number))
@@ -45,7 +45,7 @@ public struct LoadedConfiguration: Sendable {
             }
         }
         let c = configuration
-        for (key, _) in ConfigurationLoader.keys where !key.contains("<") && !Self.aliases.contains(key) && key != "queues" {
+        for key in ConfigurationKey.all.map(\.name) where !key.contains("<") && !ConfigurationKey.aliases.contains(key) && key != "queues" {
             switch key {
             case "backends":
                 list(key, c.backends, none: "backend.* is the one backend")
@@ -80,61 +80,16 @@ public struct LoadedConfiguration: Sendable {
         return lines.joined(separator: "\n") + "\n"
     }
 
-    static let aliases: Set<String> = ["workerId", "backend.modelLoaded", "fallback.modelLoaded"]
+    /// A configuration with every default, for the defaults the registry shows.
+    static let defaults = LoadedConfiguration(configuration: WorkerConfiguration(consumer: ""), sources: [:])
 
     /// A key's effective value as text; nil when it has none.
-    private func value(of key: String) -> String? {
+    func value(of key: String) -> String? {
         let c = configuration
         if key.hasPrefix("backend.") || key.hasPrefix("fallback."), let backend = key.hasPrefix("backend.") ? c.backend : c.fallback {
             return Self.value(of: String(key.split(separator: ".").last!), in: backend, fileSet: sources[key] != nil)
         }
-        switch key {
-        case "redis.url": return Self.redactedURL(c.redis)
-        case "redis.username": return c.redis.username
-        case "redis.password": return c.redis.password.map { _ in "<redacted>" }
-        case "redis.cluster": return String(c.redis.cluster)
-        case "redis.nodes": return c.redis.clusterNodes.isEmpty ? nil : c.redis.clusterNodes.map(\.description).joined(separator: ", ")
-        case "redis.waitReplicas": return String(c.redis.waitReplicas)
-        case "redis.waitTimeoutMs": return String(c.redis.waitTimeout.milliseconds)
-        case "consumer": return c.consumer
-        case "concurrency": return String(c.concurrency)
-        case "streams.requests": return c.streams.requests
-        case "streams.group": return c.streams.group
-        case "streams.replies": return c.streams.replies
-        case "streams.dead": return c.streams.dead
-        case "streams.replyMaxLength": return String(c.streams.replyMaxLength)
-        case "streams.replyToPrefix": return c.streams.replyToPrefix
-        case "streams.deadMaxLength": return String(c.streams.deadMaxLength)
-        case "streams.keepAnswered": return String(c.streams.keepAnswered)
-        case "streams.answered": return c.streams.answered
-        case "streams.answeredMaxLength": return String(c.streams.answeredMaxLength)
-        case "streams.answeredMaxAgeSeconds": return String(c.streams.answeredMaxAgeSeconds)
-        case "streams.stats": return c.streams.stats
-        case "limits.maxRequestBytes": return String(c.limits.maxRequestBytes)
-        case "limits.maxTokens": return String(c.limits.maxTokens)
-        case "limits.defaultMaxTokens": return String(c.limits.defaultMaxTokens)
-        case "retry.maxAttempts": return String(c.retry.maxAttempts)
-        case "retry.initialBackoffMs": return Self.milliseconds(c.retry.initialBackoff)
-        case "retry.maxBackoffMs": return Self.milliseconds(c.retry.maxBackoff)
-        case "breaker.failureThreshold": return String(c.breaker.failureThreshold)
-        case "breaker.openSeconds": return Self.seconds(c.breaker.openDuration)
-        case "recovery.claimMinIdleMs": return Self.milliseconds(c.recovery.claimMinIdle)
-        case "recovery.claimIntervalMs": return Self.milliseconds(c.recovery.claimInterval)
-        case "recovery.maxDeliveries": return String(c.recovery.maxDeliveries)
-        case "recovery.deleteIdleConsumersAfterSeconds": return c.recovery.deleteIdleConsumersAfter.map(Self.seconds) ?? "0"
-        case "shutdownGraceSeconds": return Self.seconds(c.shutdownGrace)
-        case "readBlockMs": return Self.milliseconds(c.readBlock)
-        case "logLevel": return c.logLevel.rawValue
-        case "logFormat": return c.logFormat.rawValue
-        case "metrics.port": return String(c.metrics.port ?? 0)
-        case "metrics.host": return c.metrics.host
-        case "metrics.queueIntervalMs": return Self.milliseconds(c.metrics.queueInterval)
-        case "streaming.flushMs": return Self.milliseconds(c.streaming.flushInterval)
-        case "streaming.flushTokens": return String(c.streaming.flushTokens)
-        case "streaming.expireSeconds": return Self.seconds(c.streaming.expire)
-        case "streaming.maxLength": return String(c.streaming.maxLength)
-        default: return nil
-        }
+        return ConfigurationKey.named(key)?.show?(c)
     }
 
     /// One of a backend's `backend.*` fields as text, its API key redacted.
@@ -162,11 +117,11 @@ public struct LoadedConfiguration: Sendable {
         return "redis://\(credentials)\(redis.host):\(redis.port)/\(redis.database)"
     }
 
-    private static func seconds(_ duration: Duration) -> String {
+    static func seconds(_ duration: Duration) -> String {
         number(Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18)
     }
 
-    private static func milliseconds(_ duration: Duration) -> String {
+    static func milliseconds(_ duration: Duration) -> String {
         number((Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18) * 1000)
     }
 

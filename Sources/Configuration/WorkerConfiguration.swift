@@ -215,7 +215,7 @@ public struct WorkerConfiguration: Sendable {
 
     public init(
         consumer: String,
-        backend: BackendConfiguration = BackendConfiguration(kind: .llamaCpp, endpoint: "http://127.0.0.1:8080")
+        backend: BackendConfiguration = BackendConfiguration(kind: .llamaCpp, endpoint: BackendConfiguration.Kind.llamaCpp.defaultEndpoint!)
     ) {
         self.consumer = consumer
         self.backend = backend

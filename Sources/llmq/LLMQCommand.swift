@@ -39,10 +39,10 @@ struct ConnectionOptions: ParsableArguments {
 
     var flags: [ConfigurationLoader.Flag] {
         var flags: [ConfigurationLoader.Flag] = []
-        flags.add("redis.url", "--redis-url", redisUrl)
-        flags.add("streams.requests", "--request-stream", requestStream)
-        flags.add("streams.group", "--group", group)
-        flags.add("streams.replies", "--replies", replies)
+        flags.add("redis.url", redisUrl)
+        flags.add("streams.requests", requestStream)
+        flags.add("streams.group", group)
+        flags.add("streams.replies", replies)
         return flags
     }
 
@@ -63,9 +63,12 @@ struct ConnectionOptions: ParsableArguments {
 }
 
 extension [ConfigurationLoader.Flag] {
-    /// Adds the flag's value for `key`, if the flag was given.
-    mutating func add(_ key: String, _ flag: String, _ value: String?) {
-        if let value { append(.init(key: key, flag: flag, value: value)) }
+    /// Adds the value of the flag that sets `key` (its name from the key's registry entry), if
+    /// the flag was given.
+    mutating func add(_ key: String, _ value: String?) {
+        guard let value else { return }
+        guard let flag = ConfigurationKey.named(key)?.flag else { preconditionFailure("\(key) has no flag in ConfigurationKey.all") }
+        append(.init(key: key, flag: flag, value: value))
     }
 }
 

@@ -56,22 +56,30 @@ struct WorkerCommand: AsyncParsableCommand {
     @Flag(name: .long, help: "Print the effective configuration (key, value, source; secrets redacted) and exit without connecting.")
     var printConfig = false
 
+    /// Prints the README's configuration table from the key registry (to regenerate it).
+    @Flag(name: .long, help: .hidden)
+    var printKeysMarkdown = false
+
     /// The worker's exit code when Redis refuses its credentials: a restart with the same
     /// configuration cannot help, and an orchestrator should be able to tell.
     static let authenticationExitCode: Int32 = 3
 
     func run() async throws {
         ignoreBrokenPipes()
+        if printKeysMarkdown {
+            FileHandle.standardOutput.write(Data(ConfigurationKey.markdownTable().utf8))
+            return
+        }
         var flags: [ConfigurationLoader.Flag] = []
-        flags.add("backend.type", "--backend", backend)
-        flags.add("backend.endpoint", "--endpoint", endpoint)
-        flags.add("backend.model", "--model", model)
-        flags.add("concurrency", "--concurrency", concurrency)
-        flags.add("consumer", "--consumer", consumer)
-        flags.add("logLevel", "--log-level", logLevel)
-        flags.add("logFormat", "--log-format", logFormat)
-        flags.add("metrics.port", "--metrics-port", metricsPort)
-        flags.add("metrics.host", "--metrics-host", metricsHost)
+        flags.add("backend.type", backend)
+        flags.add("backend.endpoint", endpoint)
+        flags.add("backend.model", model)
+        flags.add("concurrency", concurrency)
+        flags.add("consumer", consumer)
+        flags.add("logLevel", logLevel)
+        flags.add("logFormat", logFormat)
+        flags.add("metrics.port", metricsPort)
+        flags.add("metrics.host", metricsHost)
         let loaded = try connection.loadWithSources(extra: flags)
         if printConfig {
             FileHandle.standardOutput.write(Data(loaded.printed().utf8))
