@@ -57,21 +57,7 @@ public final class HTTPClient: Sendable {
     /// Performs the request and returns the whole response, whatever its status.
     /// - Throws: ``HTTPClientError`` when no response arrived.
     public func execute(_ request: HTTPRequest) async throws(HTTPClientError) -> HTTPResponse {
-        let transfer = Transfer(request: request, configuration: configuration)
-        let result: Result<HTTPResponse, HTTPClientError> = await withTaskCancellationHandler {
-            await withCheckedContinuation { continuation in
-                transfer.delivery = .whole(continuation)
-                if !submit(.start(transfer)) {
-                    transfer.finish(.failure(HTTPClientError(.shutdown, "HTTP client is shut down")))
-                }
-            }
-        } onCancel: {
-            // Runs at once for a task cancelled already. The flag stops a transfer the thread has
-            // not started yet (it never starts); the command stops one that is running.
-            transfer.isCancelled.withLockedValue { $0 = true }
-            _ = submit(.cancel(transfer))
-        }
-        return try result.get()
+        try await run(request) { transfer, continuation in transfer.delivery = .whole(continuation) }
     }
 
     /// Performs the request, handing the body to `onBody` piece by piece as it arrives; returns
@@ -84,15 +70,25 @@ public final class HTTPClient: Sendable {
     public func execute(
         _ request: HTTPRequest, onBody: @escaping @Sendable (_ head: HTTPResponseHead, _ piece: UnsafeRawBufferPointer) -> Bool
     ) async throws(HTTPClientError) -> HTTPResponseHead {
+        try await run(request) { transfer, continuation in transfer.delivery = .pieces(onBody, continuation) }
+    }
+
+    /// Starts a transfer on the client's thread and waits for what `deliver` arranged to hear.
+    private func run<Value: Sendable>(
+        _ request: HTTPRequest,
+        deliver: (Transfer, CheckedContinuation<Result<Value, HTTPClientError>, Never>) -> Void
+    ) async throws(HTTPClientError) -> Value {
         let transfer = Transfer(request: request, configuration: configuration)
-        let result: Result<HTTPResponseHead, HTTPClientError> = await withTaskCancellationHandler {
+        let result: Result<Value, HTTPClientError> = await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
-                transfer.delivery = .pieces(onBody, continuation)
+                deliver(transfer, continuation)
                 if !submit(.start(transfer)) {
                     transfer.finish(.failure(HTTPClientError(.shutdown, "HTTP client is shut down")))
                 }
             }
         } onCancel: {
+            // Runs at once for a task cancelled already. The flag stops a transfer the thread has
+            // not started yet (it never starts); the command stops one that is running.
             transfer.isCancelled.withLockedValue { $0 = true }
             _ = submit(.cancel(transfer))
         }
