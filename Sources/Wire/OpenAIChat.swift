@@ -146,28 +146,9 @@ public struct OpenAIChatResponse: Sendable, Hashable, Codable {
     public var created: Int64?
     public var model: String?
     public var systemFingerprint: String?
-    public var choices: [Choice]
+    public var choices: [OpenAIChatChoice]
     public var usage: OpenAIUsage?
     public var timings: LlamaTimings?
-
-    /// One choice; servers send one.
-    public struct Choice: Sendable, Hashable, Codable {
-        public var index: Int?
-        public var message: AnswerMessage?
-        /// `stop`, `length`, ...
-        public var finishReason: String?
-
-        public init(index: Int? = 0, message: AnswerMessage?, finishReason: String?) {
-            self.index = index
-            self.message = message
-            self.finishReason = finishReason
-        }
-
-        private enum CodingKeys: String, CodingKey {
-            case index, message
-            case finishReason = "finish_reason"
-        }
-    }
 
     public init(
         id: String? = nil,
@@ -175,7 +156,7 @@ public struct OpenAIChatResponse: Sendable, Hashable, Codable {
         created: Int64? = nil,
         model: String? = nil,
         systemFingerprint: String? = nil,
-        choices: [Choice],
+        choices: [OpenAIChatChoice],
         usage: OpenAIUsage? = nil,
         timings: LlamaTimings? = nil
     ) {
@@ -205,31 +186,11 @@ public struct OpenAIChatChunk: Sendable, Hashable, Codable {
     public var created: Int64?
     public var model: String?
     public var systemFingerprint: String?
-    public var choices: [Choice]?
+    public var choices: [OpenAIChatChoice]?
     public var usage: OpenAIUsage?
     public var timings: LlamaTimings?
     /// Set on an error event, which ends the stream.
     public var error: OpenAIError?
-
-    /// One choice's piece of the answer.
-    public struct Choice: Sendable, Hashable, Codable {
-        public var index: Int?
-        /// New text; `role` only in the first chunk.
-        public var delta: AnswerMessage?
-        /// Only in the last chunk of the answer.
-        public var finishReason: String?
-
-        public init(index: Int? = 0, delta: AnswerMessage?, finishReason: String? = nil) {
-            self.index = index
-            self.delta = delta
-            self.finishReason = finishReason
-        }
-
-        private enum CodingKeys: String, CodingKey {
-            case index, delta
-            case finishReason = "finish_reason"
-        }
-    }
 
     public init(
         id: String? = nil,
@@ -237,7 +198,7 @@ public struct OpenAIChatChunk: Sendable, Hashable, Codable {
         created: Int64? = nil,
         model: String? = nil,
         systemFingerprint: String? = nil,
-        choices: [Choice]? = nil,
+        choices: [OpenAIChatChoice]? = nil,
         usage: OpenAIUsage? = nil,
         timings: LlamaTimings? = nil,
         error: OpenAIError? = nil
@@ -257,5 +218,28 @@ public struct OpenAIChatChunk: Sendable, Hashable, Codable {
         case id, object, created, model
         case systemFingerprint = "system_fingerprint"
         case choices, usage, timings, error
+    }
+}
+
+/// One choice of an answer: with `message` in a whole answer, with `delta` in a stream chunk. Servers send one.
+public struct OpenAIChatChoice: Sendable, Hashable, Codable {
+    public var index: Int?
+    /// The answer, in a whole answer.
+    public var message: AnswerMessage?
+    /// New text, in a stream chunk; `role` only in the first chunk.
+    public var delta: AnswerMessage?
+    /// `stop`, `length`, ...; in a stream, only in the last chunk of the answer.
+    public var finishReason: String?
+
+    public init(index: Int? = 0, message: AnswerMessage? = nil, delta: AnswerMessage? = nil, finishReason: String? = nil) {
+        self.index = index
+        self.message = message
+        self.delta = delta
+        self.finishReason = finishReason
+    }
+
+    private enum CodingKeys: String, CodingKey {
+        case index, message, delta
+        case finishReason = "finish_reason"
     }
 }
