@@ -56,12 +56,19 @@ let package = Package(
             ],
             path: "Sources/HTTP"
         ),
+        // The JSON bodies of the OpenAI-compatible and Ollama APIs, shared by the backends, the
+        // simulator and anything that serves those APIs. Foundation only.
+        .target(
+            name: "LLMQWire",
+            path: "Sources/Wire"
+        ),
         // LLM backends: OpenAI-compatible (llama-server, vLLM, OpenAI) and Ollama's native API.
         .target(
             name: "LLMQBackends",
             dependencies: [
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 "LLMQHTTP",
+                "LLMQWire",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
             ],
@@ -129,6 +136,7 @@ let package = Package(
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
+                "LLMQWire",
             ],
             path: "Sources/Simulator"
         ),
@@ -181,6 +189,7 @@ let package = Package(
                 "LLMQClient",
                 "LLMQWorker",
                 "LLMQTelemetry",
+                "LLMQWire",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
             ],
@@ -190,6 +199,7 @@ let package = Package(
             name: "SimulatorTests",
             dependencies: [
                 "LLMQSimulator",
+                "LLMQWire",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
             ],

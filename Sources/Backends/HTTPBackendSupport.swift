@@ -1,5 +1,6 @@
 import Foundation
 import LLMQHTTP
+import LLMQWire
 
 /// What the OpenAI-compatible and the Ollama backends share: posting JSON, and turning
 /// transport failures and HTTP statuses into ``BackendError``s.
@@ -110,31 +111,23 @@ final class StreamedLines: @unchecked Sendable {
     }
 }
 
-/// The `error` member of an error body, in any of the shapes servers use:
-/// `{"error": "text"}` (Ollama) or `{"error": {"message", "type", "code"}}` (OpenAI, llama-server).
-struct ErrorBody: Decodable {
-    struct Detail: Decodable {
-        var message: String?
-        var type: String?
-    }
-
+/// The message and type of an error body, in either shape servers use: Ollama's
+/// `{"error": "text"}` or `{"error": {"message", "type", "code"}}` (OpenAI, llama-server).
+struct ErrorBody {
     var message: String?
     var type: String?
 
-    private enum CodingKeys: String, CodingKey { case error }
-
-    init(from decoder: any Decoder) throws {
-        let container = try decoder.container(keyedBy: CodingKeys.self)
-        if let text = try? container.decode(String.self, forKey: .error) {
-            message = text
-        } else if let detail = try? container.decode(Detail.self, forKey: .error) {
-            message = detail.message
-            type = detail.type
-        }
-    }
-
+    /// Nil when the body is neither shape.
     static func parse(_ body: [UInt8]) -> ErrorBody? {
-        try? JSONDecoder().decode(ErrorBody.self, from: Data(body))
+        let decoder = JSONDecoder()
+        let data = Data(body)
+        if let ollama = try? decoder.decode(OllamaErrorBody.self, from: data) {
+            return ErrorBody(message: ollama.error)
+        }
+        if let openAI = try? decoder.decode(OpenAIErrorBody.self, from: data) {
+            return ErrorBody(message: openAI.error.message, type: openAI.error.type)
+        }
+        return nil
     }
 }
 
@@ -181,5 +174,12 @@ extension Duration {
     public var fractionalMilliseconds: Double {
         let (seconds, attoseconds) = components
         return Double(seconds) * 1000 + Double(attoseconds) / 1e15
+    }
+}
+
+extension ChatMessageBody {
+    /// A backend-neutral message as both APIs carry it: `{"role": "user", "content": "text"}`.
+    init(_ message: ChatMessage) {
+        self.init(role: message.role.rawValue, text: message.content)
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import LLMQHTTP
+import LLMQWire
 
 /// A backend speaking Ollama's native `POST /api/chat`.
 ///
@@ -16,34 +17,6 @@ public struct OllamaChatBackend: ChatBackend {
         self.defaultModel = configuration.model
     }
 
-    struct Body: Encodable {
-        struct Options: Encodable {
-            var num_predict: Int?
-            var temperature: Double?
-            var top_p: Double?
-            var top_k: Int?
-            var seed: Int?
-            var stop: [String]?
-        }
-        var model: String
-        var messages: [ChatMessage]
-        var stream = false
-        var options: Options
-    }
-
-    struct Chunk: Decodable {
-        struct Message: Decodable { var content: String? }
-        var model: String?
-        var message: Message?
-        var done: Bool?
-        var done_reason: String?
-        var prompt_eval_count: Int?
-        var eval_count: Int?
-        var prompt_eval_duration: Double?
-        var eval_duration: Double?
-        var error: String?
-    }
-
     public func shutdown() {
         poster.client.shutdown()
     }
@@ -54,7 +27,7 @@ public struct OllamaChatBackend: ChatBackend {
         guard response.status == 200 else {
             throw backendError(status: response.status, body: response.body, retryAfter: response.header("retry-after"), backend: name)
         }
-        return try Self.parse(response.body, model: body.model, backend: name)
+        return try Self.parse(response.body, model: model(of: body), backend: name)
     }
 
     /// Streams the answer as NDJSON: one `{"message": {"content": ...}}` line per piece, then a
@@ -62,7 +35,7 @@ public struct OllamaChatBackend: ChatBackend {
     /// call as a server error, which may be retried.
     public func complete(_ request: ChatRequest, onText: @escaping @Sendable (String) -> Void) async throws(BackendError) -> ChatCompletion {
         let body = try body(for: request, stream: true)
-        let answer = StreamedAnswer(Answer(model: body.model, backend: name))
+        let answer = StreamedAnswer(Answer(model: model(of: body), backend: name))
         let lines = StreamedLines { line throws(BackendError) in
             guard let text = try answer.answer.add(line), !text.isEmpty else { return }
             if answer.answer.firstTokenMilliseconds == nil {
@@ -88,19 +61,25 @@ public struct OllamaChatBackend: ChatBackend {
         }
     }
 
-    private func body(for request: ChatRequest, stream: Bool) throws(BackendError) -> Body {
+    private func body(for request: ChatRequest, stream: Bool) throws(BackendError) -> OllamaChatRequest {
         guard let model = request.model ?? defaultModel else {
             throw BackendError(.rejected, "no model: Ollama needs one (set backend.model or the request's model field)")
         }
-        let options = Body.Options(
-            num_predict: request.maxTokens,
+        let options = OllamaOptions(
+            numPredict: request.maxTokens,
             temperature: request.temperature,
-            top_p: request.topP,
-            top_k: request.topK,
-            seed: request.seed,
-            stop: request.stop.isEmpty ? nil : request.stop
+            topP: request.topP,
+            topK: request.topK,
+            seed: request.seed.map(Int64.init),
+            stop: request.stop.isEmpty ? nil : StopSequences(request.stop)
         )
-        return Body(model: model, messages: request.messages, stream: stream, options: options)
+        // `options` goes out even when empty (`"options":{}`), as it always has.
+        return OllamaChatRequest(model: model, messages: request.messages.map(ChatMessageBody.init), stream: stream, options: options)
+    }
+
+    /// The model a body built by ``body(for:stream:)`` names (it always names one).
+    private func model(of body: OllamaChatRequest) -> String {
+        body.model ?? ""
     }
 
     /// Parses one JSON object or an NDJSON stream of them.
@@ -117,7 +96,7 @@ public struct OllamaChatBackend: ChatBackend {
         var model: String
         var backend: String
         var content = ""
-        var final: Chunk?
+        var final: OllamaChatResponse?
         var firstTokenMilliseconds: Double?
         private let decoder = JSONDecoder()
 
@@ -129,9 +108,9 @@ public struct OllamaChatBackend: ChatBackend {
         /// Adds one line; returns its text.
         mutating func add(_ line: ArraySlice<UInt8>) throws(BackendError) -> String? {
             guard !line.allSatisfy({ $0 == 32 || $0 == 13 }) else { return nil }
-            let chunk: Chunk
+            let chunk: OllamaChatResponse
             do {
-                chunk = try decoder.decode(Chunk.self, from: Data(line))
+                chunk = try decoder.decode(OllamaChatResponse.self, from: Data(line))
             } catch {
                 throw BackendError(.badResponse, "\(backend) answered with a line that is not JSON: \(String(decoding: line.prefix(200), as: UTF8.self))")
             }
@@ -148,16 +127,16 @@ public struct OllamaChatBackend: ChatBackend {
             guard let final else {
                 throw BackendError(.badResponse, "\(backend) ended its answer without a \"done\" message")
             }
-            let generationMilliseconds = final.eval_duration.map { $0 / 1_000_000 }
+            let generationMilliseconds = final.evalDuration.map { Double($0) / 1_000_000 }
             return ChatCompletion(
                 content: content,
-                finishReason: final.done_reason,
+                finishReason: final.doneReason,
                 model: final.model ?? model,
-                promptTokens: final.prompt_eval_count,
-                completionTokens: final.eval_count,
-                promptMilliseconds: final.prompt_eval_duration.map { $0 / 1_000_000 },
+                promptTokens: final.promptEvalCount,
+                completionTokens: final.evalCount,
+                promptMilliseconds: final.promptEvalDuration.map { Double($0) / 1_000_000 },
                 generationMilliseconds: generationMilliseconds,
-                tokensPerSecond: zip(final.eval_count, generationMilliseconds).flatMap { count, ms in
+                tokensPerSecond: zip(final.evalCount, generationMilliseconds).flatMap { count, ms in
                     ms > 0 ? Double(count) * 1000 / ms : nil
                 },
                 firstTokenMilliseconds: firstTokenMilliseconds,

@@ -1,5 +1,6 @@
 import Foundation
 import LLMQHTTP
+import LLMQWire
 
 /// A backend speaking the OpenAI chat completions API: llama-server, vLLM, LM Studio, OpenAI,
 /// and Ollama's compatibility endpoint.
@@ -23,72 +24,16 @@ public struct OpenAIChatBackend: ChatBackend {
         self.sendsTopK = configuration.kind != .openAI
     }
 
-    struct Body: Encodable {
-        var model: String?
-        var messages: [ChatMessage]
-        var max_tokens: Int?
-        var temperature: Double?
-        var top_p: Double?
-        var top_k: Int?
-        var seed: Int?
-        var stop: [String]?
-        var stream = false
-        /// Asks for token counts at the end of a stream (OpenAI sends them only when asked).
-        var stream_options: StreamOptions?
-
-        struct StreamOptions: Encodable {
-            var include_usage = true
-        }
-    }
-
-    /// One event of a streamed answer (`data: {...}`): a delta, the finish reason in the last
-    /// choice, usage and llama-server's timings at the end, or an error.
-    struct StreamChunk: Decodable {
-        struct Choice: Decodable {
-            struct Delta: Decodable { var content: String? }
-            var delta: Delta?
-            var finish_reason: String?
-        }
-        var model: String?
-        var choices: [Choice]?
-        var usage: Response.Usage?
-        var timings: Response.Timings?
-        var error: ErrorBody.Detail?
-    }
-
-    struct Response: Decodable {
-        struct Choice: Decodable {
-            struct Message: Decodable { var content: String? }
-            var message: Message?
-            var finish_reason: String?
-        }
-        struct Usage: Decodable {
-            var prompt_tokens: Int?
-            var completion_tokens: Int?
-        }
-        /// llama-server's own addition to the OpenAI response.
-        struct Timings: Decodable {
-            var prompt_ms: Double?
-            var predicted_ms: Double?
-            var predicted_per_second: Double?
-        }
-        var model: String?
-        var choices: [Choice]
-        var usage: Usage?
-        var timings: Timings?
-    }
-
     /// Whether it is a llama-server, which tells its slot count.
     public var reportsSlots: Bool { propsURL != nil }
 
     /// llama-server's `total_slots` from `/props` (its `--parallel`).
     public func parallelSlots() async -> Int? {
         guard let propsURL else { return nil }
-        struct Props: Decodable { var total_slots: Int? }
         let request = HTTPRequest(method: .get, url: propsURL, headers: poster.headers, body: nil, timeout: .seconds(5))
         guard let response = try? await poster.client.execute(request), response.status == 200,
-            let props = try? JSONDecoder().decode(Props.self, from: Data(response.body)),
-            let slots = props.total_slots, (1...4096).contains(slots)
+            let props = try? JSONDecoder().decode(LlamaServerProps.self, from: Data(response.body)),
+            let slots = props.totalSlots, (1...4096).contains(slots)
         else { return nil }
         return slots
     }
@@ -103,9 +48,9 @@ public struct OpenAIChatBackend: ChatBackend {
         guard response.status == 200 else {
             throw backendError(status: response.status, body: response.body, retryAfter: response.header("retry-after"), backend: name)
         }
-        let decoded: Response
+        let decoded: OpenAIChatResponse
         do {
-            decoded = try JSONDecoder().decode(Response.self, from: Data(response.body))
+            decoded = try JSONDecoder().decode(OpenAIChatResponse.self, from: Data(response.body))
         } catch {
             if let error = ErrorBody.parse(response.body), let message = error.message {
                 throw BackendError(.serverError, "\(name) answered with an error: \(message)")
@@ -117,13 +62,13 @@ public struct OpenAIChatBackend: ChatBackend {
         }
         return ChatCompletion(
             content: choice.message?.content ?? "",
-            finishReason: choice.finish_reason,
+            finishReason: choice.finishReason,
             model: decoded.model ?? body.model,
-            promptTokens: decoded.usage?.prompt_tokens,
-            completionTokens: decoded.usage?.completion_tokens,
-            promptMilliseconds: decoded.timings?.prompt_ms,
-            generationMilliseconds: decoded.timings?.predicted_ms,
-            tokensPerSecond: decoded.timings?.predicted_per_second,
+            promptTokens: decoded.usage?.promptTokens,
+            completionTokens: decoded.usage?.completionTokens,
+            promptMilliseconds: decoded.timings?.promptMs,
+            generationMilliseconds: decoded.timings?.predictedMs,
+            tokensPerSecond: decoded.timings?.predictedPerSecond,
             backend: name
         )
     }
@@ -135,7 +80,7 @@ public struct OpenAIChatBackend: ChatBackend {
     public func complete(_ request: ChatRequest, onText: @escaping @Sendable (String) -> Void) async throws(BackendError) -> ChatCompletion {
         var body = body(for: request)
         body.stream = true
-        body.stream_options = .init()
+        body.streamOptions = .init(includeUsage: true)
         let events = ServerSentEvents(completion: ChatCompletion(content: "", model: body.model, backend: name), onText: onText)
         let lines = StreamedLines { line throws(BackendError) in try events.line(line) }
         let head = try await poster.stream(body, into: lines)
@@ -172,7 +117,7 @@ public struct OpenAIChatBackend: ChatBackend {
             if value.first == UInt8(ascii: " ") { value = value.dropFirst() }
             if field.elementsEqual("error".utf8) {
                 // llama-server's `error: {"code", "message", "type"}` line.
-                let detail = (try? decoder.decode(ErrorBody.Detail.self, from: Data(value)))?.message
+                let detail = (try? decoder.decode(OpenAIError.self, from: Data(value)))?.message
                 throw BackendError(.serverError, "\(name) failed while generating: \(detail ?? String(decoding: value.prefix(300), as: UTF8.self))")
             }
             guard field.elementsEqual("data".utf8) else { return }
@@ -180,9 +125,9 @@ public struct OpenAIChatBackend: ChatBackend {
                 finished = true
                 return
             }
-            let chunk: StreamChunk
+            let chunk: OpenAIChatChunk
             do {
-                chunk = try decoder.decode(StreamChunk.self, from: Data(value))
+                chunk = try decoder.decode(OpenAIChatChunk.self, from: Data(value))
             } catch {
                 throw BackendError(.badResponse, "\(name) sent an event that is not a chat completion chunk: \(String(decoding: value.prefix(200), as: UTF8.self))")
             }
@@ -198,30 +143,32 @@ public struct OpenAIChatBackend: ChatBackend {
                     completion.content += text
                     onText(text)
                 }
-                if let reason = choice.finish_reason { completion.finishReason = reason }
+                if let reason = choice.finishReason { completion.finishReason = reason }
             }
             if let usage = chunk.usage {
-                completion.promptTokens = usage.prompt_tokens ?? completion.promptTokens
-                completion.completionTokens = usage.completion_tokens ?? completion.completionTokens
+                completion.promptTokens = usage.promptTokens ?? completion.promptTokens
+                completion.completionTokens = usage.completionTokens ?? completion.completionTokens
             }
             if let timings = chunk.timings {
-                completion.promptMilliseconds = timings.prompt_ms ?? completion.promptMilliseconds
-                completion.generationMilliseconds = timings.predicted_ms ?? completion.generationMilliseconds
-                completion.tokensPerSecond = timings.predicted_per_second ?? completion.tokensPerSecond
+                completion.promptMilliseconds = timings.promptMs ?? completion.promptMilliseconds
+                completion.generationMilliseconds = timings.predictedMs ?? completion.generationMilliseconds
+                completion.tokensPerSecond = timings.predictedPerSecond ?? completion.tokensPerSecond
             }
         }
     }
 
-    private func body(for request: ChatRequest) -> Body {
-        Body(
+    /// The request body; it always says `"stream": false`, which streaming turns to true.
+    private func body(for request: ChatRequest) -> OpenAIChatRequest {
+        OpenAIChatRequest(
             model: request.model ?? defaultModel,
-            messages: request.messages,
-            max_tokens: request.maxTokens,
+            messages: request.messages.map(ChatMessageBody.init),
+            maxTokens: request.maxTokens,
             temperature: request.temperature,
-            top_p: request.topP,
-            top_k: sendsTopK ? request.topK : nil,
-            seed: request.seed,
-            stop: request.stop.isEmpty ? nil : request.stop
+            topP: request.topP,
+            topK: sendsTopK ? request.topK : nil,
+            seed: request.seed.map(Int64.init),
+            stop: request.stop.isEmpty ? nil : StopSequences(request.stop),
+            stream: false
         )
     }
 }

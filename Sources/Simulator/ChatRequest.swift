@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import LLMQWire
 
 /// The two request dialects the simulator speaks, which decide error shapes and response formats.
 enum APIFlavor: Sendable {
@@ -10,85 +11,18 @@ enum APIFlavor: Sendable {
 }
 
 /// One chat message with its text flattened (content parts are joined; images are ignored).
-struct ChatMessage: Decodable, Sendable {
+struct ChatMessage: Sendable {
     var role: String
     var content: String
-
-    private enum CodingKeys: String, CodingKey { case role, content }
-
-    private struct ContentPart: Decodable {
-        var type: String?
-        var text: String?
-    }
 
     init(role: String, content: String) {
         self.role = role
         self.content = content
     }
 
-    init(from decoder: any Decoder) throws {
-        let container = try decoder.container(keyedBy: CodingKeys.self)
-        self.role = try container.decode(String.self, forKey: .role)
-        // OpenAI allows a string, an array of typed parts, or null (an assistant turn that only calls tools).
-        if try !container.contains(.content) || container.decodeNil(forKey: .content) {
-            self.content = ""
-        } else if let text = try? container.decode(String.self, forKey: .content) {
-            self.content = text
-        } else {
-            let parts = try container.decode([ContentPart].self, forKey: .content)
-            self.content = parts.compactMap(\.text).joined(separator: "\n")
-        }
+    init(_ body: ChatMessageBody) {
+        self.init(role: body.role, content: body.text)
     }
-}
-
-/// `stop` as OpenAI allows it: one string or an array of strings.
-struct StopSequences: Decodable, Sendable {
-    var values: [String]
-
-    init(from decoder: any Decoder) throws {
-        let container = try decoder.singleValueContainer()
-        if container.decodeNil() {
-            values = []
-        } else if let one = try? container.decode(String.self) {
-            values = [one]
-        } else {
-            values = try container.decode([String].self)
-        }
-    }
-}
-
-/// The body of `POST /v1/chat/completions`. Sampling fields are decoded only so a wrongly typed one is a 400,
-/// as on the real servers; the simulator's output does not depend on them.
-private struct OpenAIChatBody: Decodable {
-    var model: String?
-    var messages: [ChatMessage]
-    var max_tokens: Int?
-    var max_completion_tokens: Int?
-    var n_predict: Int?
-    var temperature: Double?
-    var top_p: Double?
-    var top_k: Double?
-    var seed: Int64?
-    var stop: StopSequences?
-    var stream: Bool?
-}
-
-/// The body of Ollama's `POST /api/chat`.
-private struct OllamaChatBody: Decodable {
-    struct Options: Decodable {
-        var num_predict: Int?
-        var num_ctx: Int?
-        var temperature: Double?
-        var top_p: Double?
-        var top_k: Double?
-        var seed: Int64?
-        var stop: StopSequences?
-    }
-
-    var model: String?
-    var messages: [ChatMessage]?
-    var stream: Bool?
-    var options: Options?
 }
 
 /// A chat request of either dialect, reduced to what the simulator acts on.
@@ -108,7 +42,8 @@ struct BadRequest: Error {
 }
 
 extension ChatRequest {
-    /// Decodes a request body of the given dialect.
+    /// Decodes a request body of the given dialect. Sampling fields are decoded only so a wrongly typed one
+    /// is a 400, as on the real servers; the simulator's output does not depend on them.
     /// - Throws: `BadRequest` with a message naming the offending field.
     init(flavor: APIFlavor, body: ByteBuffer) throws(BadRequest) {
         let data = body.withUnsafeReadableBytes { Data($0) }
@@ -116,24 +51,24 @@ extension ChatRequest {
         do {
             switch flavor {
             case .openAI:
-                let decoded = try decoder.decode(OpenAIChatBody.self, from: data)
+                let decoded = try decoder.decode(OpenAIChatRequest.self, from: data)
                 // llama-server reads max_tokens, then the newer max_completion_tokens, then its own n_predict.
-                let limit = decoded.max_completion_tokens ?? decoded.max_tokens ?? decoded.n_predict
+                let limit = decoded.maxCompletionTokens ?? decoded.maxTokens ?? decoded.nPredict
                 self.init(
                     model: decoded.model ?? "",
-                    messages: decoded.messages,
+                    messages: decoded.messages.map(ChatMessage.init),
                     maxTokens: limit.flatMap { $0 > 0 ? $0 : nil },
                     seed: decoded.seed ?? 0,
                     stop: decoded.stop?.values ?? [],
                     stream: decoded.stream ?? false
                 )
             case .ollama:
-                let decoded = try decoder.decode(OllamaChatBody.self, from: data)
+                let decoded = try decoder.decode(OllamaChatRequest.self, from: data)
                 self.init(
                     model: decoded.model ?? "",
-                    messages: decoded.messages ?? [],
+                    messages: (decoded.messages ?? []).map(ChatMessage.init),
                     // Ollama's -1 (no limit) and -2 (fill the context) fall back to the default length.
-                    maxTokens: decoded.options?.num_predict.flatMap { $0 > 0 ? $0 : nil },
+                    maxTokens: decoded.options?.numPredict.flatMap { $0 > 0 ? $0 : nil },
                     seed: decoded.options?.seed ?? 0,
                     stop: decoded.options?.stop?.values ?? [],
                     // Ollama streams unless told otherwise.

@@ -177,10 +177,15 @@ enum OllamaFormat {
     /// `{"error":"…"}`, Ollama's error shape.
     static func error(_ message: String) -> ByteBuffer {
         var json = JSONWriter(capacity: 32 + message.utf8.count)
+        writeError(&json, message: message)
+        return json.buffer
+    }
+
+    /// `{"error":"…"}`, also as a line in the middle of a stream.
+    static func writeError(_ json: inout JSONWriter, message: String) {
         json.beginObject()
         json.field("error", message)
         json.endObject()
-        return json.buffer
     }
 
     /// One NDJSON line carrying a token.

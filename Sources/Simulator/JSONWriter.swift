@@ -21,24 +21,29 @@ struct JSONWriter {
     }
 
     mutating func beginObject() {
-        separate()
-        buffer.writeInteger(UInt8(ascii: "{"))
-        needsComma = false
+        begin(UInt8(ascii: "{"))
     }
 
     mutating func endObject() {
-        buffer.writeInteger(UInt8(ascii: "}"))
-        needsComma = true
+        end(UInt8(ascii: "}"))
     }
 
     mutating func beginArray() {
-        separate()
-        buffer.writeInteger(UInt8(ascii: "["))
-        needsComma = false
+        begin(UInt8(ascii: "["))
     }
 
     mutating func endArray() {
-        buffer.writeInteger(UInt8(ascii: "]"))
+        end(UInt8(ascii: "]"))
+    }
+
+    private mutating func begin(_ bracket: UInt8) {
+        separate()
+        buffer.writeInteger(bracket)
+        needsComma = false
+    }
+
+    private mutating func end(_ bracket: UInt8) {
+        buffer.writeInteger(bracket)
         needsComma = true
     }
 

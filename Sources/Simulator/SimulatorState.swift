@@ -189,17 +189,8 @@ final class SimulatorState: Sendable {
 
     /// Takes a free slot without waiting, or says whether the request may wait for one.
     func tryAcquire(taskID: Int) -> SlotAdmission {
-        enum Outcome { case granted(Int), mustWait, rejected }
-        let outcome: Outcome = state.withLockedValue { state in
-            if let slot = state.freeSlots.popLast() {
-                Self.occupy(&state, slot: slot, taskID: taskID, slotCount: slotCount)
-                return .granted(slot)
-            }
-            if state.waiters.count >= maxQueue {
-                state.stats.rejected += 1
-                return .rejected
-            }
-            return .mustWait
+        let outcome = state.withLockedValue { state in
+            Self.take(&state, taskID: taskID, slotCount: slotCount, maxQueue: maxQueue)
         }
         switch outcome {
         case .granted(let slot): return .granted(SlotLease(slot: slot, state: self))
@@ -222,13 +213,10 @@ final class SimulatorState: Sendable {
                     // A cancellation that ran before this point found no waiter to remove; seeing the flag under
                     // the lock closes that gap, because the flag is set before the handler runs.
                     if Task.isCancelled { return .cancelled }
-                    if let slot = state.freeSlots.popLast() {
-                        Self.occupy(&state, slot: slot, taskID: taskID, slotCount: slotCount)
-                        return .granted(slot)
-                    }
-                    if state.waiters.count >= maxQueue {
-                        state.stats.rejected += 1
-                        return .rejected
+                    switch Self.take(&state, taskID: taskID, slotCount: slotCount, maxQueue: maxQueue) {
+                    case .granted(let slot): return .granted(slot)
+                    case .rejected: return .rejected
+                    case .mustWait: break
                     }
                     state.waiters[ticket] = Waiter(continuation: continuation, taskID: taskID)
                     state.order.append(ticket)
@@ -261,6 +249,22 @@ final class SimulatorState: Sendable {
             return nil
         }
         next?.continuation.resume(returning: slot)
+    }
+
+    /// What a request gets under the lock without waiting: a free slot, or a rejection (counted) when the
+    /// queue is full, or leave to wait.
+    private enum Take { case granted(Int), mustWait, rejected }
+
+    private static func take(_ state: inout State, taskID: Int, slotCount: Int, maxQueue: Int) -> Take {
+        if let slot = state.freeSlots.popLast() {
+            occupy(&state, slot: slot, taskID: taskID, slotCount: slotCount)
+            return .granted(slot)
+        }
+        if state.waiters.count >= maxQueue {
+            state.stats.rejected += 1
+            return .rejected
+        }
+        return .mustWait
     }
 
     private static func occupy(_ state: inout State, slot: Int, taskID: Int, slotCount: Int) {
