@@ -77,29 +77,23 @@ end
 if kind then
   return redis.error_reply('WRONGTYPE key ' .. replyKey .. ' holds a ' .. kind .. ', not a stream: no reply can be written')
 end
-if chunkCount > 0 then
-  kind = notStream(KEYS[8])
-  if kind then
-    chunkCount = 0
-    reply[#reply + 1] = 'stream_error'
-    reply[#reply + 1] = 'the chunk stream ' .. KEYS[8] .. ' holds a ' .. kind .. ', not a stream; its last chunk was not written'
-  end
+-- Whether `key` is a stream (or missing); if not, the reply says so with `field` and what is lost.
+local function usable(key, field, name, lost)
+  local keyKind = notStream(key)
+  if not keyKind then return true end
+  reply[#reply + 1] = field
+  reply[#reply + 1] = name .. ' ' .. key .. ' holds a ' .. keyKind .. ', not a stream; ' .. lost
+  return false
 end
-if deadCount > 0 then
-  kind = notStream(KEYS[3])
-  if kind then
-    deadCount = 0
-    reply[#reply + 1] = 'dead_letter_error'
-    reply[#reply + 1] = 'the dead-letter stream ' .. KEYS[3] .. ' holds a ' .. kind .. ', not a stream; the record was not kept'
-  end
+if chunkCount > 0 and not usable(KEYS[8], 'stream_error', 'the chunk stream', 'its last chunk was not written') then
+  chunkCount = 0
+end
+if deadCount > 0 and not usable(KEYS[3], 'dead_letter_error', 'the dead-letter stream', 'the record was not kept') then
+  deadCount = 0
 end
 local history = nil
 if keep and mode == 'owned' then
-  kind = notStream(KEYS[4])
-  if kind then
-    reply[#reply + 1] = 'history_error'
-    reply[#reply + 1] = 'the history stream ' .. KEYS[4] .. ' holds a ' .. kind .. ', not a stream; the request was not kept'
-  else
+  if usable(KEYS[4], 'history_error', 'the history stream', 'the request was not kept') then
     local entry = redis.call('XRANGE', KEYS[1], id, id)
     -- unpack() takes at most about 8000 values: a larger copy would fail after the reply.
     if #entry == 1 and #entry[1][2] > 7000 then
