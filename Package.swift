@@ -113,7 +113,16 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
-            path: "Sources/Worker"
+            path: "Sources/Worker",
+            // The Lua scripts, compiled into the binary (`PackageResources.reply_lua`, ...): the
+            // release binary is deployed alone, with no resource bundle beside it.
+            resources: [
+                .embedInCode("Scripts/reply.lua"),
+                .embedInCode("Scripts/chunks.lua"),
+                .embedInCode("Scripts/claim.lua"),
+                .embedInCode("Scripts/touch.lua"),
+                .embedInCode("Scripts/delete_idle_consumers.lua"),
+            ]
         ),
         // What operators watch: Prometheus metrics with their help texts, the HTTP listener for
         // /metrics, /healthz and /readyz, and JSON log lines.

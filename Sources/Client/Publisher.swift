@@ -15,10 +15,7 @@ public struct Publisher: Sendable {
     /// Adds a request entry and returns its entry ID.
     public func publish(_ fields: [(String, String)]) async throws(RedisError) -> String {
         var command = RedisCommand("XADD", streams.requests, "*")
-        for (name, value) in fields {
-            command.append(name)
-            command.append(value)
-        }
+        command.append(fields: fields)
         guard let id = try await client.send(command).string else {
             throw RedisError(.unexpectedReply, "XADD returned no ID")
         }
@@ -67,17 +64,8 @@ public struct Publisher: Sendable {
     private func read(_ stream: String, after cursor: String, until deadline: ContinuousClock.Instant) async throws(RedisError) -> [(String, [(String, String)])] {
         let block = max(1, min(1000, (deadline - ContinuousClock.now).milliseconds))
         let reply = try await client.send(RedisCommand("XREAD", "COUNT", "1000", "BLOCK", String(block), "STREAMS", stream, cursor))
-        var entries: [(String, [(String, String)])] = []
-        for item in reply.array ?? [] {
-            guard let pair = item.array, pair.count == 2, let values = pair[1].array else { continue }
-            for value in values {
-                let entry = try StreamEntry(decoding: value)
-                let fields = (entry.fields ?? []).map {
-                    (String(decoding: $0.name, as: UTF8.self), String(decoding: $0.value, as: UTF8.self))
-                }
-                entries.append((entry.id, fields))
-            }
+        return try StreamsReply(decoding: reply).entries.map { entry in
+            (entry.id, entry.textFields.map { ($0.name, $0.value) })
         }
-        return entries
     }
 }

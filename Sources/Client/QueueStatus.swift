@@ -172,29 +172,26 @@ public struct QueueStatus: Sendable, Codable {
             RedisCommand("HGETALL", streams.stats),
         ])
         var status = QueueStatus(
-            stream: streams.requests, group: streams.group, length: first[0].int ?? 0, lag: nil, pending: 0,
+            stream: streams.requests, group: streams.group, length: try Self.length(first[0]), lag: nil, pending: 0,
             groupExists: false, consumers: [], oldestPending: nil, replies: streams.replies,
-            repliesLength: first[1].int ?? 0, dead: streams.dead, deadLength: first[2].int ?? 0,
+            repliesLength: try Self.length(first[1]), dead: streams.dead, deadLength: try Self.length(first[2]),
             stats: streams.stats, replyCounts: ReplyCounts(hash: first[3]))
         if status.length == 0, try await client.send("EXISTS", streams.requests).int != 1 { return status }
 
-        let groups = try await client.send("XINFO", "GROUPS", streams.requests)
-        guard let info = groups.array?.map(Self.dictionary).first(where: { $0["name"]?.string == streams.group }) else {
-            return status
-        }
+        let groups = try StreamGroupInfo.list(decoding: try await client.send("XINFO", "GROUPS", streams.requests))
+        guard let group = groups.first(where: { $0.name == streams.group }) else { return status }
         status.groupExists = true
-        status.pending = info["pending"]?.int ?? 0
-        status.lag = info["lag"]?.int
+        status.pending = group.pending
+        status.lag = group.lag
 
         let consumers = try await client.send("XINFO", "CONSUMERS", streams.requests, streams.group)
-        status.consumers = (consumers.array ?? []).map(Self.dictionary).map { consumer in
-            Consumer(
-                name: consumer["name"]?.string ?? "?", pending: consumer["pending"]?.int ?? 0,
-                idleMilliseconds: consumer["idle"]?.int ?? 0)
+        status.consumers = try StreamConsumerInfo.list(decoding: consumers).map { consumer in
+            Consumer(name: consumer.name, pending: consumer.pending, idleMilliseconds: consumer.idleMilliseconds)
         }
         if status.pending > 0 {
+            // Empty when the entries pending a moment ago have been acknowledged since.
             let oldest = try await client.send("XPENDING", streams.requests, streams.group, "-", "+", "1")
-            if let row = oldest.array?.first.flatMap(PendingEntry.init) {
+            if let row = try PendingEntry.list(decoding: oldest).first {
                 let published = StreamEntry(id: row.id, fields: nil).timestampMilliseconds ?? 0
                 let now = Int64(Date().timeIntervalSince1970 * 1000)
                 status.oldestPending = OldestPending(
@@ -205,13 +202,11 @@ public struct QueueStatus: Sendable, Codable {
         return status
     }
 
-    /// XINFO replies are flat name/value arrays in RESP2.
-    private static func dictionary(_ value: RESPValue) -> [String: RESPValue] {
-        var result: [String: RESPValue] = [:]
-        for (name, value) in value.pairs ?? [] {
-            if let key = name.string { result[key] = value }
-        }
-        return result
+    /// An `XLEN` answer from a pipeline: an error reply (a key of another type) reads as no
+    /// stream, so one bad key does not hide the rest of the status; anything else must be a count.
+    private static func length(_ reply: RESPValue) throws(RedisError) -> Int {
+        if reply.errorMessage != nil { return 0 }
+        return try reply.decodeInt("XLEN", "reply")
     }
 
     /// A table for people.

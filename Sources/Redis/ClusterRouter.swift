@@ -204,8 +204,9 @@ final class ClusterRouter: Sendable {
             return (state.owners.compactMap { $0 } + state.known).filter { seen.insert($0).inserted }
         }
         for node in candidates {
+            // A node that cannot answer, or answers with a malformed map, is skipped for the next.
             guard let client = try? client(for: node), let reply = try? await client.send("CLUSTER", "SLOTS"),
-                let map = ClusterRouting.slotMap(reply, askedAt: node)
+                let slots = try? ClusterSlots(decoding: reply), let map = ClusterRouting.slotMap(slots, askedAt: node)
             else { continue }
             state.withLockedValue { state in
                 state.owners = map.owners
@@ -303,26 +304,21 @@ enum ClusterRouting {
         var nodes: [RedisNode]
     }
 
-    /// Parses `CLUSTER SLOTS`: rows of start, end, master `[host, port, id, ...]`, replicas...
-    /// A master announced without a host (`""` or `?`) is reached at the address asked.
-    static func slotMap(_ reply: RESPValue, askedAt asked: RedisNode) -> SlotMap? {
-        guard let rows = reply.array, !rows.isEmpty else { return nil }
+    /// The slot map of a `CLUSTER SLOTS` reply. A node announced without a host (`""` or `?`)
+    /// is reached at the address asked; one without a port (0: not reachable over plain TCP)
+    /// is left out. Nil when the map has no range, or a range's master cannot be reached.
+    static func slotMap(_ slots: ClusterSlots, askedAt asked: RedisNode) -> SlotMap? {
+        guard !slots.ranges.isEmpty else { return nil }
         var owners = [RedisNode?](repeating: nil, count: HashSlot.count)
         var nodes: [RedisNode] = []
-        for row in rows {
-            guard let members = row.array, members.count >= 3, let start = members[0].int, let end = members[1].int,
-                0 <= start, start <= end, end < HashSlot.count
-            else { return nil }
-            var addresses: [RedisNode] = []
-            for member in members[2...] {
-                guard let fields = member.array, fields.count >= 2, let port = fields[1].int, (1...65535).contains(port) else { continue }
-                var host = fields[0].string ?? ""
-                if host.isEmpty || host == "?" { host = asked.host }
-                addresses.append(RedisNode(host: host, port: port))
-            }
-            guard let master = addresses.first else { return nil }
-            for slot in start...end { owners[slot] = master }
-            for node in addresses where !nodes.contains(node) { nodes.append(node) }
+        func address(_ node: ClusterSlots.Node) -> RedisNode? {
+            guard node.port > 0 else { return nil }
+            return RedisNode(host: node.host.isEmpty || node.host == "?" ? asked.host : node.host, port: node.port)
+        }
+        for range in slots.ranges {
+            guard let master = address(range.master) else { return nil }
+            for slot in range.slots { owners[slot] = master }
+            for node in [master] + range.replicas.compactMap(address) where !nodes.contains(node) { nodes.append(node) }
         }
         return SlotMap(owners: owners, nodes: nodes)
     }

@@ -33,6 +33,14 @@ public struct RedisCommand: Sendable, Hashable, CustomStringConvertible {
         lengths.append(contentsOf: other.lengths)
     }
 
+    /// Appends each name and then its value, in order (the fields of a stream entry or hash).
+    public mutating func append(fields: [(String, String)]) {
+        for (name, value) in fields {
+            append(name)
+            append(value)
+        }
+    }
+
     @inlinable
     public mutating func append(_ argument: Int) {
         append(String(argument))

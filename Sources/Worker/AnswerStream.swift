@@ -183,10 +183,7 @@ final class AnswerStream: CompletionStreamSink {
             batch.renewExpiry ? String(settings.expire.milliseconds) : "0")
         for chunk in batch.chunks {
             arguments.append(String(chunk.count * 2))
-            for (name, value) in chunk {
-                arguments.append(name)
-                arguments.append(value)
-            }
+            arguments.append(fields: chunk)
         }
         let keys = [owner.requests, key, owner.marker]
         let command =

@@ -156,12 +156,9 @@ struct BenchCommand: AsyncParsableCommand {
         while replies.count < requests && ContinuousClock.now < deadline {
             let result = try await client.send(
                 RedisCommand("XREAD", "COUNT", "5000", "BLOCK", "1000", "STREAMS", replyStream, cursor))
-            for stream in result.array ?? [] {
-                for item in stream.array?.last?.array ?? [] {
-                    guard let pair = item.array, pair.count == 2, let id = pair[0].string else { continue }
-                    cursor = id
-                    replies.append(BenchReport.Reply(id: id, fields: pair[1]))
-                }
+            for entry in try StreamsReply(decoding: result).entries {
+                cursor = entry.id
+                replies.append(BenchReport.Reply(entry))
             }
             if ContinuousClock.now - lastProgress > .seconds(2) {
                 lastProgress = ContinuousClock.now
@@ -186,12 +183,9 @@ struct BenchReport: Encodable {
         var completionTokens: Int?
         var generationMilliseconds: Double?
 
-        init(id: String, fields: RESPValue) {
-            replyMilliseconds = Int64(id.split(separator: "-").first ?? "") ?? 0
-            var values: [String: String] = [:]
-            for (name, value) in fields.pairs ?? [] {
-                if let name = name.string { values[name] = value.string }
-            }
+        init(_ entry: StreamEntry) {
+            replyMilliseconds = entry.timestampMilliseconds ?? 0
+            let values = Dictionary(entry.textFields.map { ($0.name, $0.value) }, uniquingKeysWith: { _, last in last })
             ok = values["status"] == "ok"
             requestMilliseconds = values["request"].flatMap { Int64($0.split(separator: "-").first ?? "") }
             queue = values["queue_ms"].flatMap(Double.init)

@@ -102,30 +102,27 @@ struct StreamBench: Sendable {
             let read = try await reader.send(RedisCommand(
                 "XREAD", "COUNT", "10000", "BLOCK", "1000", "STREAMS", chunkStream, replyStream, cursors.0, cursors.1))
             let arrived = ContinuousClock.now
-            for stream in read.array ?? [] {
-                guard let pair = stream.array, pair.count == 2, let name = pair[0].string else { continue }
-                for item in pair[1].array ?? [] {
-                    guard let entry = item.array, entry.count == 2, let entryID = entry[0].string else { continue }
+            for (name, entries) in try StreamsReply(decoding: read).streams {
+                for entry in entries {
+                    let fields = entry.textFields
                     if name == chunkStream {
                         // Only `id` and whether it is text matter here; a chunk is not worth a dictionary.
-                        cursors.0 = entryID
-                        let pairs = entry[1].pairs ?? []
-                        guard pairs.contains(where: { $0.name.string == "delta" }),
-                            let id = pairs.first(where: { $0.name.string == "id" })?.value.string, let sent = published[id]
+                        cursors.0 = entry.id
+                        guard fields.contains(where: { $0.name == "delta" }),
+                            let id = fields.first(where: { $0.name == "id" })?.value, let sent = published[id]
                         else { continue }
                         chunks += 1
                         if firstToken[id] == nil { firstToken[id] = arrived - sent }
                         continue
                     }
-                    var fields: [String: String] = [:]
-                    for (field, value) in entry[1].pairs ?? [] { fields[field.string ?? ""] = value.string }
-                    cursors.1 = entryID
-                    guard let id = fields["id"], let sent = published[id] else { continue }
+                    cursors.1 = entry.id
+                    let reply = Dictionary(fields.map { ($0.name, $0.value) }, uniquingKeysWith: { _, last in last })
+                    guard let id = reply["id"], let sent = published[id] else { continue }
                     outstanding -= 1
-                    if fields["status"] == "ok" {
+                    if reply["status"] == "ok" {
                         total.append((arrived - sent).fractionalMilliseconds)
-                        if let queue = fields["queue_ms"].flatMap(Double.init) { queueWaits.append(queue) }
-                        if let first = fields["first_token_ms"].flatMap(Double.init) { backendFirstTokens.append(first) }
+                        if let queue = reply["queue_ms"].flatMap(Double.init) { queueWaits.append(queue) }
+                        if let first = reply["first_token_ms"].flatMap(Double.init) { backendFirstTokens.append(first) }
                     } else {
                         errors += 1
                     }
@@ -135,19 +132,24 @@ struct StreamBench: Sendable {
         let seconds = (ContinuousClock.now - start).fractionalMilliseconds / 1000
         let after = try await commandStats(client)
         let answered = total.count
-        var perRequest: [String: Double] = [:]
-        for (command, calls) in after {
-            let delta = calls - (before[command] ?? 0)
-            // INFO itself, run here twice, is not the run's.
-            if delta > 0 && command != "info" { perRequest[command] = Double(delta) / Double(max(1, answered + errors)) }
-        }
         return Report(
             mode: "through llmq", requests: requests, answered: answered, errors: errors, concurrency: concurrency,
             firstTokenMilliseconds: BenchReport.Percentiles(firstToken.values.map(\.fractionalMilliseconds)),
             totalMilliseconds: BenchReport.Percentiles(total), seconds: seconds,
             chunksPerRequest: Double(chunks) / Double(max(1, answered)),
             queueMilliseconds: BenchReport.Percentiles(queueWaits), backendFirstTokenMilliseconds: BenchReport.Percentiles(backendFirstTokens),
-            redisCommandsPerRequest: perRequest)
+            redisCommandsPerRequest: Self.callsPerRequest(before: before, after: after, requests: answered + errors))
+    }
+
+    /// Each command's calls between two `INFO commandstats` readings, per request.
+    private static func callsPerRequest(before: [String: Int], after: [String: Int], requests: Int) -> [String: Double] {
+        var perRequest: [String: Double] = [:]
+        for (command, calls) in after {
+            let delta = calls - (before[command] ?? 0)
+            // INFO itself, run here twice, is not the run's.
+            if delta > 0 && command != "info" { perRequest[command] = Double(delta) / Double(max(1, requests)) }
+        }
+        return perRequest
     }
 
     /// Straight to the backend: `concurrency` clients, each streaming one request after another.
