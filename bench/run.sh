@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # llmq's benchmarks, each a ratio measured side by side in one run (see docs/BENCHMARKS.md).
 #   bench/run.sh [latency|drain|slots|llama|memory|redis-memory|metrics|backends|failover|llama-pool|stream|all]
-#   bench/run.sh compare OLD_LLMQ NEW_LLMQ   (drain rate and streamed drain, the two binaries alternated)
+#   bench/run.sh compare OLD_LLMQ NEW_LLMQ   (drain rate and streamed drain, the two binaries alternated;
+#                                              CLIENT_LLMQ=, SIM_LLMQ= fix the bench client and simulator)
 # Needs a release build (make release); `drain` also the Python baseline's packages
 # (pip install -r bench/python-consumer/requirements.txt), `llama` a llama-server
 # (scripts/llama-server.sh build). Everything listens on 127.0.0.1 and stops by itself.
@@ -38,7 +39,7 @@ fresh_redis() {
 }
 
 sim() {  # sim SLOTS TOKEN_MS
-    "$LLMQ" sim --port "$SIM_PORT" --slots "$1" --token-ms "$2" --max-queue 100000 2>/dev/null &
+    "${SIM_LLMQ:-$LLMQ}" sim --port "$SIM_PORT" --slots "$1" --token-ms "$2" --max-queue 100000 2>/dev/null &
     pids+=($!)
     until curl -sf "http://127.0.0.1:$SIM_PORT/health" >/dev/null; do sleep 0.05; done
 }
@@ -175,7 +176,10 @@ metrics_cost() {
     for pair in $(seq "$pairs"); do
         for mode in off on; do
             fresh_redis; sim 1024 0
-            local run; run=$("$LLMQ" bench --redis-url "$REDIS" --requests "$n" --prefill-only)
+            # The producer, the collector and the simulator are the same binary for both builds
+            # when CLIENT_LLMQ and SIM_LLMQ are set, so that only the worker differs.
+            local client=${CLIENT_LLMQ:-$LLMQ}
+            local run; run=$("$client" bench --redis-url "$REDIS" --requests "$n" --prefill-only)
             if [ "$mode" = on ]; then
                 local port; port=$(free_port)
                 worker drain "$c" --metrics-port "$port"
@@ -186,7 +190,7 @@ metrics_cost() {
                 worker drain "$c"
             fi
             local w=${pids[-1]}; [ "$mode" = on ] && w=${pids[-2]}
-            local rate; rate=$("$LLMQ" bench --redis-url "$REDIS" --requests "$n" --collect-only --run "$run" --json 2>/dev/null | json_field 'round(d["throughputPerSecond"])')
+            local rate; rate=$("$client" bench --redis-url "$REDIS" --requests "$n" --collect-only --run "$run" --json 2>/dev/null | json_field 'round(d["throughputPerSecond"])')
             # The worker's CPU time (user + system) for the whole drain: steadier than a rate.
             local cpu; cpu=$(awk -v hz="$(getconf CLK_TCK)" -v n="$n" '{printf "%.1f", ($14 + $15) / hz * 1e6 / n}' "/proc/$w/stat")
             echo "pair $pair, metrics $mode: $rate requests/s, worker CPU $cpu us/request"
@@ -312,7 +316,7 @@ stream_ttft() {
     local n=${STREAM_REQUESTS:-2000} c=${STREAM_CONCURRENCY:-100} rounds=${STREAM_ROUNDS:-3}
     echo "## time to first token: $c concurrent streams, sim --prompt-ms 50 --token-ms 20 (50 tokens/s), 32 tokens, $rounds alternating rounds"
     fresh_redis
-    "$LLMQ" sim --port "$SIM_PORT" --slots 256 --prompt-ms 50 --token-ms 20 --max-queue 100000 2>/dev/null &
+    "${SIM_LLMQ:-$LLMQ}" sim --port "$SIM_PORT" --slots 256 --prompt-ms 50 --token-ms 20 --max-queue 100000 2>/dev/null &
     pids+=($!)
     until curl -sf "http://127.0.0.1:$SIM_PORT/health" >/dev/null; do sleep 0.05; done
     worker stream 128; sleep 0.5
@@ -341,13 +345,16 @@ compare() {
             local bin=$old; [ $build = new ] && bin=$new
             LLMQ=$bin
             fresh_redis; sim 1024 0
-            local run; run=$("$LLMQ" bench --redis-url "$REDIS" --requests "$n" --prefill-only)
+            # The producer, the collector and the simulator are the same binary for both builds
+            # when CLIENT_LLMQ and SIM_LLMQ are set, so that only the worker differs.
+            local client=${CLIENT_LLMQ:-$LLMQ}
+            local run; run=$("$client" bench --redis-url "$REDIS" --requests "$n" --prefill-only)
             worker drain "$c"
-            local rate; rate=$("$LLMQ" bench --redis-url "$REDIS" --requests "$n" --collect-only --run "$run" --json 2>/dev/null | json_field 'round(d["throughputPerSecond"])')
+            local rate; rate=$("$client" bench --redis-url "$REDIS" --requests "$n" --collect-only --run "$run" --json 2>/dev/null | json_field 'round(d["throughputPerSecond"])')
             stop_all
             fresh_redis; sim 1024 1
             worker stream 64; sleep 0.3
-            local streamed; streamed=$("$LLMQ" bench --redis-url "$REDIS" --stream --requests "$sn" --concurrency 64 --max-tokens 32 --json | json_field 'round(d["answered"] / d["seconds"])')
+            local streamed; streamed=$("$client" bench --redis-url "$REDIS" --stream --requests "$sn" --concurrency 64 --max-tokens 32 --json | json_field 'round(d["answered"] / d["seconds"])')
             stop_all
             printf "%-6s %-5s %-12s %s\n" "$round" "$build" "$rate" "$streamed"
         done
