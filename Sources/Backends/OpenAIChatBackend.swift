@@ -48,9 +48,9 @@ public struct OpenAIChatBackend: ChatBackend {
         guard response.status == 200 else {
             throw backendError(status: response.status, body: response.body, retryAfter: response.header("retry-after"), backend: name)
         }
-        let decoded: OpenAIChatResponse
+        let decoded: OpenAIAnswerReading.Whole
         do {
-            decoded = try JSONDecoder().decode(OpenAIChatResponse.self, from: Data(response.body))
+            decoded = try JSONDecoder().decode(OpenAIAnswerReading.Whole.self, from: Data(response.body))
         } catch {
             if let error = ErrorBody.parse(response.body), let message = error.message {
                 throw BackendError(.serverError, "\(name) answered with an error: \(message)")
@@ -125,9 +125,9 @@ public struct OpenAIChatBackend: ChatBackend {
                 finished = true
                 return
             }
-            let chunk: OpenAIChatChunk
+            let chunk: OpenAIAnswerReading
             do {
-                chunk = try decoder.decode(OpenAIChatChunk.self, from: Data(value))
+                chunk = try decoder.decode(OpenAIAnswerReading.self, from: Data(value))
             } catch {
                 throw BackendError(.badResponse, "\(name) sent an event that is not a chat completion chunk: \(String(decoding: value.prefix(200), as: UTF8.self))")
             }

@@ -153,6 +153,39 @@ struct OpenAIWireTests {
         #expect(throws: (any Error).self) { try decode(OpenAIChatChunk.self, #"{"choices":[{"delta":"text"}]}"#) }
     }
 
+    @Test("what a worker reads of an answer agrees with the whole types, for whole answers and every kind of chunk")
+    func readings() throws {
+        let whole = #"""
+            {"choices":[{"finish_reason":"length","index":0,"message":{"role":"assistant","content":"the fox"}}],
+             "created":1735689600,"model":"sim","usage":{"completion_tokens":2,"prompt_tokens":5,"total_tokens":7},
+             "timings":{"prompt_n":5,"prompt_ms":1.5,"predicted_n":2,"predicted_ms":20,"predicted_per_second":100}}
+            """#
+        let full = try decode(OpenAIChatResponse.self, whole)
+        let read = try decode(OpenAIAnswerReading.Whole.self, whole)
+        #expect(read.choices.map(\.message?.content) == full.choices.map(\.message?.content))
+        #expect(read.choices.map(\.finishReason) == full.choices.map(\.finishReason))
+        #expect(read.model == full.model && read.usage?.promptTokens == full.usage?.promptTokens)
+        #expect(read.usage?.completionTokens == full.usage?.completionTokens)
+        #expect(read.timings?.promptMs == full.timings?.promptMs && read.timings?.predictedMs == full.timings?.predictedMs)
+        #expect(read.timings?.predictedPerSecond == full.timings?.predictedPerSecond)
+        #expect(throws: (any Error).self) { try decode(OpenAIAnswerReading.Whole.self, #"{"model":"m"}"#) }
+        for chunk in [
+            #"{"choices":[{"finish_reason":null,"index":0,"delta":{"role":"assistant","content":null}}]}"#,
+            #"{"choices":[{"index":0,"delta":{"content":" fox"}}],"model":"m"}"#,
+            #"{"choices":[{"finish_reason":"stop","index":0,"delta":{}}],"usage":{"prompt_tokens":3,"completion_tokens":2},"timings":{"predicted_ms":4.5}}"#,
+            #"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}"#,
+            #"{"error":{"code":500,"message":"boom","type":"server_error"}}"#,
+        ] {
+            let full = try decode(OpenAIChatChunk.self, chunk)
+            let read = try decode(OpenAIAnswerReading.self, chunk)
+            #expect(read.choices?.map(\.delta?.content) == full.choices?.map(\.delta?.content), "\(chunk)")
+            #expect(read.choices?.map(\.finishReason) == full.choices?.map(\.finishReason), "\(chunk)")
+            #expect(read.model == full.model && read.usage?.completionTokens == full.usage?.completionTokens, "\(chunk)")
+            #expect(read.timings?.predictedMs == full.timings?.predictedMs && read.error == full.error, "\(chunk)")
+        }
+        #expect(throws: (any Error).self) { try decode(OpenAIAnswerReading.self, #"{"choices":[{"delta":"text"}]}"#) }
+    }
+
     @Test("error bodies: llama-server's numeric code, OpenAI's string or null code")
     func errors() throws {
         let llama = try decode(OpenAIErrorBody.self, #"{"error":{"code":400,"message":"the request exceeds the available context size","type":"exceed_context_size_error","n_prompt_tokens":9,"n_ctx":8}}"#)
