@@ -1,6 +1,5 @@
 import Foundation
 import LLMQConfiguration
-import LLMQContract
 import LLMQRedis
 import Logging
 

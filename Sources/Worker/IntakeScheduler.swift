@@ -1,5 +1,3 @@
-import LLMQConfiguration
-import LLMQContract
 
 /// Decides which queues the free slots go to: a state machine with no I/O (the worker reads
 /// what it plans, then reports what it got).

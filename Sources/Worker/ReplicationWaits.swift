@@ -1,5 +1,3 @@
-import LLMQConfiguration
-import LLMQContract
 import LLMQRedis
 import NIOConcurrencyHelpers
 

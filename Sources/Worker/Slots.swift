@@ -1,5 +1,3 @@
-import LLMQConfiguration
-import LLMQContract
 import NIOConcurrencyHelpers
 
 /// Counts requests in flight against the worker's concurrency. The reader waits here for a free

@@ -1,6 +1,5 @@
 import Foundation
 import LLMQBackends
-import LLMQConfiguration
 import LLMQContract
 import LLMQRedis
 import Logging

@@ -1,6 +1,5 @@
 import Foundation
 import LLMQBackends
-import LLMQClient
 import LLMQConfiguration
 import LLMQContract
 import LLMQRedis

@@ -1,8 +1,6 @@
 import Foundation
 import LLMQBackends
 import LLMQClient
-import LLMQConfiguration
-import LLMQContract
 import LLMQRedis
 import Logging
 import NIOConcurrencyHelpers

@@ -1,7 +1,5 @@
 import Foundation
 import LLMQBackends
-import LLMQClient
-import LLMQConfiguration
 import LLMQContract
 import LLMQRedis
 import Logging

@@ -1,5 +1,3 @@
-import LLMQConfiguration
-import LLMQContract
 
 /// Why a worker stopped on its own: a problem no retry can fix, so the process should exit
 /// and say so, rather than retry forever.

@@ -1,6 +1,5 @@
 import LLMQBackends
 import LLMQConfiguration
-import LLMQContract
 import NIOConcurrencyHelpers
 
 /// What `/healthz` and `/readyz` answer, from state the worker keeps as it goes, so that a probe

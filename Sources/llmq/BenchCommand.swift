@@ -1,7 +1,6 @@
 import ArgumentParser
 import Foundation
 import LLMQBackends
-import LLMQClient
 import LLMQConfiguration
 import LLMQContract
 import LLMQRedis

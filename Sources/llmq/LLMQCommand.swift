@@ -1,6 +1,5 @@
 import ArgumentParser
 import Foundation
-import LLMQClient
 import LLMQConfiguration
 import LLMQContract
 import LLMQRedis

@@ -1,8 +1,6 @@
 import ArgumentParser
 import Foundation
 import LLMQClient
-import LLMQConfiguration
-import LLMQContract
 import LLMQRedis
 import LLMQWorker
 

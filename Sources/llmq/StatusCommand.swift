@@ -2,7 +2,6 @@ import ArgumentParser
 import Foundation
 import LLMQClient
 import LLMQConfiguration
-import LLMQContract
 import LLMQRedis
 import LLMQWorker
 import NIOConcurrencyHelpers
