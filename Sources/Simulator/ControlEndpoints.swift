@@ -12,6 +12,7 @@ extension SimulatorResponder {
         json.field("inFlight", stats.inFlight)
         json.field("maxInFlight", stats.maxInFlight)
         json.field("queued", stats.queued)
+        json.field("maxQueued", stats.maxQueued)
         json.field("rejected", stats.rejected)
         json.field("faults", stats.faults)
         json.field("invalid", stats.invalid)

@@ -190,6 +190,9 @@ public struct SimulatorStats: Sendable, Codable, Equatable {
     public var maxInFlight: Int
     /// Requests waiting for a slot right now.
     public var queued: Int
+    /// The most requests that waited for a slot at once: above 0, a client sent more than the
+    /// slots could take (llmq's pool-wide slots keep it at 0).
+    public var maxQueued: Int
     /// Requests answered 503 because the queue was full.
     public var rejected: Int
     /// Faults injected (500, 503, 429, hang, mid-stream error).
@@ -202,13 +205,14 @@ public struct SimulatorStats: Sendable, Codable, Equatable {
     /// Creates stats; all counters default to 0.
     public init(
         requests: Int = 0, completed: Int = 0, inFlight: Int = 0, maxInFlight: Int = 0, queued: Int = 0,
-        rejected: Int = 0, faults: Int = 0, invalid: Int = 0, cancelled: Int = 0
+        maxQueued: Int = 0, rejected: Int = 0, faults: Int = 0, invalid: Int = 0, cancelled: Int = 0
     ) {
         self.requests = requests
         self.completed = completed
         self.inFlight = inFlight
         self.maxInFlight = maxInFlight
         self.queued = queued
+        self.maxQueued = maxQueued
         self.rejected = rejected
         self.faults = faults
         self.invalid = invalid

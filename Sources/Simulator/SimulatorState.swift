@@ -172,10 +172,10 @@ final class SimulatorState: Sendable {
     }
 
     /// Zeroes the counters and re-arms `failFirst`. Requests generating or waiting right now stay counted in
-    /// `inFlight`, `queued` and `maxInFlight`, because they are still there.
+    /// `inFlight`, `queued`, `maxInFlight` and `maxQueued`, because they are still there.
     func resetStats() {
         state.withLockedValue { state in
-            state.stats = SimulatorStats(maxInFlight: slotCount - state.freeSlots.count)
+            state.stats = SimulatorStats(maxInFlight: slotCount - state.freeSlots.count, maxQueued: state.waiters.count)
             state.failFirstRemaining = state.faults.failFirst
         }
     }
@@ -220,6 +220,7 @@ final class SimulatorState: Sendable {
                     }
                     state.waiters[ticket] = Waiter(continuation: continuation, taskID: taskID)
                     state.order.append(ticket)
+                    state.stats.maxQueued = max(state.stats.maxQueued, state.waiters.count)
                     return .queued
                 }
                 switch outcome {
