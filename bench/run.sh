@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # llmq's benchmarks, each a ratio measured side by side in one run (see docs/BENCHMARKS.md).
-#   bench/run.sh [latency|drain|slots|llama|memory|redis-memory|metrics|backends|failover|llama-pool|stream|all]
+#   bench/run.sh [latency|drain|slots|llama|memory|redis-memory|metrics|backends|priority|failover|llama-pool|stream|all]
 #   bench/run.sh compare OLD_LLMQ NEW_LLMQ   (drain rate and streamed drain, the two binaries alternated;
 #                                              CLIENT_LLMQ=, SIM_LLMQ= fix the bench client and simulator)
 # Needs a release build (make release); `drain` also the Python baseline's packages
@@ -219,7 +219,7 @@ backends_bench() {
     local n=${BACKENDS_REQUESTS:-1500} sim2_port; sim2_port=$(free_port)
     echo "## two sims (A: 8 slots x 20 tokens x 10 ms, B: 4 slots x 20 tokens x 20 ms), 3 workers, $n requests"
     echo "ideal (Little's law): 8 / 0.2 s + 4 / 0.4 s = 50 requests/s"
-    for mode in split discover; do
+    for mode in split discover pool; do
         fresh_redis; sim 8 10
         "$LLMQ" sim --port "$sim2_port" --slots 4 --token-ms 20 --max-queue 100000 2>/dev/null &
         pids+=($!)
@@ -235,7 +235,9 @@ backends_bench() {
                 # Each worker learns the servers' whole slot counts from /props.
                 list="[{\"name\":\"A\",\"type\":\"llama-cpp\",\"endpoint\":\"http://127.0.0.1:$SIM_PORT\"},{\"name\":\"B\",\"type\":\"llama-cpp\",\"endpoint\":\"http://127.0.0.1:$sim2_port\"}]"
             fi
-            LLMQ_BACKENDS="$list" "$LLMQ" worker --redis-url "$REDIS" --consumer "pool$i" --concurrency 12 --log-level warning &
+            # One configuration for all three (pool: the slots shared through Redis leases).
+            LLMQ_SLOTS_POOL=$([ "$mode" = pool ] && echo true || echo false) LLMQ_BACKENDS="$list" \
+                "$LLMQ" worker --redis-url "$REDIS" --consumer "pool$i" --concurrency 12 --log-level warning &
             pids+=($!)
         done
         sleep 1
@@ -251,6 +253,29 @@ print(' '.join('%s: %d replies, backend_ms p50 %.0f p99 %.0f;' % (b['name'], b['
         b=$(curl -s "http://127.0.0.1:$sim2_port/sim/stats" | json_field 'd["maxInFlight"]')
         python3 -c "print(f'$mode: {$rate:.1f} requests/s, {$rate / 50:.3f} of ideal; most generating at once: A {$a} (8 slots), B {$b} (4 slots)')"
         echo "  $waits"
+        stop_all
+    done
+}
+
+pool_priority() {
+    local lo=${PRIORITY_LO:-600} hi=${PRIORITY_HI:-20}
+    echo "## priority across a pool: one 8-slot sim (20 tokens x 10 ms = 200 ms), 5 workers x concurrency 4 with one config;"
+    echo "## queue lo flooded with $lo requests, then $hi requests on hi (priority 1) at 2/s: hi's publish-to-reply time against 200 ms"
+    for mode in false true; do
+        fresh_redis; sim 8 10
+        for i in 1 2 3 4 5; do
+            LLMQ_SLOTS_POOL=$mode LLMQ_QUEUES=lo,hi LLMQ_QUEUES_HI_PRIORITY=1 worker "prio$i" 4
+        done
+        sleep 1
+        "$LLMQ" bench --redis-url "$REDIS" --queue lo --requests "$lo" --max-tokens 20 --prefill-only >/dev/null 2>&1
+        sleep 2
+        local report; report=$(LLMQ_QUEUES=lo,hi LLMQ_QUEUES_HI_PRIORITY=1 "$LLMQ" bench --redis-url "$REDIS" --queue hi --requests "$hi" --rate 2 --max-tokens 20 --json 2>/dev/null)
+        local stats; stats=$(curl -s "http://127.0.0.1:$SIM_PORT/sim/stats")
+        echo "$report" | python3 -c "
+import json, sys
+d = json.load(sys.stdin); s = json.loads('$stats')
+l = d['latencyMilliseconds']
+print(f'slots.pool=$mode: hi publish-to-reply p50 {l[\"p50\"]:.0f} ms ({l[\"p50\"] / 200:.2f}x generation), p99 {l[\"p99\"]:.0f} ms; most waiting inside the sim at once: {s[\"maxQueued\"]}')"
         stop_all
     done
 }
@@ -371,6 +396,7 @@ case "${1:-all}" in
     redis-memory) redis_memory ;;
     metrics) metrics_cost ;;
     backends) backends_bench ;;
+    priority) pool_priority ;;
     failover) backends_failover ;;
     llama-pool) llama_pool ;;
     stream) stream_ttft ;;

@@ -239,6 +239,8 @@ struct BenchReport: Encodable {
     var totalMilliseconds: Percentiles
     /// total - backend: what llmq itself adds between claiming a request and replying.
     var addedMilliseconds: Percentiles
+    /// From publication to reply (the entry IDs, Redis clock): what the producer waits.
+    var latencyMilliseconds: Percentiles
     /// By the backend that answered, busiest first.
     var backends: [BackendShare]
     /// Replies per interval from the first publication (with `--timeline`), to watch a run
@@ -276,6 +278,7 @@ struct BenchReport: Encodable {
         addedMilliseconds = Percentiles(replies.compactMap { reply in
             reply.total.flatMap { total in reply.backend.map { total - $0 } }
         })
+        latencyMilliseconds = Percentiles(replies.compactMap { reply in reply.requestMilliseconds.map { Double(reply.replyMilliseconds - $0) } })
         backends = Dictionary(grouping: replies, by: \.backendName).map { name, replies in
             let timed = replies.filter { ($0.completionTokens ?? 0) > 0 && ($0.generationMilliseconds ?? 0) > 0 }
             let tokens = timed.compactMap(\.completionTokens).reduce(0, +)
@@ -311,6 +314,7 @@ struct BenchReport: Encodable {
             \(row("backend", backendMilliseconds))
             \(row("total", totalMilliseconds))
             \(row("added", addedMilliseconds))
+            \(row("latency", latencyMilliseconds))
             """ + (backends.count > 1 ? "\n" + backendTable : "") + (timeline.isEmpty ? "" : "\n" + timelineTable)
     }
 
