@@ -122,6 +122,9 @@ let package = Package(
                 .embedInCode("Scripts/claim.lua"),
                 .embedInCode("Scripts/touch.lua"),
                 .embedInCode("Scripts/delete_idle_consumers.lua"),
+                .embedInCode("Scripts/slots_acquire.lua"),
+                .embedInCode("Scripts/slots_renew.lua"),
+                .embedInCode("Scripts/slots_release.lua"),
             ]
         ),
         // What operators watch: Prometheus metrics with their help texts, the HTTP listener for

@@ -35,14 +35,15 @@ extension ResilientBackend {
         /// (a probe, when the breaker's open period is over) and a slot in the same critical
         /// section as the check, so two requests never take one free slot; when every such
         /// member is full, waits for a slot to be given back (``finished(_:)``), not polling.
-        func choose(model: String?, deadline: ContinuousClock.Instant?) async -> Choice {
+        func choose(model: String?, preferring preferred: String? = nil, deadline: ContinuousClock.Instant?) async -> Choice {
+            let preferredIndex = preferred.flatMap { name in members.firstIndex { $0.name == name } }
             while true {
                 let generation = slotChanges.generation
                 let now = ContinuousClock.now
                 let choice: Choice? = state.withLockedValue { selection in
                     var refused: Set<Int> = []
                     while true {
-                        switch selection.pick(model: model, excluding: refused, isAvailable: { isAvailable($0, at: now) }) {
+                        switch selection.pick(model: model, excluding: refused, preferred: preferredIndex, isAvailable: { isAvailable($0, at: now) }) {
                         case .unavailable: return .unavailable
                         // All full: wait for a slot rather than overfill a backend.
                         case .full: return nil
@@ -91,6 +92,25 @@ extension ResilientBackend {
         }
 
         var inFlight: Int { state.withLockedValue { $0.inFlight.reduce(0, +) } }
+
+        /// A member's slots: configured, learned at start, or nil (no limit).
+        func slots(_ index: Int) -> Int? { state.withLockedValue { $0.slots[index] } }
+
+        /// A member as the pool's ledger weighs it (nil: it has no slot limit).
+        func slotCandidate(_ index: Int) -> SlotCandidate? {
+            state.withLockedValue { selection in
+                selection.slots[index].map {
+                    SlotCandidate(backend: members[index].name, slots: $0, weight: selection.weight(index), starts: selection.recentStarts[index])
+                }
+            }
+        }
+
+        /// The members that let requests through, for the pool's ledger (see
+        /// ``MemberSelection/poolCandidates(names:isAvailable:)``).
+        func poolCandidates(at now: ContinuousClock.Instant) -> [SlotCandidate]? {
+            let names = members.map(\.name)
+            return state.withLockedValue { $0.poolCandidates(names: names, isAvailable: { isAvailable($0, at: now) }) }
+        }
 
         /// Free slots of the members whose breakers let requests through: `.unlimited` when one
         /// of them has no slot limit, `.none` when no member lets requests through.

@@ -63,13 +63,17 @@ struct MemberSelection: Sendable {
     }
 
     /// The member for the next call, leaving out `excluded` ones (whose breaker refused).
-    /// - Parameter isAvailable: Whether a member's breaker lets requests (or a probe) through.
-    func pick(model: String?, excluding excluded: Set<Int> = [], isAvailable: (Int) -> Bool) -> Pick {
+    /// - Parameters:
+    ///   - preferred: Taken when it is eligible and has a free slot (the member whose pool
+    ///     slot the request holds already), whatever the weights say.
+    ///   - isAvailable: Whether a member's breaker lets requests (or a probe) through.
+    func pick(model: String?, excluding excluded: Set<Int> = [], preferred: Int? = nil, isAvailable: (Int) -> Bool) -> Pick {
         let eligible = profiles.indices.filter { index in
             !excluded.contains(index) && profiles[index].serves(model) && weight(index) > 0 && isAvailable(index)
         }
         if eligible.isEmpty { return .unavailable }
         let free = eligible.filter(hasFreeSlot)
+        if let preferred, free.contains(preferred) { return .member(preferred) }
         let chosen = free.min { left, right in
             let l = recentStarts[left] / weight(left)
             let r = recentStarts[right] / weight(right)
@@ -89,6 +93,18 @@ struct MemberSelection: Sendable {
     /// A call to `index` ended: its slot is free again.
     mutating func finish(_ index: Int) {
         inFlight[index] -= 1
+    }
+
+    /// The members that let requests through with their slots and weights, for the pool's
+    /// ledger: nil when one of them has no slot limit (nothing to share), empty when none lets
+    /// requests through.
+    func poolCandidates(names: [String], isAvailable: (Int) -> Bool) -> [SlotCandidate]? {
+        var candidates: [SlotCandidate] = []
+        for index in profiles.indices where isAvailable(index) && weight(index) > 0 {
+            guard let slots = slots[index] else { return nil }
+            candidates.append(SlotCandidate(backend: names[index], slots: slots, weight: weight(index), starts: recentStarts[index]))
+        }
+        return candidates
     }
 
     func freeSlots(isAvailable: (Int) -> Bool) -> FreeSlots {

@@ -96,6 +96,9 @@ public final class ResilientBackend: Sendable {
     /// Signalled whenever a backend slot is given back: a reader waiting for free slots
     /// (``freeSlots``) waits on it instead of polling.
     public let slotChanges: SlotChanges
+    /// The pool's slot leases, shared by every worker (``shareSlots(through:)``); nil: this
+    /// worker counts its backends' slots alone.
+    let ledger = NIOLockedValueBox<(any SlotLedger)?>(nil)
     public let retry: RetryPolicy
     private let logger: Logger
 
@@ -168,11 +171,14 @@ public final class ResilientBackend: Sendable {
 
     /// Completes the request on the primaries, retrying transient failures, then on the fallbacks.
     /// - Parameters:
+    ///   - ticket: The pool slot taken for it at intake (``reservePoolSlots(upTo:)``); its
+    ///     backend is preferred, and a call elsewhere takes a pool slot of its own.
     ///   - deadline: No retry starts after this instant.
     ///   - sink: Streams the answer: each call is announced, then its text handed over as it
     ///     is generated.
     public func complete(
-        _ request: ChatRequest, deadline: ContinuousClock.Instant? = nil, streamingTo sink: (any CompletionStreamSink)? = nil
+        _ request: ChatRequest, deadline: ContinuousClock.Instant? = nil, streamingTo sink: (any CompletionStreamSink)? = nil,
+        ticket: SlotTicket? = nil
     ) async throws(Failure) -> Outcome {
         guard primaries.serves(request.model) || fallbacks.serves(request.model) else {
             throw Failure(error: BackendError(.modelNotFound, "no backend of this worker serves the model \(request.model ?? "")"), attempts: 0)
@@ -185,7 +191,7 @@ public final class ResilientBackend: Sendable {
             attempts: while attempt < retry.maxAttempts {
                 let index: Int
                 let isProbe: Bool
-                switch await tier.choose(model: request.model, deadline: deadline) {
+                switch await tier.choose(model: request.model, preferring: ticket?.backend, deadline: deadline) {
                 case .member(let chosen, let probe):
                     (index, isProbe) = (chosen, probe)
                 case .full:
@@ -209,6 +215,12 @@ public final class ResilientBackend: Sendable {
                 attempt += 1
                 attempts += 1
                 let member = tier.members[index]
+                guard let poolSlot = await poolSlot(of: tier, index, ticket: ticket, deadline: deadline) else {
+                    tier.finished(index)
+                    if isProbe { tier.breakers[index].releaseProbe() }
+                    lastError = BackendError(.busy, "every slot of \(member.name) stayed held by other workers until the request's deadline")
+                    break tiers
+                }
                 lastBackend = member.name
                 if attempt > 1 { tier.metrics[index].retry() }
                 if tier === fallbacks && attempt == 1 { tier.metrics[index].fallback() }
@@ -220,11 +232,15 @@ public final class ResilientBackend: Sendable {
                     } else {
                         completion = try await member.backend.complete(request)
                     }
+                    // The pool slot first: a reader woken by `finished` finds it free.
+                    await release(poolSlot)
                     tier.finished(index)
                     tier.metrics[index].attempt(.ok)
                     tier.breakers[index].recordSuccess()
                     return Outcome(completion: completion, attempts: attempts)
                 } catch {
+                    // The pool slot first: a reader woken by `finished` finds it free.
+                    await release(poolSlot)
                     tier.finished(index)
                     tier.metrics[index].attempt(error.isTransient ? .transientError : .permanentError)
                     if Task.isCancelled {

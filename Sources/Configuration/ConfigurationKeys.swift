@@ -7,7 +7,7 @@ extension ConfigurationKey {
         redis + worker + streams + queues + backendLists + backend
         + backend.map { $0.renamed(from: "backend", to: "fallback", help: "") }.withFirstHelp(
             "backend used while the primary fails (same keys as backend.*); no fallback unless fallback.type is set")
-        + limits + retry + breaker + recovery + process + metrics + streaming
+        + slots + limits + retry + breaker + recovery + process + metrics + streaming
 
     static let redis: [ConfigurationKey] = [
         .init("redis.url", .name, "redis://[user:password@]host:port[/db]", flag: "--redis-url", show: { c in LoadedConfiguration.redactedURL(c.redis) }),
@@ -42,6 +42,7 @@ extension ConfigurationKey {
         .init("streams.answeredMaxLength", .whole(0...Int(Int32.max)), "approximate cap on the history stream's length, 0 = none", show: { c in String(c.streams.answeredMaxLength) }),
         .init("streams.answeredMaxAgeSeconds", .whole(0...(100 * 365 * 86_400)), "trim history entries older than this, 0 = none", show: { c in String(c.streams.answeredMaxAgeSeconds) }),
         .init("streams.stats", .name, "hash of reply counts by status and error code, kept by the reply script, read by llmq status", show: { c in c.streams.stats }),
+        .init("streams.slots", .name, "prefix of the pool's slot leases, a sorted set per backend: <streams.slots>:<backend name>", show: { c in c.streams.slots }),
     ]
 
     static let queues: [ConfigurationKey] = {
@@ -98,6 +99,16 @@ extension ConfigurationKey {
         .init("backend.apiKeyFile", .name, "file holding the bearer token"),
         .init("backend.connectTimeoutSeconds", .duration(0.001...3600, unit: 1), "connect timeout"),
         .init("backend.timeoutSeconds", .duration(0.001...86_400, unit: 1), "whole-request timeout"),
+    ]
+
+    static let slots: [ConfigurationKey] = [
+        .init(
+            "slots.pool", .bool,
+            "true: a backend's slots are shared by every worker (a lease in Redis per request), so any number of workers with one configuration never over-admit; false: each worker counts them alone",
+            show: { c in String(c.slots.pool) }),
+        .init(
+            "slots.leaseMs", .duration(100...600_000, unit: 0.001),
+            "a slot lease its worker stops renewing (crashed, stalled) expires after this", show: { c in LoadedConfiguration.milliseconds(c.slots.leaseDuration) }),
     ]
 
     static let limits: [ConfigurationKey] = [

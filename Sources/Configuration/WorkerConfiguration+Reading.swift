@@ -44,6 +44,7 @@ extension WorkerConfiguration {
         if let value = try root.choice("logFormat", LogFormat.init(rawValue:)) { logFormat = value }
         metrics = try Metrics(reading: root.scoped(to: "metrics"))
         streaming = try Streaming(reading: root.scoped(to: "streaming"))
+        slots = try Slots(reading: root.scoped(to: "slots"))
     }
 }
 
@@ -92,6 +93,7 @@ extension WorkerConfiguration.Streams {
         try streams.update(&answeredMaxLength, "answeredMaxLength")
         try streams.update(&answeredMaxAgeSeconds, "answeredMaxAgeSeconds")
         try streams.update(&stats, "stats")
+        try streams.update(&slots, "slots")
         try check(streams)
     }
 
@@ -105,6 +107,9 @@ extension WorkerConfiguration.Streams {
         }
         if [requests, replies, dead].contains(stats) {
             throw streams.error("stats", "the stats hash must differ from the request, reply and dead-letter streams")
+        }
+        if cluster && HashSlot.tag(of: slots) == nil {
+            throw streams.error("slots", "in cluster mode the slot leases' prefix needs a hash tag, e.g. {llmq}:slots (\(slots) has none), so that every backend's leases share one slot")
         }
         if dead == requests {
             throw streams.error(streams.source("dead") != nil ? "dead" : "requests", "the dead-letter stream must differ from the request stream")
@@ -177,5 +182,14 @@ extension WorkerConfiguration.Streaming {
         try streaming.update(&flushTokens, "flushTokens")
         try streaming.update(&expire, "expireSeconds")
         try streaming.update(&maxLength, "maxLength")
+    }
+}
+
+extension WorkerConfiguration.Slots {
+    /// `slots.*`.
+    init(reading slots: ConfigurationScope) throws(ConfigurationError) {
+        self.init()
+        try slots.update(&pool, "pool")
+        try slots.update(&leaseDuration, "leaseMs")
     }
 }

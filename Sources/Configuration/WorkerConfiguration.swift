@@ -36,6 +36,9 @@ public struct WorkerConfiguration: Sendable {
         /// `replies:ok`, `replies:error` and `error:<code>` (the totals `llmq status` turns into
         /// rates). It counts every reply, wherever its `reply_to` sent it.
         public var stats = "llmq:stats"
+        /// The prefix of the pool's slot leases: one sorted set per backend,
+        /// `<slots>:<backend name>` (see ``WorkerConfiguration/Slots``).
+        public var slots = "llmq:slots"
         /// Redis Cluster mode (`redis.cluster`): a queue whose stream has a hash tag other than
         /// the reply stream's gets reply, dead-letter, history and stats keys of its own, in its
         /// slot (see ``serving(_:)``).
@@ -51,6 +54,7 @@ public struct WorkerConfiguration: Sendable {
             streams.dead = "{llmq}:dead"
             streams.answered = "{llmq}:answered"
             streams.stats = "{llmq}:stats"
+            streams.slots = "{llmq}:slots"
             streams.replyToPrefix = "{llmq}:"
             streams.cluster = true
             return streams
@@ -151,6 +155,19 @@ public struct WorkerConfiguration: Sendable {
         public init() {}
     }
 
+    /// Backend slots shared by every worker of the pool.
+    public struct Slots: Sendable, Hashable {
+        /// True: a backend's slots (configured, or llama-server's `total_slots`) belong to the
+        /// pool, and a worker holds a lease in Redis for each request it sends; workers sharing
+        /// one configuration never send a backend more than its slots together. False: each
+        /// worker counts the slots alone, as if it were the only one.
+        public var pool = true
+        /// A lease its worker stops renewing (crashed, stalled) expires after this; renewed
+        /// every third of it.
+        public var leaseDuration: Duration = .seconds(5)
+        public init() {}
+    }
+
     /// How log lines are written on stderr.
     public enum LogFormat: String, Sendable, Hashable, CaseIterable {
         /// `timestamp level label: metadata message`, for people.
@@ -212,6 +229,7 @@ public struct WorkerConfiguration: Sendable {
     public var logFormat: LogFormat = .text
     public var metrics = Metrics()
     public var streaming = Streaming()
+    public var slots = Slots()
 
     public init(
         consumer: String,

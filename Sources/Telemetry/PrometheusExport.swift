@@ -90,6 +90,7 @@ public enum MetricsCatalogue {
         ("llmq_claims_total", "Entries this worker took over from consumers that left them idle (XAUTOCLAIM)."),
         ("llmq_dead_letters_total", "Entries this worker moved to the dead-letter stream after too many deliveries."),
         ("llmq_lease_losses_total", "Entries in flight on this worker that another consumer claimed meanwhile."),
+        ("llmq_slot_lease_losses_total", "Pool slot leases of this worker that expired before it renewed them (a stalled worker)."),
         ("llmq_redis_reconnects_total", "Redis connections this worker established again after losing one."),
         ("llmq_reply_retries_total", "Runs of the reply script repeated after a Redis error."),
         ("llmq_reply_replication_short_total", "Replies written that fewer than redis.waitReplicas replicas had acknowledged within redis.waitTimeoutMs (WAIT)."),

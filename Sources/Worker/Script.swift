@@ -73,4 +73,10 @@ enum Scripts {
 
     /// Removes idle consumers with nothing pending (`delete_idle_consumers.lua`).
     static let deleteIdleConsumers = Script(PackageResources.delete_idle_consumers_lua)
+
+    /// The pool's slot leases (``PoolSlotLedger``): take (`slots_acquire.lua`), extend
+    /// (`slots_renew.lua`) and give back (`slots_release.lua`).
+    static let acquireSlots = Script(PackageResources.slots_acquire_lua)
+    static let renewSlots = Script(PackageResources.slots_renew_lua)
+    static let releaseSlots = Script(PackageResources.slots_release_lua)
 }

@@ -23,6 +23,8 @@ struct RequestContext {
     /// When it was claimed, in Unix milliseconds.
     var now: Int64
     var control: EntryControl
+    /// The pool slot taken for it at intake (``ResilientBackend/reservePoolSlots(upTo:)``).
+    var ticket: SlotTicket?
     /// A streamed answer's chunk stream, once the request says it wants one (even a broken
     /// request's error goes there as its last chunk).
     var answer: AnswerStream?
@@ -33,7 +35,8 @@ struct RequestContext {
 // One request, from its entry to the reply it gets.
 extension Worker {
     func handle(
-        _ delivery: RequestStream.Delivery, claimedAt: ContinuousClock.Instant, claimedAtWall: Double, control: EntryControl
+        _ delivery: RequestStream.Delivery, claimedAt: ContinuousClock.Instant, claimedAtWall: Double, control: EntryControl,
+        ticket: SlotTicket? = nil
     ) async {
         let entry = delivery.entry
         let queue = queues.first { $0.stream == delivery.stream }?.name ?? delivery.stream
@@ -41,7 +44,8 @@ extension Worker {
         logger[metadataKey: "llmq.request.entry"] = "\(entry.id)"
         if !configuration.queues.isEmpty { logger[metadataKey: "llmq.request.queue"] = "\(queue)" }
         var context = RequestContext(
-            delivery: delivery, queue: queue, logger: logger, claimedAt: claimedAt, now: Int64(claimedAtWall), control: control)
+            delivery: delivery, queue: queue, logger: logger, claimedAt: claimedAt, now: Int64(claimedAtWall), control: control,
+            ticket: ticket)
         let parser = parsers[delivery.stream] ?? parsers.values.first!
         let outcome: RequestOutcome?
         if delivery.deliveries > configuration.recovery.maxDeliveries {
@@ -128,7 +132,7 @@ extension Worker {
             context.claimedAt + .milliseconds(deadline.subtractingReportingOverflow(context.now).partialValue)
         }
         let started = ContinuousClock.now
-        let result = await complete(request.chat, deadline: deadline, streamingTo: context.answer)
+        let result = await complete(request.chat, deadline: deadline, streamingTo: context.answer, ticket: context.ticket)
         let backendTime = ContinuousClock.now - started
         switch result {
         case .success(let outcome):
@@ -197,11 +201,11 @@ extension Worker {
 
     /// Calls the backends; a streamed answer's chunks are written meanwhile by a task of their own.
     private func complete(
-        _ chat: ChatRequest, deadline: ContinuousClock.Instant?, streamingTo answer: AnswerStream?
+        _ chat: ChatRequest, deadline: ContinuousClock.Instant?, streamingTo answer: AnswerStream?, ticket: SlotTicket?
     ) async -> Result<ResilientBackend.Outcome, ResilientBackend.Failure> {
         guard let answer else {
             do {
-                return .success(try await backend.complete(chat, deadline: deadline))
+                return .success(try await backend.complete(chat, deadline: deadline, ticket: ticket))
             } catch {
                 return .failure(error)
             }
@@ -210,7 +214,7 @@ extension Worker {
             group.addTask { await answer.run() }
             defer { group.cancelAll() }
             do throws(ResilientBackend.Failure) {
-                return .success(try await backend.complete(chat, deadline: deadline, streamingTo: answer))
+                return .success(try await backend.complete(chat, deadline: deadline, streamingTo: answer, ticket: ticket))
             } catch {
                 return .failure(error)
             }

@@ -26,7 +26,17 @@ extension Worker {
                     groupReady = true
                     if failures > 0 { logger.info("connected to Redis again") }
                 }
-                guard let free = try await freeSlots(), !stopping else { continue }
+                guard var free = try await freeSlots(), !stopping else { continue }
+                // With the slots shared by the pool, a lease for each entry before reading it.
+                let generation = backend.slotChanges.generation
+                let leases = try await backend.reservePoolSlots(upTo: free)
+                if let leases {
+                    guard !leases.isEmpty else {
+                        await waitForPoolSlot(after: generation)
+                        continue
+                    }
+                    free = leases.count
+                }
 
                 // Whatever is taken is started, even when a later command of this round fails:
                 // taken entries are pending on this consumer, and left alone they would wait
@@ -34,12 +44,19 @@ extension Worker {
                 var taken: [RequestStream.Delivery] = []
                 var failure: RedisError?
                 do throws(RedisError) {
-                    try await take(free: free, into: &taken, claimCursors: &claimCursors, nextClaim: &nextClaim, scheduler: &scheduler)
+                    try await take(
+                        free: free, into: &taken, claimCursors: &claimCursors, nextClaim: &nextClaim, scheduler: &scheduler,
+                        waitWhenEmpty: leases == nil)
                 } catch {
                     failure = error
                 }
-                start(taken, group: &group)
+                let unused = start(taken, leases: leases ?? [], group: &group)
+                await backend.releasePoolSlots(unused)
                 if let failure { throw failure }
+                if leases != nil && taken.isEmpty {
+                    // Nothing waiting: watch the queues without holding the pool's slots.
+                    try await waitForNewEntries()
+                }
                 failures = 0
                 health.redisSucceeded(groupReady: true)
             } catch let error as RedisError {
@@ -106,12 +123,23 @@ extension Worker {
         return free == 0 ? nil : free
     }
 
+    /// Waits for a pool slot to be given back: woken at once when this worker gives one back
+    /// (after `generation`), else it asks again after about ``ResilientBackend/poolSlotRetry``
+    /// (each worker a little apart), for slots other workers give back.
+    private func waitForPoolSlot(after generation: UInt64) async {
+        health.enter(.waitingForSlot)
+        let wait = ResilientBackend.poolSlotRetry * Double.random(in: 0.5...1.5)
+        await backend.slotChanges.wait(after: generation, until: .now + wait)
+    }
+
     /// Takes up to `free` entries into `taken`: entries abandoned by dead consumers first (every
     /// `claimInterval`, by priority), else new ones. Entries are appended as each command
     /// returns them, so a failure later in the round loses none.
+    /// - Parameter waitWhenEmpty: With nothing waiting anywhere, watch the queues for up to
+    ///   `readBlock` (false: return at once, the caller waits).
     func take(
         free: Int, into taken: inout [RequestStream.Delivery], claimCursors: inout [String],
-        nextClaim: inout ContinuousClock.Instant, scheduler: inout IntakeScheduler
+        nextClaim: inout ContinuousClock.Instant, scheduler: inout IntakeScheduler, waitWhenEmpty: Bool = true
     ) async throws(RedisError) {
         if ContinuousClock.now >= nextClaim {
             nextClaim = ContinuousClock.now + configuration.recovery.claimInterval
@@ -127,12 +155,16 @@ extension Worker {
             }
         }
         if taken.isEmpty {
-            try await readNew(free: free, into: &taken, scheduler: &scheduler)
+            try await readNew(free: free, into: &taken, scheduler: &scheduler, waitWhenEmpty: waitWhenEmpty)
         }
     }
 
-    /// Starts a task for each entry taken (unless it is running here already).
-    func start(_ entries: [RequestStream.Delivery], group: inout DiscardingTaskGroup) {
+    /// Starts a task for each entry taken (unless it is running here already), each with one of
+    /// `leases` (the pool slots taken for them), which it gives back when it ends.
+    /// - Returns: The leases no entry took.
+    @discardableResult
+    func start(_ entries: [RequestStream.Delivery], leases: [SlotLease] = [], group: inout DiscardingTaskGroup) -> [SlotLease] {
+        var leases = leases[...]
         let claimedAt = ContinuousClock.now
         let claimedAtWall = Date().timeIntervalSince1970 * 1000
         for delivery in entries {
@@ -147,12 +179,15 @@ extension Worker {
                 return false
             }
             if isRunningHere { continue }
+            let ticket = SlotTicket(leases.popFirst())
             slots.take()
             metrics.inFlight.record(slots.inUse)
             group.addTask {
                 // The work runs in a task of its own so that a lost lease can cancel just this
                 // request (``EntryControl``); shutdown's cancellation reaches it through here.
-                let work = Task { await self.handle(delivery, claimedAt: claimedAt, claimedAtWall: claimedAtWall, control: control) }
+                let work = Task {
+                    await self.handle(delivery, claimedAt: claimedAt, claimedAtWall: claimedAtWall, control: control, ticket: ticket)
+                }
                 control.onCancel { work.cancel() }
                 await withTaskCancellationHandler {
                     await work.value
@@ -162,10 +197,13 @@ extension Worker {
                 // Its actions hold the task and the chunk stream, which hold the control back.
                 control.finish()
                 if !delivery.removedFromGroup { self.inFlight.withLockedValue { _ = $0.removeValue(forKey: key) } }
+                // A request that never reached the lease's backend (refused, dead-lettered).
+                if let lease = ticket.take() { await self.backend.releasePoolSlots([lease]) }
                 self.slots.release()
                 self.metrics.inFlight.record(self.slots.inUse)
             }
         }
+        return Array(leases)
     }
 
     /// Takes up to `free` new entries, the slots going by the scheduler's plan (minimum shares,
@@ -173,11 +211,13 @@ extension Worker {
     /// the slots are used or every queue came up short. When nothing at all was waiting, the
     /// worker watches every queue it serves (``RequestStream/waitForArrivals(after:block:)``)
     /// up to `readBlock`, and reads again as soon as anything arrives anywhere.
-    func readNew(free: Int, into taken: inout [RequestStream.Delivery], scheduler: inout IntakeScheduler) async throws(RedisError) {
+    func readNew(
+        free: Int, into taken: inout [RequestStream.Delivery], scheduler: inout IntakeScheduler, waitWhenEmpty: Bool = true
+    ) async throws(RedisError) {
         func deliveries(_ entries: [StreamEntry], from stream: String) -> [RequestStream.Delivery] {
             entries.map { RequestStream.Delivery(stream: stream, entry: $0, deliveries: 1, removedFromGroup: false) }
         }
-        if queues.count == 1 {
+        if queues.count == 1 && waitWhenEmpty {
             // One queue: one blocking read, as before queues existed.
             let stream = queues[0].stream
             taken += deliveries(try await self.stream.readNew(from: [stream], count: free, block: configuration.readBlock)[stream] ?? [], from: stream)
@@ -198,12 +238,16 @@ extension Worker {
             }
             scheduler.recordStarts(started)
         }
-        if taken.count == before {
-            // Nothing waiting anywhere: watch every queue for new entries (entries after the
-            // group's last delivered ID are new to the group, so none can slip by between
-            // the reads above and this wait). The next round takes them by the plan.
-            let last = try await stream.lastDeliveredIDs(of: queues.map(\.stream))
-            _ = try await stream.waitForArrivals(after: last, block: configuration.readBlock)
+        if taken.count == before && waitWhenEmpty {
+            try await waitForNewEntries()
         }
+    }
+
+    /// Nothing waiting anywhere: watch every queue for new entries (entries after the group's
+    /// last delivered ID are new to the group, so none can slip by between the reads before
+    /// and this wait) for up to `readBlock`. The next round takes them by the plan.
+    func waitForNewEntries() async throws(RedisError) {
+        let last = try await stream.lastDeliveredIDs(of: queues.map(\.stream))
+        _ = try await stream.waitForArrivals(after: last, block: configuration.readBlock)
     }
 }

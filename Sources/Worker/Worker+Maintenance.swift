@@ -54,6 +54,29 @@ extension Worker {
         }
     }
 
+    /// Every third of the lease duration, extends the pool slot leases this worker holds.
+    func slotLeaseLoop(_ ledger: PoolSlotLedger) async {
+        let interval = ledger.leaseDuration / 3
+        while !Task.isCancelled {
+            do {
+                try await Task.sleep(for: interval)
+            } catch {
+                return
+            }
+            do {
+                let lost = try await ledger.renew()
+                if lost > 0 {
+                    metrics.slotLeaseLosses.increment(by: lost)
+                    logger.warning("pool slot leases expired before they were renewed (was this worker stalled?); their calls go on", metadata: [
+                        "llmq.count": "\(lost)"
+                    ])
+                }
+            } catch {
+                logger.warning("could not renew the pool slot leases", metadata: ["llmq.error": "\(error)"])
+            }
+        }
+    }
+
     /// Reads the queue's length, lag and pending entries for the gauges, every
     /// `metrics.queueInterval`.
     func queueGaugeLoop() async {

@@ -31,6 +31,8 @@ public final class Worker: Service, Sendable {
     let metrics: WorkerMetrics
     let health: WorkerHealth
     let lease: ConsumerNameLease?
+    /// The pool's slot leases, when the workers share their backends' slots (`slots.pool`).
+    let slotLedger: PoolSlotLedger?
 
     /// - Parameters:
     ///   - configuration: A validated configuration.
@@ -45,13 +47,23 @@ public final class Worker: Service, Sendable {
         self.configuration = configuration
         self.backend = backend
         self.queues = configuration.effectiveQueues.sorted { $0.priority > $1.priority }
-        self.stream = RequestStream(
+        let stream = RequestStream(
             redis: configuration.redis, streams: configuration.streams, consumer: configuration.consumer,
             readBlock: configuration.readBlock)
+        self.stream = stream
         self.parsers = Self.parsers(for: configuration)
         self.slots = Slots(capacity: configuration.concurrency)
         self.metrics = WorkerMetrics(configuration: configuration, queues: configuration.effectiveQueues)
         self.health = WorkerHealth(configuration: configuration)
+        if configuration.slots.pool {
+            let ledger = PoolSlotLedger(
+                client: stream.writer, prefix: configuration.streams.slots, consumer: configuration.consumer,
+                leaseDuration: configuration.slots.leaseDuration)
+            backend.shareSlots(through: ledger)
+            self.slotLedger = ledger
+        } else {
+            self.slotLedger = nil
+        }
         var logger = logger
         logger[metadataKey: "llmq.consumer"] = "\(configuration.consumer)"
         self.logger = logger
@@ -94,13 +106,18 @@ public final class Worker: Service, Sendable {
         if let model = configuration.backend.model { startup["llmq.backend.model"] = "\(model)" }
         logger.info("worker starting", metadata: startup)
         if let note = lease?.note { logger.warning("\(note)") }
-        // A pool learns its llama-servers' slots; a single `backend` runs as before, its
-        // requests limited by `concurrency` only.
-        if !configuration.backends.isEmpty { await backend.discoverSlots(openWhenDown: configuration.backends.count > 1) }
+        // A pool learns its llama-servers' slots, and so does a single `backend` whose slots
+        // the workers share; otherwise its requests are limited by `concurrency` only.
+        if !configuration.backends.isEmpty || configuration.slots.pool {
+            await backend.discoverSlots(openWhenDown: configuration.backends.count > 1)
+        }
         let fatal = NIOLockedValueBox<WorkerError?>(nil)
         try await withGracefulShutdownHandler {
             await withDiscardingTaskGroup { group in
                 group.addTask { await self.refreshLoop() }
+                if let slotLedger {
+                    group.addTask { await self.slotLeaseLoop(slotLedger) }
+                }
                 if configuration.metrics.port != nil {
                     group.addTask { await self.queueGaugeLoop() }
                 }

@@ -15,6 +15,7 @@ struct WorkerMetrics: Sendable {
     let claims = Counter(label: "llmq_claims_total")
     let deadLetters = Counter(label: "llmq_dead_letters_total")
     let leaseLosses = Counter(label: "llmq_lease_losses_total")
+    let slotLeaseLosses = Counter(label: "llmq_slot_lease_losses_total")
     let replyRetries = Counter(label: "llmq_reply_retries_total")
     let consumersDeleted = Counter(label: "llmq_consumers_deleted_total")
     let streamChunks = Counter(label: "llmq_stream_chunks_total")

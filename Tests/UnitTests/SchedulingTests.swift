@@ -63,6 +63,20 @@ struct SchedulingTests {
         #expect(pool.freeSlots(isAvailable: { _ in false }) == MemberSelection.FreeSlots.none)
     }
 
+    @Test("The member whose pool slot a request holds is taken while it serves the model and has a slot; the pool's candidates carry slots, weights and starts")
+    func preferredAndPoolCandidates() {
+        var pool = selection([(3, 2, nil), (1, 1, ["b"]), (nil, nil, nil)])
+        #expect(pool.pick(model: nil, preferred: 1, isAvailable: { _ in true }) == .member(1), "against the weights")
+        #expect(pool.pick(model: "a", preferred: 1, isAvailable: { _ in true }) == .member(0), "it does not serve a")
+        pool.start(1)
+        #expect(pool.pick(model: nil, preferred: 1, isAvailable: { $0 != 2 }) == .member(0), "its slot is held")
+        #expect(pool.poolCandidates(names: ["a", "b", "c"], isAvailable: { _ in true }) == nil, "c has no slot limit")
+        let candidates = pool.poolCandidates(names: ["a", "b", "c"], isAvailable: { $0 != 2 })
+        #expect(candidates?.map(\.backend) == ["a", "b"] && candidates?.map(\.slots) == [2, 1] && candidates?.map(\.weight) == [3, 1])
+        #expect(candidates?[1].starts == 1 && candidates?[0].starts == 0)
+        #expect(pool.poolCandidates(names: ["a", "b", "c"], isAvailable: { _ in false }) == [], "none takes requests")
+    }
+
     @Test("Ties go to the member with fewer calls in flight")
     func ties() {
         var pool = selection([(1, nil, nil), (1, nil, nil)])

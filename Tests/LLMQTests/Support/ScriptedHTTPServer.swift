@@ -74,6 +74,12 @@ final class ScriptedHTTPServer: Sendable {
     private func serve(_ connection: Int32) {
         defer { close(connection) }
         guard let request = readRequest(connection) else { return }
+        // A worker asks a llama-server for its slots (`GET /props`) at start; this server is
+        // not one, and scripts number the chat requests only.
+        if request.starts(with: Array("GET ".utf8)) {
+            _ = write(connection, Array("HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".utf8))
+            return
+        }
         let index = counter.add(1, ordering: .relaxed).oldValue
         switch script(index, request) {
         case .respond(let bytes):
