@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # llmq's benchmarks, each a ratio measured side by side in one run (see docs/BENCHMARKS.md).
-#   bench/run.sh [latency|drain|slots|llama|memory|redis-memory|metrics|backends|priority|failover|llama-pool|stream|all]
+#   bench/run.sh [latency|drain|slots|llama|memory|redis-memory|metrics|backends|priority|pool-cost|failover|llama-pool|stream|all]
 #   bench/run.sh compare OLD_LLMQ NEW_LLMQ   (drain rate and streamed drain, the two binaries alternated;
 #                                              CLIENT_LLMQ=, SIM_LLMQ= fix the bench client and simulator)
 # Needs a release build (make release); `drain` also the Python baseline's packages
@@ -264,7 +264,7 @@ pool_priority() {
     for mode in false true; do
         fresh_redis; sim 8 10
         for i in 1 2 3 4 5; do
-            LLMQ_SLOTS_POOL=$mode LLMQ_QUEUES=lo,hi LLMQ_QUEUES_HI_PRIORITY=1 worker "prio$i" 4
+            LLMQ_SHUTDOWN_GRACE_SECONDS=1 LLMQ_SLOTS_POOL=$mode LLMQ_QUEUES=lo,hi LLMQ_QUEUES_HI_PRIORITY=1 worker "prio$i" 4
         done
         sleep 1
         "$LLMQ" bench --redis-url "$REDIS" --queue lo --requests "$lo" --max-tokens 20 --prefill-only >/dev/null 2>&1
@@ -277,6 +277,36 @@ d = json.load(sys.stdin); s = json.loads('$stats')
 l = d['latencyMilliseconds']
 print(f'slots.pool=$mode: hi publish-to-reply p50 {l[\"p50\"]:.0f} ms ({l[\"p50\"] / 200:.2f}x generation), p99 {l[\"p99\"]:.0f} ms; most waiting inside the sim at once: {s[\"maxQueued\"]}')"
         stop_all
+    done
+}
+
+pool_cost() {
+    local n=${DRAIN_REQUESTS:-20000} c=${DRAIN_CONCURRENCY:-64} rounds=${COMPARE_ROUNDS:-3}
+    echo "## what pool-wide slots cost: drain of $n requests, one worker at concurrency $c, sim with 1024 slots (from /props) and zero model time;"
+    echo "## slots.pool false and true alternated, $rounds rounds; Redis commands per request from INFO commandstats"
+    printf "%-6s %-6s %-12s %-16s %s\n" round pool "drain req/s" "Redis CPU ms/req" "commands per request"
+    for ((round = 1; round <= rounds; round++)); do
+        for pool in false true; do
+            fresh_redis; sim 1024 0
+            local run; run=$("$LLMQ" bench --redis-url "$REDIS" --requests "$n" --prefill-only)
+            redis-cli -p "$REDIS_PORT" config resetstat >/dev/null
+            local cpu0; cpu0=$(redis-cli -p "$REDIS_PORT" info cpu | awk -F: '/^used_cpu_(sys|user):/ {s += $2} END {print s}')
+            LLMQ_SLOTS_POOL=$pool worker drain "$c"
+            local rate; rate=$("$LLMQ" bench --redis-url "$REDIS" --requests "$n" --collect-only --run "$run" --json 2>/dev/null | json_field 'round(d["throughputPerSecond"])')
+            local cpu1; cpu1=$(redis-cli -p "$REDIS_PORT" info cpu | awk -F: '/^used_cpu_(sys|user):/ {s += $2} END {print s}')
+            local commands; commands=$(redis-cli -p "$REDIS_PORT" info commandstats | python3 -c "
+import sys
+calls = {}
+for line in sys.stdin:
+    if line.startswith('cmdstat_'):
+        name, rest = line.strip().split(':', 1)
+        calls[name[8:]] = int(dict(kv.split('=') for kv in rest.split(','))['calls'])
+total = sum(calls.values()) / $n
+top = sorted(calls.items(), key=lambda kv: -kv[1])[:6]
+print(f'{total:.2f} (' + ', '.join(f'{k} {v / $n:.2f}' for k, v in top) + ')')")
+            printf "%-6s %-6s %-12s %-16s %s\n" "$round" "$pool" "$rate" "$(python3 -c "print(f'{($cpu1 - $cpu0) * 1000 / $n:.3f}')")" "$commands"
+            stop_all
+        done
     done
 }
 
@@ -397,6 +427,7 @@ case "${1:-all}" in
     metrics) metrics_cost ;;
     backends) backends_bench ;;
     priority) pool_priority ;;
+    pool-cost) pool_cost ;;
     failover) backends_failover ;;
     llama-pool) llama_pool ;;
     stream) stream_ttft ;;

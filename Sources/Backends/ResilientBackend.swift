@@ -224,25 +224,11 @@ public final class ResilientBackend: Sendable {
                 lastBackend = member.name
                 if attempt > 1 { tier.metrics[index].retry() }
                 if tier === fallbacks && attempt == 1 { tier.metrics[index].fallback() }
-                do {
-                    let completion: ChatCompletion
-                    if let sink {
-                        sink.attemptStarted(attempts, backend: member.name)
-                        completion = try await member.backend.complete(request, onText: sink.received)
-                    } else {
-                        completion = try await member.backend.complete(request)
-                    }
-                    // The pool slot first: a reader woken by `finished` finds it free.
-                    await release(poolSlot)
-                    tier.finished(index)
-                    tier.metrics[index].attempt(.ok)
+                switch await call(request, on: tier, index, holding: poolSlot, attempt: attempts, sink: sink) {
+                case .success(let completion):
                     tier.breakers[index].recordSuccess()
                     return Outcome(completion: completion, attempts: attempts)
-                } catch {
-                    // The pool slot first: a reader woken by `finished` finds it free.
-                    await release(poolSlot)
-                    tier.finished(index)
-                    tier.metrics[index].attempt(error.isTransient ? .transientError : .permanentError)
+                case .failure(let error):
                     if Task.isCancelled {
                         // A cancelled probe proved nothing: let the next request probe.
                         if isProbe { tier.breakers[index].releaseProbe() }
@@ -266,6 +252,33 @@ public final class ResilientBackend: Sendable {
         }
         let error = lastError ?? BackendError(.unavailable, "\(primary.name) is failing (circuit open) and no fallback is configured")
         throw Failure(error: error, attempts: attempts, backend: lastBackend)
+    }
+
+    /// One call to member `index` of `tier`, which holds a slot of it (and `poolSlot`): both are
+    /// given back when the call ends, and the attempt is counted.
+    private func call(
+        _ request: ChatRequest, on tier: Tier, _ index: Int, holding poolSlot: PoolSlot, attempt: Int, sink: (any CompletionStreamSink)?
+    ) async -> Result<ChatCompletion, BackendError> {
+        let member = tier.members[index]
+        let result: Result<ChatCompletion, BackendError>
+        do {
+            if let sink {
+                sink.attemptStarted(attempt, backend: member.name)
+                result = .success(try await member.backend.complete(request, onText: sink.received))
+            } else {
+                result = .success(try await member.backend.complete(request))
+            }
+        } catch {
+            result = .failure(error)
+        }
+        // The pool slot first: a reader woken by `finished` finds it free.
+        await release(poolSlot)
+        tier.finished(index)
+        switch result {
+        case .success: tier.metrics[index].attempt(.ok)
+        case .failure(let error): tier.metrics[index].attempt(error.isTransient ? .transientError : .permanentError)
+        }
+        return result
     }
 
     /// Sleeps the backoff; false if that would pass the deadline or the task was cancelled.

@@ -62,6 +62,15 @@ struct ComposeTests {
             #expect(reply["status"] == "ok", "\(reply)")
             #expect(reply["completion_tokens"] == "8", "\(reply)")
         }
+        // `--scale worker=3` with one configuration: together the workers (3 x LLMQ_CONCURRENCY)
+        // never send the server more than its --parallel slots, which they share through Redis.
+        let burst = 3 * (Int(environment["LLMQ_CONCURRENCY"] ?? "") ?? 4) * 2
+        for index in 0..<burst {
+            try await publish(client, [("prompt", "burst \(index)"), ("max_tokens", "20"), ("id", "b\(index)")])
+        }
+        _ = try await waitForReplies(client, count: requests + burst, workers: workers)
+        let stats = try await simulator.stats()
+        #expect(stats.maxQueued == 0 && stats.maxInFlight == simulatorConfiguration.slots, "one configuration over-admitted: \(stats)")
         for worker in workers {
             #expect(worker.isRunning, "\(worker.name) exited:\n\(worker.output.suffix(2000))")
         }
