@@ -118,6 +118,9 @@ public struct QueueStatus: Sendable, Codable {
     public var stats: String
     /// Reply totals from the stats hash; zeros when it does not exist (or is not a hash).
     public var replyCounts: ReplyCounts
+    /// Pool slot leases held now, by backend (``WorkerConfiguration/Slots``): requests at each
+    /// backend across every worker. Nil when not read (no backends given, or `slots.pool` off).
+    public var poolSlotsHeld: [String: Int]?
 
     /// - Parameters:
     ///   - stats: The stats hash's key.
@@ -162,10 +165,34 @@ public struct QueueStatus: Sendable, Codable {
             deadLength: try container.decode(Int.self, forKey: .deadLength),
             stats: try container.decodeIfPresent(String.self, forKey: .stats) ?? "llmq:stats",
             replyCounts: try container.decodeIfPresent(ReplyCounts.self, forKey: .replyCounts) ?? .zero)
+        poolSlotsHeld = try container.decodeIfPresent([String: Int].self, forKey: .poolSlotsHeld)
     }
 
     /// Reads the status with a few read-only commands.
-    public static func read(from client: RedisClient, streams: WorkerConfiguration.Streams) async throws(RedisError) -> QueueStatus {
+    /// - Parameter backends: Names of the backends whose pool slot leases to count
+    ///   (``WorkerConfiguration/backendNames``); none, none counted.
+    public static func read(
+        from client: RedisClient, streams: WorkerConfiguration.Streams, backends: [String] = []
+    ) async throws(RedisError) -> QueueStatus {
+        var status = try await read(from: client, streams: streams)
+        if !backends.isEmpty { status.poolSlotsHeld = try await poolSlotsHeld(from: client, prefix: streams.slots, backends: backends) }
+        return status
+    }
+
+    /// The leases not yet expired in each backend's sorted set, by Redis's clock.
+    static func poolSlotsHeld(from client: RedisClient, prefix: String, backends: [String]) async throws(RedisError) -> [String: Int] {
+        let time = try await client.send("TIME").decodeArray("TIME", "reply")
+        guard time.count == 2, let seconds = time[0].string.flatMap(Int.self.init), let micros = time[1].string.flatMap(Int.self.init) else {
+            throw RedisError(.unexpectedReply, "TIME: not two whole numbers")
+        }
+        let now = String(seconds * 1000 + micros / 1000)
+        let counts = try await client.pipeline(backends.map { RedisCommand("ZCOUNT", prefix + ":" + $0, now, "+inf") })
+        var held: [String: Int] = [:]
+        for (backend, count) in zip(backends, counts) { held[backend] = count.errorMessage == nil ? try count.decodeInt("ZCOUNT", "reply") : 0 }
+        return held
+    }
+
+    private static func read(from client: RedisClient, streams: WorkerConfiguration.Streams) async throws(RedisError) -> QueueStatus {
         // Error replies stay in their place in a pipeline: a key of the wrong type reads as absent.
         let first = try await client.pipeline([
             RedisCommand("XLEN", streams.requests), RedisCommand("XLEN", streams.replies), RedisCommand("XLEN", streams.dead),
@@ -240,6 +267,10 @@ public struct QueueStatus: Sendable, Codable {
             }.joined(separator: ", "))
         }
         lines.append("replies \(replies): \(repliesLength) entries; dead letters \(dead): \(deadLength) entries")
+        if let poolSlotsHeld {
+            lines.append("pool slots held now (requests at each backend, all workers): "
+                + poolSlotsHeld.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
+        }
         return lines.joined(separator: "\n")
     }
 

@@ -219,6 +219,16 @@ public struct WorkerConfiguration: Sendable {
     public var fallbacks: [BackendConfiguration] = []
     public var limits = Limits()
     public var retry = Retry()
+
+    /// The names the backends go by in replies, metrics and the pool's slot leases: each of
+    /// ``backends`` (named when read), else the one ``backend`` (its name, else its type); then
+    /// the fallbacks the same way.
+    public var backendNames: [String] {
+        func name(_ backend: BackendConfiguration) -> String { backend.name ?? backend.kind.rawValue }
+        let primaries = backends.isEmpty ? [name(backend)] : backends.map(name)
+        let spares = fallbacks.isEmpty ? (fallback.map { [name($0)] } ?? []) : fallbacks.map(name)
+        return primaries + spares.filter { !primaries.contains($0) }
+    }
     public var breaker = Breaker()
     public var recovery = Recovery()
     /// On SIGTERM/SIGINT, in-flight requests get this long to finish.

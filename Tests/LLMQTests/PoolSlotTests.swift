@@ -82,6 +82,16 @@ struct PoolSlotTests {
         }
         try await Task.sleep(for: .milliseconds(500))
         workers.append(try WorkerProcess(name: "pool-\(pool)-4", environment: environment))
+        // What an operator sees meanwhile: the slots held across the pool.
+        let status = try runLLMQ(["status", "--json"], environment: environment)
+        let held = (try JSONSerialization.jsonObject(with: Data(status.stdout.utf8)) as? [String: Any])?["poolSlotsHeld"] as? [String: Int]
+        if pool {
+            #expect(held.map { (1...4).contains($0["llama-cpp"] ?? 0) } == true, "llmq status: \(status.stdout) \(status.stderr)")
+            let text = try runLLMQ(["status"], environment: environment).stdout
+            #expect(text.contains("pool slots held now (requests at each backend, all workers): llama-cpp "), "\(text)")
+        } else {
+            #expect(held == nil, "no pool, no slots to show: \(status.stdout)")
+        }
         let replies = try await waitForReplies(client, count: count, timeout: .seconds(90))
         #expect(Set(replies.compactMap { $0["id"] }).count == count)
         #expect(replies.allSatisfy { $0["status"] == "ok" })
