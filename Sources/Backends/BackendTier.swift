@@ -86,6 +86,13 @@ extension ResilientBackend {
             }
         }
 
+        /// Whether a member that can say how many slots it has (llama-server) has not said yet.
+        var lacksSlots: Bool {
+            state.withLockedValue { selection in
+                members.indices.contains { members[$0].backend.reportsSlots && selection.slots[$0] == nil }
+            }
+        }
+
         func finished(_ index: Int) {
             state.withLockedValue { $0.finish(index) }
             slotChanges.signal()

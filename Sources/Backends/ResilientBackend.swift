@@ -157,6 +157,10 @@ public final class ResilientBackend: Sendable {
         await fallbacks.discoverSlots(openWhenDown: openWhenDown, logger: logger)
     }
 
+    /// Whether a llama-server's slot count is still unknown (it did not answer `/props` yet):
+    /// ask again with ``discoverSlots(openWhenDown:)``.
+    public var lacksSlots: Bool { primaries.lacksSlots || fallbacks.lacksSlots }
+
     /// Requests at the backends now (calls in progress).
     public var inFlight: Int { primaries.inFlight + fallbacks.inFlight }
 

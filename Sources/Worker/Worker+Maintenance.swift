@@ -54,7 +54,10 @@ extension Worker {
         }
     }
 
-    /// Every third of the lease duration, extends the pool slot leases this worker holds.
+    /// Every third of the lease duration, extends the pool slot leases this worker holds, and
+    /// asks a llama-server that did not say how many slots it has (it was not up yet when the
+    /// worker started, as when compose starts them together) until it says: until then the
+    /// pool cannot share its slots.
     func slotLeaseLoop(_ ledger: PoolSlotLedger) async {
         let interval = ledger.leaseDuration / 3
         while !Task.isCancelled {
@@ -63,6 +66,7 @@ extension Worker {
             } catch {
                 return
             }
+            if backend.lacksSlots { await backend.discoverSlots(openWhenDown: false) }
             do {
                 let lost = try await ledger.renew()
                 if lost > 0 {

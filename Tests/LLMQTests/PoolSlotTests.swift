@@ -7,9 +7,9 @@ import LLMQSimulator
 import Testing
 
 /// Worker processes with one configuration, as `docker compose up --scale worker=3` runs them.
-private func poolEnvironment(redis: RedisServer, sim: RunningSimulator, pool: Bool, leaseMs: Int = 5000) -> [String: String] {
+private func poolEnvironment(redis: RedisServer, sim: RunningSimulator?, pool: Bool, leaseMs: Int = 5000) -> [String: String] {
     [
-        "LLMQ_REDIS_URL": redis.url, "LLMQ_BACKEND_TYPE": "llama-cpp", "LLMQ_BACKEND_ENDPOINT": sim.url,
+        "LLMQ_REDIS_URL": redis.url, "LLMQ_BACKEND_TYPE": "llama-cpp", "LLMQ_BACKEND_ENDPOINT": sim?.url ?? "",
         "LLMQ_CONCURRENCY": "8", "LLMQ_READ_BLOCK_MS": "200", "LLMQ_SLOTS_POOL": String(pool),
         "LLMQ_SLOTS_LEASE_MS": String(leaseMs), "LLMQ_RECOVERY_CLAIM_MIN_IDLE_MS": "3000",
         "LLMQ_RECOVERY_CLAIM_INTERVAL_MS": "250", "LLMQ_LOG_LEVEL": "notice",
@@ -109,6 +109,40 @@ struct PoolSlotTests {
             #expect(await worker.waitForExit() == 0, "worker did not exit cleanly: \(worker.output.suffix(500))")
         }
         await sim.stop()
+    }
+
+    @Test("workers started before their llama-server (as compose starts them) learn its slots when it comes up, and then share them")
+    func serverUpAfterWorkers() async throws {
+        let redis = try await RedisServer.start()
+        let client = RedisClient(configuration: redis.configuration)
+        defer { client.shutdown() }
+        let port = try freePort()
+        var environment = poolEnvironment(redis: redis, sim: nil, pool: true, leaseMs: 600)
+        environment["LLMQ_BACKEND_ENDPOINT"] = "http://127.0.0.1:\(port)"
+        environment["LLMQ_LOG_LEVEL"] = "info"  // for "backend slots"
+        let workers = try (1...3).map { try WorkerProcess(name: "late-\($0)", environment: environment) }
+        try await Task.sleep(for: .milliseconds(500))
+        let sim = Process()
+        sim.executableURL = try llmqExecutable()
+        sim.arguments = ["sim", "--port", String(port), "--slots", "3", "--token-ms", "10"]
+        sim.standardOutput = FileHandle.nullDevice
+        sim.standardError = FileHandle.nullDevice
+        try sim.run()
+        defer { sim.terminate() }
+        _ = try await waitForHTTP("http://127.0.0.1:\(port)/health", status: 200)
+        // Asked again every third of the lease time (200 ms).
+        try await Task.sleep(for: .milliseconds(800))
+        #expect(workers.allSatisfy { $0.output.contains("backend slots") }, "\(workers.map { $0.output.suffix(400) })")
+        let count = 60
+        for index in 0..<count {
+            try await publish(client, [("prompt", "job \(index)"), ("max_tokens", "20"), ("id", "job-\(index)")])
+        }
+        let replies = try await waitForReplies(client, count: count, timeout: .seconds(60))
+        #expect(replies.allSatisfy { $0["status"] == "ok" })
+        let (status, body) = try await httpGet("http://127.0.0.1:\(port)/sim/stats")
+        let stats = try JSONDecoder().decode(SimulatorStats.self, from: Data(body.utf8))
+        #expect(status == 200 && stats.maxQueued == 0 && stats.maxInFlight == 3, "\(stats)")
+        for worker in workers { worker.signal(SIGKILL) }
     }
 
     @Test("a worker killed with leases held: its slots come back within the lease time, every request is answered once, the server is never over-admitted")
