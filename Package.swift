@@ -167,9 +167,16 @@ let package = Package(
             ],
             path: "Sources/llmq"
         ),
+        // What more than one test target uses: the package's folders, temporary files, example
+        // configurations.
+        .target(
+            name: "LLMQTestSupport",
+            path: "Tests/Support"
+        ),
         .testTarget(
             name: "LLMQTests",
             dependencies: [
+                "LLMQTestSupport",
                 "LLMQRedis",
                 "LLMQHTTP",
                 "LLMQBackends",
@@ -190,6 +197,7 @@ let package = Package(
         .testTarget(
             name: "LLMQUnitTests",
             dependencies: [
+                "LLMQTestSupport",
                 "LLMQRedis",
                 "LLMQHTTP",
                 "LLMQBackends",
@@ -207,6 +215,7 @@ let package = Package(
         .testTarget(
             name: "SimulatorTests",
             dependencies: [
+                "LLMQTestSupport",
                 "LLMQSimulator",
                 "LLMQWire",
                 .product(name: "Hummingbird", package: "hummingbird"),

@@ -5,6 +5,7 @@ import LLMQBackends
 @testable import LLMQContract
 @testable import LLMQRedis
 import LLMQSimulator
+import LLMQTestSupport
 @testable import LLMQWorker
 import Synchronization
 import Testing

@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import LLMQRedis
 import LLMQSimulator
+import LLMQTestSupport
 import Testing
 
 /// The worker config files users already have (`config/legacy-*.json`) start workers as given,

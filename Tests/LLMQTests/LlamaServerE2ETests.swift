@@ -6,6 +6,7 @@ import LLMQConfiguration
 import LLMQContract
 import LLMQHTTP
 import LLMQRedis
+import LLMQTestSupport
 import LLMQWorker
 import Testing
 

@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import LLMQRedis
+import LLMQTestSupport
 import Testing
 
 /// Every YAML document of a file, as JSON values (Debian's python3-yaml, as the compose tests use).

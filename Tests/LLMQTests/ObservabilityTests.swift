@@ -5,6 +5,7 @@ import LLMQConfiguration
 import LLMQContract
 import LLMQRedis
 import LLMQSimulator
+import LLMQTestSupport
 import LLMQWorker
 import Testing
 

@@ -6,6 +6,7 @@ import LLMQBackends
 @testable import LLMQContract
 import LLMQRedis
 import LLMQSimulator
+import LLMQTestSupport
 @testable import LLMQWorker
 import Testing
 

@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import LLMQRedis
+import LLMQTestSupport
 import Testing
 
 /// Runs a script as a shell would: a process started from a Swift task inherits the signal

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import LLMQTestSupport
 import Synchronization
 
 /// A fault-injecting proxy in front of a redis-server on loopback, in the manner of Toxiproxy

@@ -5,6 +5,7 @@ import LLMQSimulator
 import LLMQClient
 import LLMQConfiguration
 import LLMQContract
+import LLMQTestSupport
 import LLMQWorker
 import Logging
 import Synchronization

@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 @testable import LLMQRedis
+import LLMQTestSupport
 
 /// A real Redis Cluster on loopback: six redis-servers (three masters, three replicas) on free
 /// ports, each in a temporary directory of its own, created with

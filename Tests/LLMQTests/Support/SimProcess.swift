@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import LLMQSimulator
+import LLMQTestSupport
 
 /// An `llmq sim` process on a free port.
 final class SimProcess: @unchecked Sendable {

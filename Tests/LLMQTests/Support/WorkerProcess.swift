@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import LLMQTestSupport
 
 /// The `llmq` executable: `LLMQ_BIN` when set (the release binary, for `make soak`), else the
 /// one SwiftPM built next to this test bundle.
