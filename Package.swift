@@ -167,8 +167,8 @@ let package = Package(
             ],
             path: "Sources/llmq"
         ),
-        // What more than one test target uses: the package's folders, temporary files, example
-        // configurations.
+        // What more than one test target uses: scoped fixtures (`ScopedFixture`), the package's
+        // folders, temporary files, example configurations.
         .target(
             name: "LLMQTestSupport",
             path: "Tests/Support"

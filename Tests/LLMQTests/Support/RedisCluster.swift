@@ -49,20 +49,6 @@ final class RedisCluster: @unchecked Sendable {
         }
     }
 
-    /// Starts a cluster, runs `body` with it, and stops every node whatever happens: a test
-    /// process may end before a deferred task or a deinit would run.
-    static func with<T>(nodeTimeout: Int = 2000, _ body: (RedisCluster) async throws -> T) async throws -> T {
-        let cluster = try await start(nodeTimeout: nodeTimeout)
-        do {
-            let result = try await body(cluster)
-            await cluster.stop()
-            return result
-        } catch {
-            await cluster.stop()
-            throw error
-        }
-    }
-
     /// The client configuration: cluster mode, seeded with every node.
     var configuration: RedisConfiguration {
         var configuration = RedisConfiguration(host: "127.0.0.1", port: ports[0])
