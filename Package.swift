@@ -170,9 +170,16 @@ let package = Package(
             ],
             path: "Sources/llmq"
         ),
+        // What more than one test target uses: scoped fixtures (`ScopedFixture`), the package's
+        // folders, temporary files, example configurations.
+        .target(
+            name: "LLMQTestSupport",
+            path: "Tests/Support"
+        ),
         .testTarget(
             name: "LLMQTests",
             dependencies: [
+                "LLMQTestSupport",
                 "LLMQRedis",
                 "LLMQHTTP",
                 "LLMQBackends",
@@ -193,6 +200,7 @@ let package = Package(
         .testTarget(
             name: "LLMQUnitTests",
             dependencies: [
+                "LLMQTestSupport",
                 "LLMQRedis",
                 "LLMQHTTP",
                 "LLMQBackends",
@@ -210,6 +218,7 @@ let package = Package(
         .testTarget(
             name: "SimulatorTests",
             dependencies: [
+                "LLMQTestSupport",
                 "LLMQSimulator",
                 "LLMQWire",
                 .product(name: "Hummingbird", package: "hummingbird"),

@@ -89,47 +89,48 @@ struct ClusterConfigurationTests {
     }
 }
 
-@Suite("llmq status and publish against a real cluster", .serialized, .timeLimit(.minutes(3)))
+@Suite("llmq status and publish against a real cluster", .serialized, .timeLimit(.minutes(3)), .withRedisCluster)
 struct ClusterCommandTests {
-    @Test("llmq publish --wait and --stream, llmq bench and bench --stream, and llmq status, with LLMQ_REDIS_CLUSTER=true, on queues in their own slots")
+    @Test(
+        "llmq publish --wait and --stream, llmq bench and bench --stream, and llmq status, with LLMQ_REDIS_CLUSTER=true, on queues in their own slots",
+        .withSimulator(.init(slots: 4, tokenMilliseconds: 1)))
     func publishAndStatus() async throws {
-        try await RedisCluster.with { cluster in
-            let tags = try await cluster.tagsOnDifferentMasters(2)
-            let simulator = try await RunningSimulator.start(SimulatorConfiguration(slots: 4, tokenMilliseconds: 1))
-            var configuration = WorkerConfiguration(consumer: "cluster-cli", backend: BackendConfiguration(kind: .llamaCpp, endpoint: simulator.url))
-            configuration.redis = cluster.configuration
-            configuration.streams = .clusterDefaults
-            configuration.queues = [.init(name: "a", stream: "{\(tags[0])}:requests"), .init(name: "b", stream: "{\(tags[1])}:requests")]
-            configuration.readBlock = .milliseconds(200)
-            let worker = try RunningWorker(configuration)
-            let environment = [
-                "LLMQ_REDIS_URL": cluster.url, "LLMQ_REDIS_CLUSTER": "true", "LLMQ_QUEUES": "a,b",
-                "LLMQ_QUEUES_A_STREAM": "{\(tags[0])}:requests", "LLMQ_QUEUES_B_STREAM": "{\(tags[1])}:requests",
-            ]
-            let published = try await runProgram(
-                try llmqExecutable().path, ["publish", "--queue", "b", "--prompt", "hello", "--max-tokens", "4", "--wait", "--timeout", "30"],
-                environment: ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("LLMQ_") }.merging(environment) { $1 })
-            #expect(published.status == 0, "\(published.output) \(published.error)")
-            #expect(published.output.contains("status: ok") && published.output.contains("queue: b"), "\(published.output)")
-            let processEnvironment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("LLMQ_") }.merging(environment) { $1 }
-            let streamed = try await runProgram(
-                try llmqExecutable().path, ["publish", "--queue", "a", "--prompt", "hello", "--max-tokens", "6", "--stream", "--timeout", "30"],
-                environment: processEnvironment)
-            #expect(streamed.status == 0 && streamed.output.contains("finish_reason: length"), "\(streamed.output) \(streamed.error)")
-            for arguments in [["--queue", "a", "--requests", "40"], ["--queue", "b", "--requests", "20", "--stream", "--concurrency", "5"]] {
-                let bench = try await runProgram(
-                    try llmqExecutable().path, ["bench", "--max-tokens", "4", "--timeout", "60"] + arguments, environment: processEnvironment)
-                #expect(bench.status == 0, "llmq bench \(arguments): \(bench.output) \(bench.error)")
-            }
-            let status = try await runProgram(try llmqExecutable().path, ["status"], environment: processEnvironment)
-            await worker.stop()
-            await simulator.stop()
-            #expect(status.status == 0, "\(status.error)")
-            // One publish, 20 bench requests on b; one streamed publish and 40 bench requests on a.
-            #expect(status.output.contains("replies counted in {\(tags[1])}:stats: ok 21, error 0"), "\(status.output)")
-            #expect(status.output.contains("replies {\(tags[1])}:replies: 1 entries"), "\(status.output)")
-            #expect(status.output.contains("replies counted in {\(tags[0])}:stats: ok 41, error 0"), "queue a has keys of its own: \(status.output)")
+        let cluster = try RedisClusterFixture.current.cluster
+        let tags = try await cluster.tagsOnDifferentMasters(2)
+        let simulator = try SimulatorFixture.current
+        var configuration = WorkerConfiguration(consumer: "cluster-cli", backend: BackendConfiguration(kind: .llamaCpp, endpoint: simulator.url))
+        configuration.redis = cluster.configuration
+        configuration.streams = .clusterDefaults
+        configuration.queues = [.init(name: "a", stream: "{\(tags[0])}:requests"), .init(name: "b", stream: "{\(tags[1])}:requests")]
+        configuration.readBlock = .milliseconds(200)
+        let worker = try RunningWorker.start(configuration)
+        let environment = [
+            "LLMQ_REDIS_URL": cluster.url, "LLMQ_REDIS_CLUSTER": "true", "LLMQ_QUEUES": "a,b",
+            "LLMQ_QUEUES_A_STREAM": "{\(tags[0])}:requests", "LLMQ_QUEUES_B_STREAM": "{\(tags[1])}:requests",
+        ]
+        let published = try await runProgram(
+            try llmqExecutable().path, ["publish", "--queue", "b", "--prompt", "hello", "--max-tokens", "4", "--wait", "--timeout", "30"],
+            environment: ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("LLMQ_") }.merging(environment) { $1 })
+        #expect(published.status == 0, "\(published.output) \(published.error)")
+        #expect(published.output.contains("status: ok") && published.output.contains("queue: b"), "\(published.output)")
+        let processEnvironment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("LLMQ_") }.merging(environment) { $1 }
+        let streamed = try await runProgram(
+            try llmqExecutable().path, ["publish", "--queue", "a", "--prompt", "hello", "--max-tokens", "6", "--stream", "--timeout", "30"],
+            environment: processEnvironment)
+        #expect(streamed.status == 0 && streamed.output.contains("finish_reason: length"), "\(streamed.output) \(streamed.error)")
+        for arguments in [["--queue", "a", "--requests", "40"], ["--queue", "b", "--requests", "20", "--stream", "--concurrency", "5"]] {
+            let bench = try await runProgram(
+                try llmqExecutable().path, ["bench", "--max-tokens", "4", "--timeout", "60"] + arguments, environment: processEnvironment)
+            #expect(bench.status == 0, "llmq bench \(arguments): \(bench.output) \(bench.error)")
         }
+        let status = try await runProgram(try llmqExecutable().path, ["status"], environment: processEnvironment)
+        await worker.stop()
+        await simulator.stop()
+        #expect(status.status == 0, "\(status.error)")
+        // One publish, 20 bench requests on b; one streamed publish and 40 bench requests on a.
+        #expect(status.output.contains("replies counted in {\(tags[1])}:stats: ok 21, error 0"), "\(status.output)")
+        #expect(status.output.contains("replies {\(tags[1])}:replies: 1 entries"), "\(status.output)")
+        #expect(status.output.contains("replies counted in {\(tags[0])}:stats: ok 41, error 0"), "queue a has keys of its own: \(status.output)")
     }
 }
 

@@ -48,7 +48,7 @@ struct ComposeTests {
             var environment = environment
             environment["LLMQ_METRICS_PORT"] = String(metricsPorts[index - 1])
             environment["LLMQ_METRICS_HOST"] = "127.0.0.1"
-            return try WorkerProcess(name: "compose-worker-\(index)", environment: environment)
+            return try WorkerProcess.start(name: "compose-worker-\(index)", environment: environment)
         }
         let requests = 9
         for index in 0..<requests {

@@ -1,4 +1,5 @@
 import Foundation
+import LLMQTestSupport
 import Testing
 
 /// Runs scripts/validate-deploy.sh on `root` (a folder holding `deploy/`).

@@ -61,19 +61,16 @@ struct FaultMatrixTests {
         var milliseconds: Int
     }
 
-    @Test("Exactly one reply and one done, nothing pending, for every cell")
+    @Test("Exactly one reply and one done, nothing pending, for every cell", .withRedis, .withFaultProxy, .withSimulator(.init(slots: 16, tokenMilliseconds: 20)))
     func matrix() async throws {
-        let primary = try await RedisServer.start()
+        let (primary, client) = try RedisFixture.current
         let replica = try await RedisServer.start(options: ["--replicaof", "127.0.0.1", String(primary.port)])
         _ = replica
-        let client = RedisClient(configuration: primary.configuration)
-        defer { client.shutdown() }
         // Until the replica is in sync, WAIT would find none.
         let synced = ContinuousClock.now + .seconds(10)
         while (try await client.send("WAIT", "1", "100").int ?? 0) < 1, ContinuousClock.now < synced {}
-        let proxy = try FaultProxy.start(upstreamPort: primary.port)
-        defer { proxy.stop() }
-        let sim = try await RunningSimulator.start(SimulatorConfiguration(slots: 16, tokenMilliseconds: 20))
+        let proxy = try FaultProxyFixture.current
+        let sim = try SimulatorFixture.current
         var shas: [String: String] = [:]
         for (name, script) in [("claim", Scripts.claim), ("touch", Scripts.touch), ("chunks", Scripts.chunks), ("reply", Scripts.reply)] {
             shas[name] = try await client.send("SCRIPT", "LOAD", script.source).string
@@ -162,19 +159,18 @@ struct FaultMatrixTests {
         let times = if case .error = action { 3 } else { 1 }
         let rule = proxy.add(FaultProxy.Rule(name: "cell", matches: matches, nth: 1, times: times, action: action))
 
-        var redis = RedisConfiguration(host: "127.0.0.1", port: proxy.port)
+        var redis = proxy.configuration
         redis.waitReplicas = 1
         redis.waitTimeout = .milliseconds(500)
         var configuration = WorkerConfiguration(consumer: "matrix", backend: BackendConfiguration(kind: .llamaCpp, endpoint: sim.url))
         configuration.redis = redis
         configuration.concurrency = 2
         configuration.readBlock = .milliseconds(100)
-        configuration.recovery.claimMinIdle = .milliseconds(450)
-        configuration.recovery.claimInterval = .milliseconds(100)
+        configuration.claimIdle(after: .milliseconds(450), every: .milliseconds(100))
         configuration.retry.initialBackoff = .milliseconds(20)
         configuration.retry.maxBackoff = .milliseconds(200)
         configuration.shutdownGrace = .seconds(5)
-        let worker = try RunningWorker(configuration)
+        let worker = try RunningWorker.start(configuration)
         if kind == .deleted {
             // Deleted by its producer once this worker has it.
             let deadline = ContinuousClock.now + .seconds(10)

@@ -22,30 +22,23 @@ private func pendingCount(_ client: RedisClient) async throws -> Int {
     try await client.send("XPENDING", "llmq:requests", "llmq").array?.first?.int ?? -1
 }
 
-@Suite("Faults: crashes, Redis restarts, backend failures, malformed input", .serialized)
+@Suite("Faults: crashes, Redis restarts, backend failures, malformed input", .serialized, .withRedis)
 struct FaultTests {
-    private func processEnvironment(redis: RedisServer, sim: RunningSimulator, concurrency: Int = 4) -> [String: String] {
-        [
-            "LLMQ_REDIS_URL": redis.url, "LLMQ_BACKEND_TYPE": "llama-cpp", "LLMQ_BACKEND_ENDPOINT": sim.url,
-            "LLMQ_CONCURRENCY": String(concurrency), "LLMQ_READ_BLOCK_MS": "200",
-            "LLMQ_RECOVERY_CLAIM_MIN_IDLE_MS": "1500", "LLMQ_RECOVERY_CLAIM_INTERVAL_MS": "250",
-            "LLMQ_SHUTDOWN_GRACE_SECONDS": "10", "LLMQ_LOG_LEVEL": "notice",
-        ]
+    private func processEnvironment(redis: RedisServer, sim: RunningSimulator) -> [String: String] {
+        workerEnvironment(
+            redis: redis, endpoint: sim.url, quickTakeover,
+            ["LLMQ_CONCURRENCY": "4", "LLMQ_SHUTDOWN_GRACE_SECONDS": "10", "LLMQ_LOG_LEVEL": "notice"])
     }
 
-    @Test("500 requests, 3 worker processes, two kill -9 in flight and restarts: one reply each, nothing pending")
+    @Test("500 requests, 3 worker processes, two kill -9 in flight and restarts: one reply each, nothing pending", .withSimulator(.init(slots: 12, tokenMilliseconds: 5)))
     func killedWorkers() async throws {
-        let redis = try await RedisServer.start()
-        let sim = try await RunningSimulator.start(SimulatorConfiguration(slots: 12, tokenMilliseconds: 5))
-        let client = RedisClient(configuration: redis.configuration)
-        defer { client.shutdown() }
+        let (redis, client) = try RedisFixture.current
+        let sim = try SimulatorFixture.current
         let environment = processEnvironment(redis: redis, sim: sim)
-        let workers = try (1...3).map { try WorkerProcess(name: "crash-\($0)", environment: environment) }
+        let workers = try (1...3).map { try WorkerProcess.start(name: "crash-\($0)", environment: environment) }
 
         let count = 500
-        for index in 0..<count {
-            try await publish(client, [("prompt", "job \(index)"), ("max_tokens", "20"), ("id", "job-\(index)")])
-        }
+        try await publish(client, count: count, prompt: "job ", maxTokens: 20, ids: "job-")
         for victim in [workers[0], workers[1]] {
             // Let it take work, then kill it while requests are in flight.
             try await Task.sleep(for: .milliseconds(700))
@@ -68,21 +61,18 @@ struct FaultTests {
             worker.signal(SIGTERM)
             #expect(await worker.waitForExit() == 0, "worker did not exit cleanly: \(worker.output.suffix(500))")
         }
-        await sim.stop()
     }
 
-    @Test("redis-server killed and restarted mid-run (append-only on): nothing lost, nothing answered twice")
+    @Test(
+        "redis-server killed and restarted mid-run (append-only on): nothing lost, nothing answered twice",
+        .withRedis(appendOnly: true), .withSimulator(.init(slots: 8, tokenMilliseconds: 5)))
     func redisRestart() async throws {
-        let redis = try await RedisServer.start(appendOnly: true)
-        let sim = try await RunningSimulator.start(SimulatorConfiguration(slots: 8, tokenMilliseconds: 5))
-        let client = RedisClient(configuration: redis.configuration)
-        defer { client.shutdown() }
-        let workers = try (1...2).map {
-            try RunningWorker(workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: sim.url), consumer: "r\($0)"))
+        let (redis, client) = try RedisFixture.current
+        let sim = try SimulatorFixture.current
+        for index in 1...2 {
+            try RunningWorker.start(workerConfiguration(redis: redis, simulator: sim, consumer: "r\(index)"))
         }
-        for index in 0..<300 {
-            try await publish(client, [("prompt", "before \(index)"), ("max_tokens", "10"), ("id", "b\(index)")])
-        }
+        try await publish(client, count: 300, prompt: "before ", maxTokens: 10, ids: "b")
         try await Task.sleep(for: .milliseconds(600))
         await redis.kill()
         try await Task.sleep(for: .milliseconds(700))
@@ -101,19 +91,15 @@ struct FaultTests {
         expectExactlyOneReplyEach(final, ids: Set((0..<300).map { "b\($0)" } + (0..<100).map { "a\($0)" }))
         #expect(final.count == 400)
         #expect(try await pendingCount(client) == 0)
-        for worker in workers { await worker.stop() }
-        await sim.stop()
     }
 
-    @Test("transient failures are retried with backoff; permanent ones are answered at once")
+    @Test("transient failures are retried with backoff; permanent ones are answered at once", .withSimulator(.init(tokenMilliseconds: 0, contextSize: 64)))
     func retries() async throws {
-        let redis = try await RedisServer.start()
-        let sim = try await RunningSimulator.start(SimulatorConfiguration(tokenMilliseconds: 0, contextSize: 64))
-        let client = RedisClient(configuration: redis.configuration)
-        defer { client.shutdown() }
+        let (redis, client) = try RedisFixture.current
+        let sim = try SimulatorFixture.current
         var configuration = workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: sim.url, requestTimeout: .milliseconds(500)), concurrency: 1)
         configuration.breaker.failureThreshold = 100
-        let worker = try RunningWorker(configuration)
+        try RunningWorker.start(configuration)
 
         func run(_ id: String, _ faults: SimulatorFaults, fields: [(String, String)] = [("prompt", "hi"), ("max_tokens", "4")]) async throws -> (reply: [String: String], calls: Int) {
             try await sim.setFaults(faults)
@@ -152,59 +138,48 @@ struct FaultTests {
         #expect(context.reply["error_code"] == "context_exceeded")
         #expect(context.reply["attempts"] == "1", "a permanent error must not be retried")
         #expect(context.calls == 1)
-        await worker.stop()
-        await sim.stop()
     }
 
     @Test("a refused connection is backend_unavailable; the worker keeps running")
     func refused() async throws {
-        let redis = try await RedisServer.start()
-        let client = RedisClient(configuration: redis.configuration)
-        defer { client.shutdown() }
-        let worker = try RunningWorker(workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: "http://127.0.0.1:\(try freePort())")))
+        let (redis, client) = try RedisFixture.current
+        try RunningWorker.start(workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: "http://127.0.0.1:\(try freePort())")))
         try await publish(client, [("prompt", "anyone?"), ("id", "nobody")])
         let replies = try await waitForReplies(client, count: 1)
         #expect(replies[0]["error_code"] == "backend_unavailable")
         #expect(replies[0]["error"]?.contains("127.0.0.1") == true)
-        await worker.stop()
     }
 
-    @Test("fallback: while the primary fails, the fallback answers; the open circuit stops calling the primary")
+    @Test(
+        "fallback: while the primary fails, the fallback answers; the open circuit stops calling the primary",
+        .withSimulators(.init(tokenMilliseconds: 0, faults: SimulatorFaults(failureRate: 1)), .init(tokenMilliseconds: 0, models: ["backup"])))
     func fallback() async throws {
-        let redis = try await RedisServer.start()
-        let primary = try await RunningSimulator.start(SimulatorConfiguration(tokenMilliseconds: 0, faults: SimulatorFaults(failureRate: 1)))
-        let secondary = try await RunningSimulator.start(SimulatorConfiguration(tokenMilliseconds: 0, models: ["backup"]))
-        let client = RedisClient(configuration: redis.configuration)
-        defer { client.shutdown() }
-        var configuration = workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: primary.url), concurrency: 1)
+        let (redis, client) = try RedisFixture.current
+        let (primary, secondary) = try SimulatorFixture.pair
+        var configuration = workerConfiguration(redis: redis, simulator: primary, concurrency: 1)
         configuration.fallback = BackendConfiguration(kind: .ollama, endpoint: secondary.url, model: "backup")
         configuration.breaker.failureThreshold = 3
         configuration.breaker.openDuration = .seconds(30)
-        let worker = try RunningWorker(configuration)
-        for index in 0..<10 {
-            try await publish(client, [("prompt", "q\(index)"), ("max_tokens", "3"), ("id", "f\(index)")])
-        }
+        try RunningWorker.start(configuration)
+        try await publish(client, count: 10, prompt: "q", maxTokens: 3, ids: "f")
         let replies = try await waitForReplies(client, count: 10)
         #expect(replies.allSatisfy { $0["status"] == "ok" && $0["backend"] == "ollama" })
         // Three failures open the circuit; after that the primary is not called at all.
         #expect(try await primary.stats().requests == 3)
         #expect(try await secondary.stats().requests == 10)
-        await worker.stop()
-        await primary.stop()
-        await secondary.stop()
     }
 
-    @Test("open circuit without a fallback: the worker stops taking requests, then a probe finds the backend back and they are served")
+    @Test(
+        "open circuit without a fallback: the worker stops taking requests, then a probe finds the backend back and they are served",
+        .withSimulator(.init(tokenMilliseconds: 0, faults: SimulatorFaults(failureRate: 1))))
     func circuitWithoutFallback() async throws {
-        let redis = try await RedisServer.start()
-        let sim = try await RunningSimulator.start(SimulatorConfiguration(tokenMilliseconds: 0, faults: SimulatorFaults(failureRate: 1)))
-        let client = RedisClient(configuration: redis.configuration)
-        defer { client.shutdown() }
-        var configuration = workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: sim.url), concurrency: 1)
+        let (redis, client) = try RedisFixture.current
+        let sim = try SimulatorFixture.current
+        var configuration = workerConfiguration(redis: redis, simulator: sim, concurrency: 1)
         configuration.retry.maxAttempts = 1
         configuration.breaker.failureThreshold = 2
         configuration.breaker.openDuration = .seconds(2)
-        let worker = try RunningWorker(configuration)
+        try RunningWorker.start(configuration)
         for index in 0..<2 {
             try await publish(client, [("prompt", "fails"), ("max_tokens", "2"), ("id", "down\(index)")])
         }
@@ -221,19 +196,15 @@ struct FaultTests {
         let replies = try await waitForReplies(client, count: 7, timeout: .seconds(15))
         #expect(replies.filter { $0["id"]?.hasPrefix("held") == true }.allSatisfy { $0["status"] == "ok" })
         #expect(try await pendingCount(client) == 0)
-        await worker.stop()
-        await sim.stop()
     }
 
-    @Test("1,000 random malformed entries: no crash, exactly one reply each")
+    @Test("1,000 random malformed entries: no crash, exactly one reply each", .withSimulator(.init(slots: 32, tokenMilliseconds: 0)))
     func randomGarbage() async throws {
-        let redis = try await RedisServer.start()
-        let sim = try await RunningSimulator.start(SimulatorConfiguration(slots: 32, tokenMilliseconds: 0))
-        let client = RedisClient(configuration: redis.configuration)
-        defer { client.shutdown() }
-        var configuration = workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: sim.url), concurrency: 16)
+        let (redis, client) = try RedisFixture.current
+        let sim = try SimulatorFixture.current
+        var configuration = workerConfiguration(redis: redis, simulator: sim, concurrency: 16)
         configuration.limits.maxRequestBytes = 2048
-        let worker = try RunningWorker(configuration)
+        try RunningWorker.start(configuration)
 
         var generator = SystemRandomNumberGenerator()
         let names = ["prompt", "messages", "system", "model", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "ttl_ms", "deadline_ms", "junk", "", "prompt\u{0}"]
@@ -273,25 +244,20 @@ struct FaultTests {
         try await publish(client, [("prompt", "after the storm"), ("max_tokens", "2"), ("id", "last")])
         let after = try await waitForReplies(client, count: 1001)
         #expect(after.first { $0["id"] == "last" }?["status"] == "ok")
-        await worker.stop()
-        await sim.stop()
     }
 
-    @Test("an entry delivered maxDeliveries times goes to the dead-letter stream with an error reply")
+    @Test("an entry delivered maxDeliveries times goes to the dead-letter stream with an error reply", .withSimulator(.init(tokenMilliseconds: 0)))
     func deadLetter() async throws {
-        let redis = try await RedisServer.start()
-        let sim = try await RunningSimulator.start(SimulatorConfiguration(tokenMilliseconds: 0))
-        let client = RedisClient(configuration: redis.configuration)
-        defer { client.shutdown() }
+        let (redis, client) = try RedisFixture.current
+        let sim = try SimulatorFixture.current
         _ = try await client.send("XGROUP", "CREATE", "llmq:requests", "llmq", "0", "MKSTREAM")
         let id = try await publish(client, [("prompt", "poison"), ("id", "poison-1")])
         // A consumer that took it and died five times over.
         try await abandonNextEntries(client, deliveries: 5)
-        var configuration = workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: sim.url))
-        configuration.recovery.claimMinIdle = .milliseconds(200)
-        configuration.recovery.claimInterval = .milliseconds(100)
+        var configuration = workerConfiguration(redis: redis, simulator: sim)
+        configuration.claimIdle(after: .milliseconds(200), every: .milliseconds(100))
         configuration.recovery.maxDeliveries = 5
-        let worker = try RunningWorker(configuration)
+        try RunningWorker.start(configuration)
         let replies = try await waitForReplies(client, count: 1)
         #expect(replies[0]["id"] == "poison-1")
         #expect(replies[0]["error_code"] == "dead_letter")
@@ -301,61 +267,47 @@ struct FaultTests {
         #expect(dead.first?["field:prompt"] == "poison")
         #expect(try await sim.stats().requests == 0, "a dead-lettered entry is not sent to the backend")
         #expect(try await pendingCount(client) == 0)
-        await worker.stop()
-        await sim.stop()
     }
 
-    @Test("a dead consumer's entries are claimed; a live consumer's long request is not")
+    @Test("a dead consumer's entries are claimed; a live consumer's long request is not", .withSimulator(.init(slots: 4, tokenMilliseconds: 100)))
     func claimsOnlyDeadWork() async throws {
-        let redis = try await RedisServer.start()
-        let sim = try await RunningSimulator.start(SimulatorConfiguration(slots: 4, tokenMilliseconds: 100))
-        let client = RedisClient(configuration: redis.configuration)
-        defer { client.shutdown() }
-        var configuration = workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: sim.url), consumer: "slow", concurrency: 1)
-        configuration.recovery.claimMinIdle = .milliseconds(600)
-        configuration.recovery.claimInterval = .milliseconds(100)
-        let slow = try RunningWorker(configuration)
+        let (redis, client) = try RedisFixture.current
+        let sim = try SimulatorFixture.current
+        var configuration = workerConfiguration(redis: redis, simulator: sim, consumer: "slow", concurrency: 1)
+        configuration.claimIdle(after: .milliseconds(600), every: .milliseconds(100))
+        try RunningWorker.start(configuration)
         // 20 tokens x 100 ms: three times the claim idle time.
         try await publish(client, [("prompt", "long"), ("max_tokens", "20"), ("id", "long-1")])
         try await Task.sleep(for: .milliseconds(300))
         configuration.consumer = "eager"
-        let eager = try RunningWorker(configuration)
+        try RunningWorker.start(configuration)
         let replies = try await waitForReplies(client, count: 1, timeout: .seconds(10))
         try await Task.sleep(for: .milliseconds(500))
         #expect(try await readReplies(client).count == 1)
         #expect(replies[0]["consumer"] == "slow")
         #expect(try await sim.stats().requests == 1, "the live request was claimed and run twice")
-        await slow.stop()
-        await eager.stop()
-        await sim.stop()
     }
 
-    @Test("an expired request is answered with error_code=expired without calling the backend")
+    @Test("an expired request is answered with error_code=expired without calling the backend", .withSimulator(.init(tokenMilliseconds: 0)))
     func expired() async throws {
-        let redis = try await RedisServer.start()
-        let sim = try await RunningSimulator.start(SimulatorConfiguration(tokenMilliseconds: 0))
-        let client = RedisClient(configuration: redis.configuration)
-        defer { client.shutdown() }
+        let (redis, client) = try RedisFixture.current
+        let sim = try SimulatorFixture.current
         try await publish(client, [("prompt", "too late"), ("ttl_ms", "50"), ("id", "late")])
         try await publish(client, [("prompt", "in time"), ("ttl_ms", "60000"), ("max_tokens", "2"), ("id", "fine")])
         try await Task.sleep(for: .milliseconds(150))
-        let worker = try RunningWorker(workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: sim.url)))
+        try RunningWorker.start(workerConfiguration(redis: redis, simulator: sim))
         let replies = try await waitForReplies(client, count: 2)
         #expect(replies.first { $0["id"] == "late" }?["error_code"] == "expired")
         #expect(replies.first { $0["id"] == "fine" }?["status"] == "ok")
         #expect(try await sim.stats().requests == 1)
-        await worker.stop()
-        await sim.stop()
     }
 
-    @Test("SIGTERM: in-flight requests finish and are answered, then exit 0; past the grace period they stay pending")
+    @Test("SIGTERM: in-flight requests finish and are answered, then exit 0; past the grace period they stay pending", .withSimulator(.init(slots: 4, tokenMilliseconds: 50)))
     func gracefulShutdown() async throws {
-        let redis = try await RedisServer.start()
-        let sim = try await RunningSimulator.start(SimulatorConfiguration(slots: 4, tokenMilliseconds: 50))
-        let client = RedisClient(configuration: redis.configuration)
-        defer { client.shutdown() }
+        let (redis, client) = try RedisFixture.current
+        let sim = try SimulatorFixture.current
         var environment = processEnvironment(redis: redis, sim: sim)
-        let worker = try WorkerProcess(name: "graceful", environment: environment)
+        let worker = try WorkerProcess.start(name: "graceful", environment: environment)
         for index in 0..<4 {
             try await publish(client, [("prompt", "finish me"), ("max_tokens", "20"), ("id", "g\(index)")])  // ~1 s each
         }
@@ -369,7 +321,7 @@ struct FaultTests {
         #expect(try await pendingCount(client) == 0)
 
         environment["LLMQ_SHUTDOWN_GRACE_SECONDS"] = "0.3"
-        let impatient = try WorkerProcess(name: "impatient", environment: environment)
+        let impatient = try WorkerProcess.start(name: "impatient", environment: environment)
         for index in 0..<2 {
             try await publish(client, [("prompt", "never finished"), ("max_tokens", "100"), ("id", "slow\(index)")])  // ~5 s
         }
@@ -380,7 +332,6 @@ struct FaultTests {
         #expect(ContinuousClock.now - started < .seconds(3))
         #expect(try await readReplies(client).count == 4, "an unfinished request must not be answered")
         #expect(try await pendingCount(client) == 2, "unfinished requests stay pending for other consumers")
-        await sim.stop()
     }
 }
 
@@ -397,11 +348,11 @@ struct CommandLineTests {
         #expect(fromEnvironment.error.contains("backend.type (from environment LLMQ_BACKEND_TYPE)"))
     }
 
-    @Test("publish --wait prints the reply; status shows the group")
+    @Test("publish --wait prints the reply; status shows the group", .withRedis, .withSimulator(.init(tokenMilliseconds: 0)))
     func publishAndStatus() async throws {
-        let redis = try await RedisServer.start()
-        let sim = try await RunningSimulator.start(SimulatorConfiguration(tokenMilliseconds: 0))
-        let worker = try RunningWorker(workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: sim.url), consumer: "cli-worker"))
+        let redis = try RedisFixture.current.server
+        let sim = try SimulatorFixture.current
+        try RunningWorker.start(workerConfiguration(redis: redis, simulator: sim, consumer: "cli-worker"))
         let binary = try llmqExecutable().path
         let published = try await runProgram(binary, ["publish", "--redis-url", redis.url, "--prompt", "hello", "--max-tokens", "3", "--id", "cli-1", "--wait", "--timeout", "20"])
         #expect(published.status == 0, "\(published.error)")
@@ -414,7 +365,5 @@ struct CommandLineTests {
         #expect(decoded.pending == 0)
         #expect(decoded.repliesLength == 1)
         #expect(decoded.consumers.map(\.name).contains("cli-worker"))
-        await worker.stop()
-        await sim.stop()
     }
 }

@@ -9,24 +9,21 @@ import Testing
 /// and answers from backends. Each test prints its seed; `LLMQ_FUZZ_SEED=N make test` replays
 /// a run. Done means every worker process is alive at the end and every entry has exactly one
 /// reply.
-@Suite("Fuzz: stream entries and backend answers", .serialized)
+@Suite("Fuzz: stream entries and backend answers", .serialized, .withRedis)
 struct FuzzTests {
     // MARK: - Stream entries
 
-    @Test("10,000 fuzzed stream entries (explicit IDs up to 2^64-1, up to 2,000 fields, edge numbers): one reply each, workers alive")
+    @Test("10,000 fuzzed stream entries (explicit IDs up to 2^64-1, up to 2,000 fields, edge numbers): one reply each, workers alive", .withSimulator(.init(slots: 64, tokenMilliseconds: 0)))
     func streamEntries() async throws {
         let seed = fuzzSeed(20_261_125, test: "streamEntries")
         var random = SeededGenerator(seed: seed)
-        let redis = try await RedisServer.start()
-        let sim = try await RunningSimulator.start(SimulatorConfiguration(slots: 64, tokenMilliseconds: 0))
-        let client = RedisClient(configuration: redis.configuration)
-        defer { client.shutdown() }
+        let (redis, client) = try RedisFixture.current
+        let sim = try SimulatorFixture.current
         _ = try await client.send("SET", "llmq:str", "a string, not a stream")
-        let environment = [
-            "LLMQ_REDIS_URL": redis.url, "LLMQ_BACKEND_ENDPOINT": sim.url, "LLMQ_CONCURRENCY": "16",
-            "LLMQ_READ_BLOCK_MS": "100", "LLMQ_LOG_LEVEL": "error", "LLMQ_SHUTDOWN_GRACE_SECONDS": "10",
-        ]
-        let workers = try (1...2).map { try WorkerProcess(name: "fuzz-entries-\($0)", environment: environment) }
+        let environment = workerEnvironment(redis: redis, endpoint: sim.url, [
+            "LLMQ_CONCURRENCY": "16", "LLMQ_READ_BLOCK_MS": "100", "LLMQ_LOG_LEVEL": "error", "LLMQ_SHUTDOWN_GRACE_SECONDS": "10",
+        ])
+        let workers = try (1...2).map { try WorkerProcess.start(name: "fuzz-entries-\($0)", environment: environment) }
 
         let ids = try await publishFuzzedEntries(count: 10_000, client: client, random: &random)
         #expect(ids.count > 9_000, "most fuzzed XADDs should be accepted")
@@ -45,7 +42,6 @@ struct FuzzTests {
             worker.signal(SIGTERM)
             #expect(await worker.waitForExit() == 0)
         }
-        await sim.stop()
     }
 
     static let entryErrorCodes: Set<String> = ["invalid_request", "expired", "backend_rejected", "backend_bad_response"]
@@ -188,18 +184,16 @@ struct FuzzTests {
             return Self.fuzzedAnswer(random: &random)
         }
         defer { server.stop() }
-        let redis = try await RedisServer.start()
-        let client = RedisClient(configuration: redis.configuration)
-        defer { client.shutdown() }
+        let (redis, client) = try RedisFixture.current
         let common = [
-            "LLMQ_REDIS_URL": redis.url, "LLMQ_BACKEND_ENDPOINT": server.url, "LLMQ_BACKEND_MODEL": "m",
-            "LLMQ_BACKEND_TIMEOUT_SECONDS": "1", "LLMQ_BACKEND_CONNECT_TIMEOUT_SECONDS": "1", "LLMQ_CONCURRENCY": "16",
-            "LLMQ_RETRY_MAX_ATTEMPTS": "2", "LLMQ_RETRY_INITIAL_BACKOFF_MS": "1", "LLMQ_RETRY_MAX_BACKOFF_MS": "20",
+            "LLMQ_BACKEND_MODEL": "m", "LLMQ_BACKEND_TIMEOUT_SECONDS": "1", "LLMQ_BACKEND_CONNECT_TIMEOUT_SECONDS": "1",
+            "LLMQ_CONCURRENCY": "16", "LLMQ_RETRY_MAX_ATTEMPTS": "2", "LLMQ_RETRY_INITIAL_BACKOFF_MS": "1", "LLMQ_RETRY_MAX_BACKOFF_MS": "20",
             "LLMQ_BREAKER_FAILURE_THRESHOLD": "10000", "LLMQ_READ_BLOCK_MS": "100", "LLMQ_LOG_LEVEL": "error",
         ]
         // One worker per API: OpenAI-compatible JSON and Ollama's NDJSON.
         let workers = try ["llama-cpp", "ollama"].map { type in
-            try WorkerProcess(name: "fuzz-backend-\(type)", environment: common.merging(["LLMQ_BACKEND_TYPE": type]) { $1 })
+            try WorkerProcess.start(
+                name: "fuzz-backend-\(type)", environment: workerEnvironment(redis: redis, endpoint: server.url, common, ["LLMQ_BACKEND_TYPE": type]))
         }
         var published: [String] = []
         var replies: [[String: String]] = []

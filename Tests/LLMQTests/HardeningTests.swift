@@ -10,17 +10,11 @@ import LLMQSimulator
 import LLMQWorker
 import Testing
 
-/// The environment of a worker process that serves `redis` from `endpoint`, as operators
-/// configure one.
-private func workerEnvironment(redis: RedisServer, endpoint: String, _ extra: [String: String] = [:]) -> [String: String] {
-    var environment = [
-        "LLMQ_REDIS_URL": redis.url, "LLMQ_BACKEND_TYPE": "llama-cpp", "LLMQ_BACKEND_ENDPOINT": endpoint,
-        "LLMQ_CONCURRENCY": "4", "LLMQ_READ_BLOCK_MS": "200", "LLMQ_RETRY_INITIAL_BACKOFF_MS": "5",
-        "LLMQ_RETRY_MAX_BACKOFF_MS": "100", "LLMQ_SHUTDOWN_GRACE_SECONDS": "10", "LLMQ_LOG_LEVEL": "notice",
-    ]
-    environment.merge(extra) { $1 }
-    return environment
-}
+/// The worker processes' settings here: quick retries.
+private let settings = [
+    "LLMQ_CONCURRENCY": "4", "LLMQ_RETRY_INITIAL_BACKOFF_MS": "5", "LLMQ_RETRY_MAX_BACKOFF_MS": "100",
+    "LLMQ_SHUTDOWN_GRACE_SECONDS": "10", "LLMQ_LOG_LEVEL": "notice",
+]
 
 private func pending(_ client: RedisClient, stream: String = "llmq:requests") async throws -> Int {
     try await client.send("XPENDING", stream, "llmq").array?.first?.int ?? -1
@@ -37,13 +31,11 @@ private func completionBody(_ content: String = "fine") -> [UInt8] {
 
 @Suite("Hardening: hostile input from Redis and backends, bounded memory, shutdown, credentials", .serialized)
 struct HardeningTests {
-    @Test("an explicit entry ID near 2^63 with ttl_ms does not crash the worker; later requests are served")
+    @Test("an explicit entry ID near 2^63 with ttl_ms does not crash the worker; later requests are served", .withRedis, .withSimulator(.init(tokenMilliseconds: 0)))
     func hugeEntryID() async throws {
-        let redis = try await RedisServer.start()
-        let sim = try await RunningSimulator.start(SimulatorConfiguration(tokenMilliseconds: 0))
-        let client = RedisClient(configuration: redis.configuration)
-        defer { client.shutdown() }
-        let worker = try WorkerProcess(name: "huge-id", environment: workerEnvironment(redis: redis, endpoint: sim.url))
+        let (redis, client) = try RedisFixture.current
+        let sim = try SimulatorFixture.current
+        let worker = try WorkerProcess.start(name: "huge-id", environment: workerEnvironment(redis: redis, endpoint: sim.url, settings))
         // The reproduction from the issue, exactly as a user would type it.
         try await redis.redisCLI(["XADD", "llmq:requests", "9223372036854775000-0", "prompt", "x", "ttl_ms", "100000"])
         // After such an ID every auto ID shares its millisecond part.
@@ -57,10 +49,9 @@ struct HardeningTests {
         #expect(try await pending(client) == 0)
         worker.signal(SIGTERM)
         #expect(await worker.waitForExit() == 0)
-        await sim.stop()
     }
 
-    @Test("a 503 with a hostile Retry-After (1e300, nan, inf, -1, huge, a date) is retried; the worker lives")
+    @Test("a 503 with a hostile Retry-After (1e300, nan, inf, -1, huge, a date) is retried; the worker lives", .withRedis)
     func hostileRetryAfter() async throws {
         let values = ["1e300", "nan", "inf", "-1", "99999999999999999999999999", "Wed, 21 Oct 2015 07:28:00 GMT", "", String(repeating: "9", count: 5000)]
         let server = try ScriptedHTTPServer { index, _ in
@@ -70,11 +61,9 @@ struct HardeningTests {
                 : .respond(httpResponse(status: 200, headers: [("Content-Type", "application/json")], body: completionBody()))
         }
         defer { server.stop() }
-        let redis = try await RedisServer.start()
-        let client = RedisClient(configuration: redis.configuration)
-        defer { client.shutdown() }
-        let worker = try WorkerProcess(
-            name: "retry-after", environment: workerEnvironment(redis: redis, endpoint: server.url, ["LLMQ_CONCURRENCY": "1"]))
+        let (redis, client) = try RedisFixture.current
+        let worker = try WorkerProcess.start(
+            name: "retry-after", environment: workerEnvironment(redis: redis, endpoint: server.url, settings, ["LLMQ_CONCURRENCY": "1"]))
         for index in values.indices {
             try await publish(client, [("prompt", "hi"), ("id", "r\(index)")])
         }
@@ -85,18 +74,14 @@ struct HardeningTests {
         #expect(await worker.waitForExit() == 0)
     }
 
-    @Test("answered requests are deleted: XLEN of the request stream is what is not answered yet")
+    @Test("answered requests are deleted: XLEN of the request stream is what is not answered yet", .withRedis, .withSimulator(.init(slots: 8, tokenMilliseconds: 0)))
     func answeredEntriesAreDeleted() async throws {
-        let redis = try await RedisServer.start()
-        let sim = try await RunningSimulator.start(SimulatorConfiguration(slots: 8, tokenMilliseconds: 0))
-        let client = RedisClient(configuration: redis.configuration)
-        defer { client.shutdown() }
-        var configuration = workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: sim.url), concurrency: 8)
+        let (redis, client) = try RedisFixture.current
+        let sim = try SimulatorFixture.current
+        var configuration = workerConfiguration(redis: redis, simulator: sim, concurrency: 8)
         configuration.streams.deadMaxLength = 5
-        let worker = try RunningWorker(configuration)
-        for index in 0..<200 {
-            try await publish(client, [("prompt", "p\(index)"), ("max_tokens", "2")])
-        }
+        let worker = try RunningWorker.start(configuration)
+        try await publish(client, count: 200, prompt: "p", maxTokens: 2)
         _ = try await waitForReplies(client, count: 200)
         #expect(try await length(client, "llmq:requests") == 0)
         #expect(try await pending(client) == 0)
@@ -106,10 +91,8 @@ struct HardeningTests {
         // answeredMaxLength; the request stream still holds only what is not answered.
         configuration.streams.keepAnswered = true
         configuration.streams.answeredMaxLength = 50
-        let keeper = try RunningWorker(configuration)
-        for index in 0..<300 {
-            try await publish(client, [("prompt", "k\(index)"), ("max_tokens", "2"), ("id", "k\(index)")])
-        }
+        try RunningWorker.start(configuration)
+        try await publish(client, count: 300, prompt: "k", maxTokens: 2, ids: "k")
         let replies = try await waitForReplies(client, count: 500)
         #expect(try await length(client, "llmq:requests") == 0)
         let kept = try await length(client, "llmq:answered")
@@ -118,21 +101,16 @@ struct HardeningTests {
         let fields = Dictionary(newest.map { ($0.name.string ?? "", $0.value.string ?? "") }, uniquingKeysWith: { a, _ in a })
         #expect(fields["prompt"]?.hasPrefix("k") == true)
         #expect(replies.contains { $0["request"] == fields["request"] }, "a history entry names its request's entry ID")
-        await keeper.stop()
-        await sim.stop()
     }
 
-    @Test("an entry deleted while a worker runs it still gets the finished answer, once")
+    @Test("an entry deleted while a worker runs it still gets the finished answer, once", .withRedis, .withSimulator(.init(slots: 2, tokenMilliseconds: 100)))
     func deletedWhileRunning() async throws {
-        let redis = try await RedisServer.start()
-        let sim = try await RunningSimulator.start(SimulatorConfiguration(slots: 2, tokenMilliseconds: 100))
-        let client = RedisClient(configuration: redis.configuration)
-        defer { client.shutdown() }
-        var configuration = workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: sim.url))
+        let (redis, client) = try RedisFixture.current
+        let sim = try SimulatorFixture.current
+        var configuration = workerConfiguration(redis: redis, simulator: sim)
         // Refreshed every 200 ms while it runs: the refresh must not drop the deleted entry.
-        configuration.recovery.claimMinIdle = .milliseconds(600)
-        configuration.recovery.claimInterval = .milliseconds(100)
-        let worker = try RunningWorker(configuration)
+        configuration.claimIdle(after: .milliseconds(600), every: .milliseconds(100))
+        try RunningWorker.start(configuration)
         let deleted = try await publish(client, [("prompt", "deleted"), ("max_tokens", "15"), ("id", "xdel")])
         let trimmed = try await publish(client, [("prompt", "trimmed"), ("max_tokens", "15"), ("id", "trim")])
         try await Task.sleep(for: .milliseconds(300))
@@ -146,27 +124,19 @@ struct HardeningTests {
         #expect(replies.first { $0["request"] == deleted }?["status"] == "ok")
         #expect(replies.first { $0["request"] == trimmed }?["status"] == "ok")
         #expect(try await pending(client) == 0)
-        await worker.stop()
-        await sim.stop()
     }
 
-    @Test("deleted while running, taken over by another worker's claim: still exactly one reply")
+    @Test("deleted while running, taken over by another worker's claim: still exactly one reply", .withRedis, .withSimulator(.init(slots: 8, tokenMilliseconds: 100)))
     func deletedWhileRunningWithTwoWorkers() async throws {
-        let redis = try await RedisServer.start()
-        let sim = try await RunningSimulator.start(SimulatorConfiguration(slots: 8, tokenMilliseconds: 100))
-        let client = RedisClient(configuration: redis.configuration)
-        defer { client.shutdown() }
-        var configuration = workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: sim.url))
-        configuration.recovery.claimMinIdle = .milliseconds(300)
-        configuration.recovery.claimInterval = .milliseconds(50)
-        let workers = try (0..<2).map { _ in try RunningWorker(configuration) }
+        let (redis, client) = try RedisFixture.current
+        let sim = try SimulatorFixture.current
+        var configuration = workerConfiguration(redis: redis, simulator: sim)
+        configuration.claimIdle(after: .milliseconds(300), every: .milliseconds(50))
+        for _ in 0..<2 { try RunningWorker.start(configuration) }
         // 15 tokens x 100 ms: five times the claim idle time, so a claim takes each deleted
         // entry out of the group while it runs; the owner's answer and the claimer's
         // request_lost race, and the lost mode's marker lets one through.
-        var ids: [String] = []
-        for index in 0..<6 {
-            ids.append(try await publish(client, [("prompt", "race \(index)"), ("max_tokens", "15")]))
-        }
+        let ids = try await publish(client, count: 6, prompt: "race ", maxTokens: 15)
         try await Task.sleep(for: .milliseconds(200))
         for id in ids { _ = try await client.send("XDEL", "llmq:requests", id) }
         _ = try await waitForReplies(client, count: 6, timeout: .seconds(10))
@@ -177,26 +147,21 @@ struct HardeningTests {
         #expect(Set(replies.compactMap { $0["request"] }) == Set(ids))
         #expect(replies.allSatisfy { $0["status"] == "ok" || $0["error_code"] == "request_lost" })
         #expect(try await pending(client) == 0)
-        for worker in workers { await worker.stop() }
-        await sim.stop()
     }
 
-    @Test("an entry deleted while pending on a dead consumer gets request_lost, once")
+    @Test("an entry deleted while pending on a dead consumer gets request_lost, once", .withRedis, .withSimulator(.init(tokenMilliseconds: 0)))
     func deletedWhilePendingOnDeadConsumer() async throws {
-        let redis = try await RedisServer.start()
-        let sim = try await RunningSimulator.start(SimulatorConfiguration(tokenMilliseconds: 0))
-        let client = RedisClient(configuration: redis.configuration)
-        defer { client.shutdown() }
+        let (redis, client) = try RedisFixture.current
+        let sim = try SimulatorFixture.current
         _ = try await client.send("XGROUP", "CREATE", "llmq:requests", "llmq", "0", "MKSTREAM")
         let lost = try await publish(client, [("prompt", "lost"), ("id", "lost-1")])
         let kept = try await publish(client, [("prompt", "kept"), ("max_tokens", "2"), ("id", "kept-1")])
         // A consumer that took both and died; then the producer deleted one.
         try await abandonNextEntries(client, count: 2)
         _ = try await client.send("XDEL", "llmq:requests", lost)
-        var configuration = workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: sim.url))
-        configuration.recovery.claimMinIdle = .milliseconds(200)
-        configuration.recovery.claimInterval = .milliseconds(100)
-        let workers = try (0..<2).map { _ in try RunningWorker(configuration) }
+        var configuration = workerConfiguration(redis: redis, simulator: sim)
+        configuration.claimIdle(after: .milliseconds(200), every: .milliseconds(100))
+        for _ in 0..<2 { try RunningWorker.start(configuration) }
         let replies = try await waitForReplies(client, count: 2)
         try await Task.sleep(for: .milliseconds(600))
         let final = try await readReplies(client)
@@ -206,16 +171,12 @@ struct HardeningTests {
         #expect(lostReply?["id"] == lost, "the caller's id went with the entry; the entry ID stands in")
         #expect(replies.first { $0["request"] == kept }?["status"] == "ok")
         #expect(try await pending(client) == 0)
-        for worker in workers { await worker.stop() }
-        await sim.stop()
     }
 
-    @Test("llmq:dead holding a string: every dead-lettered request still gets exactly one reply, and says so")
+    @Test("llmq:dead holding a string: every dead-lettered request still gets exactly one reply, and says so", .withRedis, .withSimulator(.init(tokenMilliseconds: 0)))
     func deadLetterStreamOfWrongType() async throws {
-        let redis = try await RedisServer.start()
-        let sim = try await RunningSimulator.start(SimulatorConfiguration(tokenMilliseconds: 0))
-        let client = RedisClient(configuration: redis.configuration)
-        defer { client.shutdown() }
+        let (redis, client) = try RedisFixture.current
+        let sim = try SimulatorFixture.current
         _ = try await client.send("SET", "llmq:dead", "not a stream")
         _ = try await client.send("XGROUP", "CREATE", "llmq:requests", "llmq", "0", "MKSTREAM")
         var ids: [String] = []
@@ -226,11 +187,10 @@ struct HardeningTests {
             try await abandonNextEntries(client, deliveries: 9)
             ids.append(id)
         }
-        var configuration = workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: sim.url))
-        configuration.recovery.claimMinIdle = .milliseconds(100)
-        configuration.recovery.claimInterval = .milliseconds(50)
+        var configuration = workerConfiguration(redis: redis, simulator: sim)
+        configuration.claimIdle(after: .milliseconds(100), every: .milliseconds(50))
         configuration.recovery.maxDeliveries = 5
-        let worker = try RunningWorker(configuration)
+        let worker = try RunningWorker.start(configuration)
         _ = try await waitForReplies(client, count: 5)
         try await Task.sleep(for: .milliseconds(500))
         let replies = try await readReplies(client)
@@ -246,7 +206,7 @@ struct HardeningTests {
         _ = try await client.send("DEL", "llmq:dead")
         let id = try await publish(client, [("prompt", "big"), ("id", "big"), ("padding", String(repeating: "y", count: 400_000))])
         try await abandonNextEntries(client, deliveries: 9)
-        let second = try RunningWorker(configuration)
+        try RunningWorker.start(configuration)
         _ = try await waitForReplies(client, count: 6)
         let dead = try await readReplies(client, stream: "llmq:dead")
         #expect(dead.count == 1)
@@ -254,18 +214,14 @@ struct HardeningTests {
         #expect(dead.first?["field:prompt"] == "big")
         #expect(dead.first?["field:padding"] == nil)
         #expect(dead.first?["truncated"]?.hasPrefix("1 fields") == true)
-        await second.stop()
-        await sim.stop()
     }
 
-    @Test("a wrong Redis password or no password stops the worker at start: one line, exit code 3")
+    @Test("a wrong Redis password or no password stops the worker at start: one line, exit code 3", .withRedis)
     func wrongCredentials() async throws {
-        let redis = try await RedisServer.start()
-        let client = RedisClient(configuration: redis.configuration)
-        defer { client.shutdown() }
+        let (redis, client) = try RedisFixture.current
         _ = try await client.send("CONFIG", "SET", "requirepass", "s3cret")
         for (url, what) in [("redis://:wrong@127.0.0.1:\(redis.port)", "WRONGPASS"), (redis.url, "NOAUTH"), ("redis://nobody:s3cret@127.0.0.1:\(redis.port)", "WRONGPASS")] {
-            let worker = try WorkerProcess(
+            let worker = try WorkerProcess.start(
                 name: "credentials", environment: ["LLMQ_REDIS_URL": url, "LLMQ_BACKEND_ENDPOINT": "http://127.0.0.1:9"])
             let status = await worker.waitForExit(timeout: .seconds(10))
             if status == nil { worker.signal(SIGKILL) }
@@ -281,13 +237,11 @@ struct HardeningTests {
         _ = try await authenticated.send("CONFIG", "SET", "requirepass", "")
     }
 
-    @Test("a second SIGTERM ends the worker at once; its request stays pending")
+    @Test("a second SIGTERM ends the worker at once; its request stays pending", .withRedis, .withSimulator(.init(tokenMilliseconds: 100)))
     func secondSignal() async throws {
-        let redis = try await RedisServer.start()
-        let sim = try await RunningSimulator.start(SimulatorConfiguration(tokenMilliseconds: 100))
-        let client = RedisClient(configuration: redis.configuration)
-        defer { client.shutdown() }
-        let worker = try WorkerProcess(name: "twice", environment: workerEnvironment(redis: redis, endpoint: sim.url, ["LLMQ_SHUTDOWN_GRACE_SECONDS": "60"]))
+        let (redis, client) = try RedisFixture.current
+        let sim = try SimulatorFixture.current
+        let worker = try WorkerProcess.start(name: "twice", environment: workerEnvironment(redis: redis, endpoint: sim.url, settings, ["LLMQ_SHUTDOWN_GRACE_SECONDS": "60"]))
         try await publish(client, [("prompt", "long"), ("max_tokens", "200"), ("id", "long")])  // ~20 s
         try await Task.sleep(for: .milliseconds(800))
         #expect(try await pending(client) == 1)
@@ -301,7 +255,6 @@ struct HardeningTests {
         #expect(ContinuousClock.now - started < .seconds(3))
         #expect(try await readReplies(client).isEmpty)
         #expect(try await pending(client) == 1)
-        await sim.stop()
     }
 
     @Test("a cancelled task never starts a transfer")

@@ -2,11 +2,12 @@ import Foundation
 import Glibc
 import LLMQRedis
 import LLMQSimulator
+import LLMQTestSupport
 import Testing
 
 /// The worker config files users already have (`config/legacy-*.json`) start workers as given,
 /// against `llmq sim` standing in for the Ollama or llama-server they name.
-@Suite("Legacy config files run unchanged", .serialized)
+@Suite("Legacy config files run unchanged", .serialized, .withRedis, .withSimulator)
 struct LegacyConfigRunTests {
     struct Case: Sendable, CustomTestStringConvertible {
         var file: String
@@ -31,21 +32,18 @@ struct LegacyConfigRunTests {
 
     @Test("A worker started from the file serves its queue, with its name and backend", arguments: cases)
     func runs(_ legacy: Case) async throws {
-        let redis = try await RedisServer.start()
-        let client = RedisClient(configuration: redis.configuration)
-        defer { client.shutdown() }
-        let sim = try await RunningSimulator.start()
+        let (redis, client) = try RedisFixture.current
+        let sim = try SimulatorFixture.current
         // The file's endpoint, path and all, with the simulator's port in place of the real server's.
         let file = packageRoot.appendingPathComponent(legacy.file)
         let object = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: file)) as? [String: Any])
         var endpoint = try #require(URLComponents(string: (object["backend"] as? [String: Any])?["endpoint"] as? String ?? ""))
         endpoint.port = sim.port
-        let worker = try WorkerProcess(
+        let worker = try WorkerProcess.start(
             name: "legacy", environment: [
                 "LLMQ_CONFIG": file.path, "LLMQ_REDIS_URL": redis.url, "LLMQ_BACKEND_ENDPOINT": endpoint.string ?? "",
                 "LLMQ_READ_BLOCK_MS": "200",
             ], arguments: ["worker"])
-        defer { worker.signal(SIGKILL) }
 
         try await publish(client, [("prompt", "hello"), ("max_tokens", "8"), ("model", "llama3.2:1b"), ("id", "with-model")], stream: legacy.stream)
         try await publish(client, [("prompt", "hello"), ("max_tokens", "8"), ("id", "no-model")], stream: legacy.stream)

@@ -6,6 +6,7 @@ import LLMQConfiguration
 import LLMQContract
 import LLMQHTTP
 import LLMQRedis
+import LLMQTestSupport
 import LLMQWorker
 import Testing
 
@@ -59,18 +60,14 @@ final class LlamaServer: @unchecked Sendable {
 
 @Suite("LlamaServer end to end (real llama.cpp server)", .serialized, .enabled(if: LlamaServer.isConfigured || ProcessInfo.processInfo.environment["CI"] != nil))
 struct LlamaServerE2ETests {
-    @Test("workers answer every request with status ok, usage and llama-server timings")
+    @Test("workers answer every request with status ok, usage and llama-server timings", .withRedis)
     func completions() async throws {
         let llama = try await LlamaServer(parallel: 4)
-        let redis = try await RedisServer.start()
-        let client = RedisClient(configuration: redis.configuration)
-        defer { client.shutdown() }
-        let workers = try (1...2).map {
-            try RunningWorker(workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: llama.url), consumer: "e2e-\($0)", concurrency: 2))
+        let (redis, client) = try RedisFixture.current
+        for index in 1...2 {
+            try RunningWorker.start(workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: llama.url), consumer: "e2e-\(index)", concurrency: 2))
         }
-        for index in 0..<8 {
-            try await publish(client, [("prompt", "Write a haiku about queue number \(index)"), ("max_tokens", "24"), ("id", "e\(index)")])
-        }
+        try await publish(client, count: 8, prompt: "Write a haiku about queue number ", maxTokens: 24, ids: "e")
         try await publish(client, [("messages", #"[{"role":"system","content":"Be brief."},{"role":"user","content":"Hi"}]"#), ("max_tokens", "8"), ("id", "chat")])
         let replies = try await waitForReplies(client, count: 9, timeout: .seconds(120))
         for reply in replies {
@@ -83,19 +80,14 @@ struct LlamaServerE2ETests {
         }
         #expect(replies.first { $0["id"] == "e0" }?["completion_tokens"] == "24")
         #expect(replies.first { $0["id"] == "chat" }?["completion_tokens"] == "8")
-        for worker in workers { await worker.stop() }
     }
 
-    @Test("streamed answers: the first text arrives long before the answer ends, and rebuilds to the reply; usage and timings come last")
+    @Test("streamed answers: the first text arrives long before the answer ends, and rebuilds to the reply; usage and timings come last", .withRedis)
     func streaming() async throws {
         let llama = try await LlamaServer(parallel: 2)
-        let redis = try await RedisServer.start()
-        let client = RedisClient(configuration: redis.configuration)
-        defer { client.shutdown() }
-        let worker = try RunningWorker(workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: llama.url), concurrency: 2))
-        for index in 0..<4 {
-            try await publish(client, [("prompt", "Stream a long story, part \(index)"), ("max_tokens", "96"), ("stream", "1"), ("id", "st\(index)")])
-        }
+        let (redis, client) = try RedisFixture.current
+        try RunningWorker.start(workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: llama.url), concurrency: 2))
+        try await publish(client, count: 4, prompt: "Stream a long story, part ", maxTokens: 96, [("stream", "1")], ids: "st")
         let replies = try await waitForReplies(client, count: 4, timeout: .seconds(180))
         for reply in replies {
             #expect(reply["status"] == "ok", "\(reply)")
@@ -114,7 +106,6 @@ struct LlamaServerE2ETests {
             print("llama-server e2e streaming: \(key): text from first chunk to done \(span) ms, backend \(backend) ms, \(chunks.textChunks) text chunks")
             #expect(Double(span) > backend / 2, "text arrived over only \(span) ms of the backend's \(backend) ms: not streamed")
         }
-        await worker.stop()
     }
 
     @Test("concurrency 4 against -np 4 is clearly faster than concurrency 1 (128-token completions)")
@@ -124,7 +115,7 @@ struct LlamaServerE2ETests {
             let redis = try await RedisServer.start()
             let client = RedisClient(configuration: redis.configuration)
             defer { client.shutdown() }
-            let worker = try RunningWorker(workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: llama.url), concurrency: concurrency))
+            let worker = try RunningWorker.start(workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: llama.url), concurrency: concurrency))
             let start = ContinuousClock.now
             for index in 0..<requests {
                 try await publish(client, [("prompt", "Run \(concurrency)-\(requests): tell a long story about request \(index)"), ("max_tokens", "128")])
@@ -152,17 +143,12 @@ struct LlamaServerE2ETests {
         #expect(speedup > 1.3, "measured \(speedup)x; direct clients see about 1.9x on 2 cores")
     }
 
-    @Test("the compose topology as processes: redis-server, llama-server, five worker processes")
+    @Test("the compose topology as processes: redis-server, llama-server, five worker processes", .withRedis(appendOnly: true))
     func composeTopology() async throws {
         let llama = try await LlamaServer(parallel: 4)
-        let redis = try await RedisServer.start(appendOnly: true)
-        let client = RedisClient(configuration: redis.configuration)
-        defer { client.shutdown() }
-        let environment = [
-            "LLMQ_REDIS_URL": redis.url, "LLMQ_BACKEND_TYPE": "llama-cpp", "LLMQ_BACKEND_ENDPOINT": llama.url,
-            "LLMQ_CONCURRENCY": "1", "LLMQ_READ_BLOCK_MS": "200",
-        ]
-        let workers = try (1...5).map { try WorkerProcess(name: "compose-worker-\($0)", environment: environment) }
+        let (redis, client) = try RedisFixture.current
+        let environment = workerEnvironment(redis: redis, endpoint: llama.url, ["LLMQ_CONCURRENCY": "1"])
+        let workers = try (1...5).map { try WorkerProcess.start(name: "compose-worker-\($0)", environment: environment) }
         for index in 0..<20 {
             try await redis.redisCLI(["XADD", "llmq:requests", "*", "prompt", "compose \(index)", "max_tokens", "16", "id", "c\(index)"])
         }

@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import LLMQRedis
+import LLMQTestSupport
 import Testing
 
 /// Every YAML document of a file, as JSON values (Debian's python3-yaml, as the compose tests use).
@@ -31,7 +32,7 @@ private func value(_ object: Any?, _ path: String) -> Any? {
 /// The deployment files run as they say: the worker's Kubernetes Deployment with its ConfigMap,
 /// and the image's Dockerfile, started as local processes (no cluster, no Docker engine here),
 /// each probed with its own probes or healthcheck.
-@Suite("Manifests run: the Kubernetes worker and the image's healthcheck as local processes", .serialized)
+@Suite("Manifests run: the Kubernetes worker and the image's healthcheck as local processes", .serialized, .withRedis, .withSimulator)
 struct ManifestRunTests {
     @Test("The Deployment's container, with the ConfigMap's worker.json and its env, answers requests, passes its own liveness and readiness probes, and stops within its grace period")
     func kubernetesWorker() async throws {
@@ -60,10 +61,8 @@ struct ManifestRunTests {
         var config = try #require(try JSONSerialization.jsonObject(with: Data(configText.utf8)) as? [String: Any])
 
         // Stand-ins: Redis, and the simulator for the llama-server Service the config names.
-        let redis = try await RedisServer.start()
-        let client = RedisClient(configuration: redis.configuration)
-        defer { client.shutdown() }
-        let sim = try await RunningSimulator.start()
+        let (redis, client) = try RedisFixture.current
+        let sim = try SimulatorFixture.current
         let endpoint = try #require(URLComponents(string: value(config, "backend.endpoint") as? String ?? ""))
         #expect(endpoint.host == "llama-server" && endpoint.port == value(llamaService, "spec.ports.0.port") as? Int, "\(endpoint)")
         var backend = config["backend"] as? [String: Any] ?? [:]
@@ -95,8 +94,7 @@ struct ManifestRunTests {
         let shutdownGrace = config["shutdownGraceSeconds"] as? Int ?? 30
         #expect(grace > shutdownGrace, "terminationGracePeriodSeconds \(grace) must exceed shutdownGraceSeconds \(shutdownGrace)")
 
-        let worker = try WorkerProcess(name: "k8s-worker", environment: environment)
-        defer { worker.signal(SIGKILL) }
+        let worker = try WorkerProcess.start(name: "k8s-worker", environment: environment)
         let base = "http://127.0.0.1:\(metricsPort)"
         _ = try await waitForHTTP(base + (readiness["path"] as? String ?? "?"), status: 200)
         #expect(try await httpGet(base + (liveness["path"] as? String ?? "?")).status == 200)
@@ -134,14 +132,13 @@ struct ManifestRunTests {
         let containerPort = try #require(environment["LLMQ_METRICS_PORT"])
         #expect(runStage.contains("EXPOSE \(containerPort)"))
 
-        let redis = try await RedisServer.start()
-        let sim = try await RunningSimulator.start()
+        let redis = try RedisFixture.current.server
+        let sim = try SimulatorFixture.current
         environment["LLMQ_METRICS_PORT"] = String(try freePort())
         environment["LLMQ_METRICS_HOST"] = "127.0.0.1"
         environment["LLMQ_REDIS_URL"] = redis.url
         environment["LLMQ_BACKEND_ENDPOINT"] = sim.url
-        let worker = try WorkerProcess(name: "image-worker", environment: environment)
-        defer { worker.signal(SIGKILL) }
+        let worker = try WorkerProcess.start(name: "image-worker", environment: environment)
         var childEnvironment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("LLMQ_") }
         childEnvironment.merge(environment) { $1 }
         let deadline = ContinuousClock.now + .seconds(20)

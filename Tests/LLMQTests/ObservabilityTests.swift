@@ -5,16 +5,17 @@ import LLMQConfiguration
 import LLMQContract
 import LLMQRedis
 import LLMQSimulator
+import LLMQTestSupport
 import LLMQWorker
 import Testing
 
 /// The environment of a worker process with its metrics listener on `metricsPort`.
 private func metricsEnvironment(redis: RedisServer, backend: String, metricsPort: Int, extra: [String: String] = [:]) -> [String: String] {
-    [
-        "LLMQ_REDIS_URL": redis.url, "LLMQ_BACKEND_TYPE": "llama-cpp", "LLMQ_BACKEND_ENDPOINT": backend,
-        "LLMQ_READ_BLOCK_MS": "200", "LLMQ_METRICS_PORT": String(metricsPort), "LLMQ_METRICS_QUEUE_INTERVAL_MS": "100",
-        "LLMQ_LOG_LEVEL": "warning", "LLMQ_SHUTDOWN_GRACE_SECONDS": "10",
-    ].merging(extra) { $1 }
+    let metrics = [
+        "LLMQ_METRICS_PORT": String(metricsPort), "LLMQ_METRICS_QUEUE_INTERVAL_MS": "100", "LLMQ_LOG_LEVEL": "warning",
+        "LLMQ_SHUTDOWN_GRACE_SECONDS": "10",
+    ]
+    return workerEnvironment(redis: redis, endpoint: backend, metrics, extra)
 }
 
 /// The three numbers KEDA's redis-streams scaler reads: `XLEN`, the `XPENDING` count and the
@@ -56,31 +57,28 @@ private struct QueueNumbers: Equatable, CustomStringConvertible {
     }
 }
 
-@Suite("Observability: metrics, health, logs, tidy consumers", .serialized)
+@Suite("Observability: metrics, health, logs, tidy consumers", .serialized, .withRedis)
 struct ObservabilityTests {
     @Test("Under faults from llmq sim, /metrics counts exactly the replies in the reply stream, and promtool accepts a scrape taken under load")
     func metricsMatchReplies() async throws {
-        let redis = try await RedisServer.start()
-        let client = RedisClient(configuration: redis.configuration)
-        defer { client.shutdown() }
+        let (redis, client) = try RedisFixture.current
         let sim = try await SimProcess([
             "--slots", "8", "--token-ms", "2", "--fail-rate", "0.15", "--busy-rate", "0.1", "--rate-limit-rate", "0.05",
             "--hang-rate", "0.03", "--hang-ms", "3000", "--seed", "7",
         ])
         // Three entries a crashed consumer took, delivered twice already: the next delivery
         // exceeds maxDeliveries and dead-letters them.
-        for index in 0..<3 { try await publish(client, [("prompt", "ghost \(index)")]) }
+        try await publish(client, count: 3, prompt: "ghost ")
         _ = try await client.send("XGROUP", "CREATE", "llmq:requests", "llmq", "0", "MKSTREAM")
         try await abandonNextEntries(client, count: 3, deliveries: 2)
 
         let metricsPort = try freePort()
-        let worker = try WorkerProcess(name: "metrics", environment: metricsEnvironment(
+        try WorkerProcess.start(name: "metrics", environment: metricsEnvironment(
             redis: redis, backend: sim.url, metricsPort: metricsPort, extra: [
                 "LLMQ_CONCURRENCY": "8", "LLMQ_RETRY_MAX_ATTEMPTS": "2", "LLMQ_RETRY_INITIAL_BACKOFF_MS": "10",
                 "LLMQ_RETRY_MAX_BACKOFF_MS": "50", "LLMQ_BACKEND_TIMEOUT_SECONDS": "1", "LLMQ_BREAKER_FAILURE_THRESHOLD": "1000",
                 "LLMQ_RECOVERY_CLAIM_MIN_IDLE_MS": "500", "LLMQ_RECOVERY_CLAIM_INTERVAL_MS": "200", "LLMQ_RECOVERY_MAX_DELIVERIES": "2",
             ]))
-        defer { worker.signal(SIGKILL) }
         _ = try await waitForHTTP("http://127.0.0.1:\(metricsPort)/readyz", status: 200)
 
         var expected = 3
@@ -161,16 +159,13 @@ struct ObservabilityTests {
 
     @Test("While a queue fills, is served and drains, llmq status --json and /metrics report what KEDA reads (XLEN, XPENDING, XINFO GROUPS lag), and lag ends at 0")
     func kedaSeesWhatLLMQReports() async throws {
-        let redis = try await RedisServer.start()
-        let client = RedisClient(configuration: redis.configuration)
-        defer { client.shutdown() }
+        let (redis, client) = try RedisFixture.current
         // Two slots, about 1.5 s a request: the queue changes every 1.5 s, slowly enough to
         // compare the three views between changes.
         let sim = try await SimProcess(["--slots", "2", "--token-ms", "75"])
         let metricsPort = try freePort()
-        let worker = try WorkerProcess(name: "keda", environment: metricsEnvironment(
+        try WorkerProcess.start(name: "keda", environment: metricsEnvironment(
             redis: redis, backend: sim.url, metricsPort: metricsPort, extra: ["LLMQ_CONCURRENCY": "2"]))
-        defer { worker.signal(SIGKILL) }
         _ = try await waitForHTTP("http://127.0.0.1:\(metricsPort)/readyz", status: 200)
 
         /// Reads Redis, then status and metrics, then Redis again; when Redis did not change
@@ -193,11 +188,11 @@ struct ObservabilityTests {
         let empty = try await observe("empty")
         #expect(empty == QueueNumbers(length: 0, pending: 0, lag: 0))
 
-        for index in 0..<6 { try await publish(client, [("prompt", "a \(index)"), ("max_tokens", "20")]) }
+        try await publish(client, count: 6, prompt: "a ", maxTokens: 20)
         let filling = try await observe("filling")
         #expect(filling.pending == 2 && filling.lag > 0 && filling.length == filling.lag + filling.pending, "\(filling)")
 
-        for index in 0..<6 { try await publish(client, [("prompt", "b \(index)"), ("max_tokens", "20")]) }
+        try await publish(client, count: 6, prompt: "b ", maxTokens: 20)
         let filled = try await observe("filled")
         #expect(filled.lag > filling.lag, "lag grows with the backlog: \(filling) then \(filled)")
 
@@ -219,9 +214,7 @@ struct ObservabilityTests {
 
     @Test("When Redis cannot tell the lag (the last delivered entry answered before an older one), status and the gauge estimate it as length - pending")
     func lagEstimate() async throws {
-        let redis = try await RedisServer.start()
-        let client = RedisClient(configuration: redis.configuration)
-        defer { client.shutdown() }
+        let client = try RedisFixture.current.client
         for index in 1...5 { _ = try await client.send("XADD", "llmq:requests", "\(index)-0", "prompt", "p") }
         _ = try await client.send("XGROUP", "CREATE", "llmq:requests", "llmq", "0")
         _ = try await client.send("XREADGROUP", "GROUP", "llmq", "w", "COUNT", "2", "STREAMS", "llmq:requests", ">")
@@ -241,16 +234,13 @@ struct ObservabilityTests {
 
     @Test("/healthz stays 200 while /readyz reports Redis down and an open circuit without fallback; llmq health exits accordingly")
     func healthEndpoints() async throws {
-        let redis = try await RedisServer.start()
-        let client = RedisClient(configuration: redis.configuration)
-        defer { client.shutdown() }
+        let (redis, client) = try RedisFixture.current
         let deadBackend = try freePort()
         let metricsPort = try freePort()
-        let worker = try WorkerProcess(name: "health", environment: metricsEnvironment(
+        try WorkerProcess.start(name: "health", environment: metricsEnvironment(
             redis: redis, backend: "http://127.0.0.1:\(deadBackend)", metricsPort: metricsPort, extra: [
                 "LLMQ_RETRY_MAX_ATTEMPTS": "1", "LLMQ_BREAKER_FAILURE_THRESHOLD": "1", "LLMQ_BREAKER_OPEN_SECONDS": "600",
             ]))
-        defer { worker.signal(SIGKILL) }
         let base = "http://127.0.0.1:\(metricsPort)"
         _ = try await waitForHTTP(base + "/readyz", status: 200)
         let llmq = try llmqExecutable().path
@@ -281,18 +271,15 @@ struct ObservabilityTests {
 
     @Test("Neither log format ever shows prompt or completion text; JSON logs are one object per line")
     func logsKeepTextOut() async throws {
-        let redis = try await RedisServer.start()
-        let client = RedisClient(configuration: redis.configuration)
-        defer { client.shutdown() }
+        let (redis, client) = try RedisFixture.current
         let sim = try await SimProcess(["--slots", "4", "--token-ms", "1", "--fail-first", "1"])
         let secret = "zebra-kumquat-7781"
         var contents: [String] = []
         for format in ["text", "json"] {
-            let worker = try WorkerProcess(name: "logs-\(format)", environment: [
-                "LLMQ_REDIS_URL": redis.url, "LLMQ_BACKEND_ENDPOINT": sim.url, "LLMQ_READ_BLOCK_MS": "200",
+            let worker = try WorkerProcess.start(name: "logs-\(format)", environment: workerEnvironment(redis: redis, endpoint: sim.url, [
                 "LLMQ_LOG_LEVEL": "trace", "LLMQ_LOG_FORMAT": format, "LLMQ_RETRY_INITIAL_BACKOFF_MS": "10",
                 "LLMQ_STREAMS_REPLIES": "llmq:replies-\(format)",
-            ])
+            ]))
             try await publish(client, [("prompt", "tell me about \(secret)"), ("max_tokens", "24")])
             try await publish(client, [("prompt", "\(secret) again"), ("max_tokens", "many")])
             try await publish(client, [("messages", "[{\"role\":\"user\",\"content\":\"\(secret) in messages\"}]")])
@@ -318,23 +305,17 @@ struct ObservabilityTests {
 
     @Test("Twenty workers started and stopped (half SIGTERM, half kill -9): the group's consumers return to the live ones; one with pending entries stays")
     func idleConsumersAreRemoved() async throws {
-        let redis = try await RedisServer.start()
-        let client = RedisClient(configuration: redis.configuration)
-        defer { client.shutdown() }
+        let (redis, client) = try RedisFixture.current
         let sim = try await SimProcess(["--slots", "8", "--token-ms", "1"])
         // "ghost" crashed holding an entry nobody may claim in this test: it must not be removed.
         try await publish(client, [("prompt", "held")])
         _ = try await client.send("XGROUP", "CREATE", "llmq:requests", "llmq", "0", "MKSTREAM")
         try await abandonNextEntries(client, count: 1)
-        let base = [
-            "LLMQ_REDIS_URL": redis.url, "LLMQ_BACKEND_ENDPOINT": sim.url, "LLMQ_READ_BLOCK_MS": "200",
-            "LLMQ_RECOVERY_CLAIM_MIN_IDLE_MS": "600000", "LLMQ_LOG_LEVEL": "warning",
-        ]
+        let base = workerEnvironment(redis: redis, endpoint: sim.url, ["LLMQ_RECOVERY_CLAIM_MIN_IDLE_MS": "600000", "LLMQ_LOG_LEVEL": "warning"])
         let keeperPort = try freePort()
-        let keeper = try WorkerProcess(name: "keeper", environment: base.merging([
+        try WorkerProcess.start(name: "keeper", environment: base.merging([
             "LLMQ_RECOVERY_DELETE_IDLE_CONSUMERS_AFTER_SECONDS": "2", "LLMQ_METRICS_PORT": String(keeperPort),
         ]) { $1 })
-        defer { keeper.signal(SIGKILL) }
 
         func consumers() async throws -> [String: Int] {
             let rows = try await client.send("XINFO", "CONSUMERS", "llmq:requests", "llmq").array ?? []
@@ -348,7 +329,7 @@ struct ObservabilityTests {
         var answered = 0
         var killed = 0
         for batch in 0..<4 {
-            let workers = try (0..<5).map { try WorkerProcess(name: "churn-\(batch)-\($0)", environment: base) }
+            let workers = try (0..<5).map { try WorkerProcess.start(name: "churn-\(batch)-\($0)", environment: base) }
             try await Task.sleep(for: .milliseconds(500))
             for index in 0..<10 { try await publish(client, [("prompt", "batch \(batch) job \(index)"), ("max_tokens", "4")]) }
             answered += 10

@@ -12,9 +12,12 @@ struct OllamaBackendTests {
             maxConcurrentRequests: 4)
     }
 
-    @Test("busy (503), server errors (500) and unknown models, on the native and the OpenAI-compatible path", arguments: ["", "/v1"])
+    @Test(
+        "busy (503), server errors (500) and unknown models, on the native and the OpenAI-compatible path",
+        .withSimulator(.init(tokenMilliseconds: 0, models: ["llama3.2:1b"], strictModels: true)),
+        arguments: ["", "/v1"])
     func errors(path: String) async throws {
-        let sim = try await RunningSimulator.start(SimulatorConfiguration(tokenMilliseconds: 0, models: ["llama3.2:1b"], strictModels: true))
+        let sim = try SimulatorFixture.current
         let backend = try backend(sim, path: path)
         defer { backend.shutdown() }
         let request = ChatRequest(messages: [ChatMessage(role: .user, content: "hi")], maxTokens: 4)
@@ -48,12 +51,11 @@ struct OllamaBackendTests {
             let error = error as? BackendError
             return error?.code == .modelNotFound && error?.isTransient == false && error?.message.contains("not found") == true
         }
-        await sim.stop()
     }
 
-    @Test("the queue limit (OLLAMA_MAX_QUEUE) answers 503, which llmq retries")
+    @Test("the queue limit (OLLAMA_MAX_QUEUE) answers 503, which llmq retries", .withSimulator(.init(slots: 1, tokenMilliseconds: 50, maxQueue: 1, models: ["llama3.2:1b"])))
     func queueLimit() async throws {
-        let sim = try await RunningSimulator.start(SimulatorConfiguration(slots: 1, tokenMilliseconds: 50, maxQueue: 1, models: ["llama3.2:1b"]))
+        let sim = try SimulatorFixture.current
         let backend = try backend(sim, path: "")
         defer { backend.shutdown() }
         let request = ChatRequest(messages: [ChatMessage(role: .user, content: "hi")], maxTokens: 10)
@@ -68,7 +70,6 @@ struct OllamaBackendTests {
         let busy = results.filter { if case .failure(let error) = $0 { return error.code == .busy } else { return false } }
         #expect(busy.count == 2, "1 slot + 1 queued; the other two are refused with 503")
         #expect(results.count - busy.count == 2)
-        await sim.stop()
     }
 
     @Test("an NDJSON stream is read to its done line; an error line in the middle fails the request")

@@ -11,17 +11,16 @@ import Testing
 
 /// The promises at the edges between features (issue 18's cases), each as a user would see it:
 /// the replies, the chunks, the time a request waited, what a backend saw.
-@Suite("Ownership at the edges: exactly one reply and one done under combined faults", .serialized, .timeLimit(.minutes(3)))
+@Suite("Ownership at the edges: exactly one reply and one done under combined faults", .serialized, .timeLimit(.minutes(3)), .withRedis)
 struct OwnershipTests {
     // Case 1: an entry deleted while running, then the reply's answer lost with the connection.
-    @Test("Deleted while running, taken out of the group by the worker's own claim, and the reply's connection dropped right after the write: exactly one reply")
+    @Test(
+        "Deleted while running, taken out of the group by the worker's own claim, and the reply's connection dropped right after the write: exactly one reply",
+        .withFaultProxy, .withSimulator(.init(slots: 4, tokenMilliseconds: 40)))
     func deletedAndDroppedAfterReply() async throws {
-        let redis = try await RedisServer.start()
-        let proxy = try FaultProxy.start(upstreamPort: redis.port)
-        defer { proxy.stop() }
-        let sim = try await RunningSimulator.start(SimulatorConfiguration(slots: 4, tokenMilliseconds: 40))
-        let client = RedisClient(configuration: redis.configuration)
-        defer { client.shutdown() }
+        let (redis, client) = try RedisFixture.current
+        let proxy = try FaultProxyFixture.current
+        let sim = try SimulatorFixture.current
         _ = try await client.send("XGROUP", "CREATE", "llmq:requests", "llmq", "0", "MKSTREAM")
         let entry = try await publish(client, [("prompt", "long"), ("max_tokens", "50"), ("id", "deleted")])
         // The first reply script for this entry runs, and its answer never comes back.
@@ -30,12 +29,11 @@ struct OwnershipTests {
                 ["EVALSHA", "EVAL"].contains(arguments.first?.uppercased() ?? "") && arguments.count > 2 && (Int(arguments[2]) ?? 0) >= 6
                     && arguments.contains(entry)
             }, nth: 1, times: 1, action: .dropAfter))
-        var configuration = workerConfiguration(redis: redis, backend: BackendConfiguration(kind: .llamaCpp, endpoint: sim.url))
-        configuration.redis = RedisConfiguration(host: "127.0.0.1", port: proxy.port)
+        var configuration = workerConfiguration(redis: redis, simulator: sim)
+        configuration.redis = proxy.configuration
         configuration.readBlock = .milliseconds(100)
-        configuration.recovery.claimMinIdle = .milliseconds(900)
-        configuration.recovery.claimInterval = .milliseconds(100)
-        let worker = try RunningWorker(configuration)
+        configuration.claimIdle(after: .milliseconds(900), every: .milliseconds(100))
+        let worker = try RunningWorker.start(configuration)
         try await Task.sleep(for: .milliseconds(300))
         _ = try await client.send("XDEL", "llmq:requests", entry)
         let replies: [[String: String]]
@@ -55,14 +53,13 @@ struct OwnershipTests {
     }
 
     // Case 6: what a claim round took is started even when a later command of the round fails.
-    @Test("Two queues with abandoned entries; the claim on the second fails: the first queue's entry is answered at once, not after another claimMinIdle")
+    @Test(
+        "Two queues with abandoned entries; the claim on the second fails: the first queue's entry is answered at once, not after another claimMinIdle",
+        .withFaultProxy, .withSimulator(.init(slots: 4, tokenMilliseconds: 1)))
     func claimedEntriesSurviveALaterFailure() async throws {
-        let redis = try await RedisServer.start()
-        let proxy = try FaultProxy.start(upstreamPort: redis.port)
-        defer { proxy.stop() }
-        let sim = try await RunningSimulator.start(SimulatorConfiguration(slots: 4, tokenMilliseconds: 1))
-        let client = RedisClient(configuration: redis.configuration)
-        defer { client.shutdown() }
+        let (redis, client) = try RedisFixture.current
+        let proxy = try FaultProxyFixture.current
+        let sim = try SimulatorFixture.current
         let first = WorkerConfiguration.Queue(name: "one", stream: "llmq:requests:one", priority: 1)
         let second = WorkerConfiguration.Queue(name: "two", stream: "llmq:requests:two")
         for queue in [first, second] {
@@ -80,13 +77,12 @@ struct OwnershipTests {
                 return ["EVALSHA", "EVAL"].contains(name) && arguments.count >= 9 && arguments[2] == "1" && arguments[3] == second.stream
                     && arguments[6] == "4000"
             }, nth: 1, times: 1, action: .error("LOADING Redis is loading the dataset in memory")))
-        var configuration = workerConfiguration(redis: redis, backend: BackendConfiguration(kind: .llamaCpp, endpoint: sim.url))
-        configuration.redis = RedisConfiguration(host: "127.0.0.1", port: proxy.port)
+        var configuration = workerConfiguration(redis: redis, simulator: sim)
+        configuration.redis = proxy.configuration
         configuration.queues = [first, second]
-        configuration.recovery.claimMinIdle = .seconds(4)
-        configuration.recovery.claimInterval = .milliseconds(100)
+        configuration.claimIdle(after: .seconds(4), every: .milliseconds(100))
         let started = ContinuousClock.now
-        let worker = try RunningWorker(configuration)
+        let worker = try RunningWorker.start(configuration)
         let replies = try await waitForReplies(client, count: 2, timeout: .seconds(15))
         let elapsed = ContinuousClock.now - started
         await worker.stop()
@@ -96,14 +92,12 @@ struct OwnershipTests {
         #expect(elapsed < .seconds(2), "answered in \(elapsed): the first queue's entry waited for another claim")
     }
 
-    @Test("A request's control, task and chunk stream are freed when it is answered (no cycle keeps them), streamed or not")
+    @Test("A request's control, task and chunk stream are freed when it is answered (no cycle keeps them), streamed or not", .withSimulator(.init(slots: 8, tokenMilliseconds: 1)))
     func nothingOutlivesItsRequest() async throws {
-        let redis = try await RedisServer.start()
-        let sim = try await RunningSimulator.start(SimulatorConfiguration(slots: 8, tokenMilliseconds: 1))
-        let client = RedisClient(configuration: redis.configuration)
-        defer { client.shutdown() }
+        let (redis, client) = try RedisFixture.current
+        let sim = try SimulatorFixture.current
         let before = EntryControl.live.withLockedValue { $0 }
-        let worker = try RunningWorker(workerConfiguration(redis: redis, backend: BackendConfiguration(kind: .llamaCpp, endpoint: sim.url)))
+        let worker = try RunningWorker.start(workerConfiguration(redis: redis, simulator: sim))
         for index in 0..<40 {
             var fields = [("prompt", "p \(index)"), ("max_tokens", "6")]
             if index % 2 == 0 { fields.append(("stream", "1")) }
@@ -116,14 +110,12 @@ struct OwnershipTests {
     }
 
     // Case 2a: a reply_to that is not a stream costs the reply_to only.
-    @Test("A streamed request whose reply_to holds a string: the reply goes to the default stream, the done chunk is still written")
+    @Test("A streamed request whose reply_to holds a string: the reply goes to the default stream, the done chunk is still written", .withSimulator(.init(slots: 4, tokenMilliseconds: 2)))
     func wrongTypeReplyToKeepsTheDoneChunk() async throws {
-        let redis = try await RedisServer.start()
-        let sim = try await RunningSimulator.start(SimulatorConfiguration(slots: 4, tokenMilliseconds: 2))
-        let client = RedisClient(configuration: redis.configuration)
-        defer { client.shutdown() }
+        let (redis, client) = try RedisFixture.current
+        let sim = try SimulatorFixture.current
         _ = try await client.send("SET", "llmq:mine", "x")
-        let worker = try RunningWorker(workerConfiguration(redis: redis, backend: BackendConfiguration(kind: .llamaCpp, endpoint: sim.url)))
+        let worker = try RunningWorker.start(workerConfiguration(redis: redis, simulator: sim))
         let entry = try await publish(client, [("prompt", "hi"), ("stream", "1"), ("reply_to", "llmq:mine"), ("max_tokens", "8")])
         let replies = try await waitForReplies(client, count: 1)
         await worker.stop()
@@ -139,13 +131,11 @@ struct OwnershipTests {
     }
 
     // Case 2b: out of memory for a while delays replies and chunks; it reroutes nothing.
-    @Test("Redis out of memory for 4 s mid-generation: reply_to still gets its reply, the streamed answer its text and done chunk")
+    @Test("Redis out of memory for 4 s mid-generation: reply_to still gets its reply, the streamed answer its text and done chunk", .withSimulator(.init(slots: 4, tokenMilliseconds: 50)))
     func outOfMemoryDelaysRoutesNothing() async throws {
-        let redis = try await RedisServer.start()
-        let sim = try await RunningSimulator.start(SimulatorConfiguration(slots: 4, tokenMilliseconds: 50))
-        let client = RedisClient(configuration: redis.configuration)
-        defer { client.shutdown() }
-        let worker = try RunningWorker(workerConfiguration(redis: redis, backend: BackendConfiguration(kind: .llamaCpp, endpoint: sim.url)))
+        let (redis, client) = try RedisFixture.current
+        let sim = try SimulatorFixture.current
+        let worker = try RunningWorker.start(workerConfiguration(redis: redis, simulator: sim))
         try await publish(client, [("prompt", "routed"), ("reply_to", "llmq:mine2"), ("max_tokens", "30"), ("id", "routed")])
         let streamed = try await publish(client, [("prompt", "streamed"), ("stream", "1"), ("max_tokens", "30"), ("id", "streamed")])
         // Into the generation (30 tokens x 50 ms), the server refuses every write for 4 s.
@@ -170,16 +160,10 @@ struct OwnershipTests {
     // Case 3: a stalled worker's late chunks never land after its heir's reset.
     @Test("SIGSTOP a worker mid-stream, let another take over, SIGCONT: nothing of the first lands after the heir's reset")
     func stalledWriterIsFenced() async throws {
-        let redis = try await RedisServer.start()
+        let (redis, client) = try RedisFixture.current
         let sim = try await SimProcess(["--slots", "8", "--token-ms", "50"])
-        let client = RedisClient(configuration: redis.configuration)
-        defer { client.shutdown() }
-        let environment = [
-            "LLMQ_REDIS_URL": redis.url, "LLMQ_BACKEND_TYPE": "llama-cpp", "LLMQ_BACKEND_ENDPOINT": sim.url,
-            "LLMQ_CONCURRENCY": "2", "LLMQ_READ_BLOCK_MS": "200", "LLMQ_RECOVERY_CLAIM_MIN_IDLE_MS": "1500",
-            "LLMQ_RECOVERY_CLAIM_INTERVAL_MS": "250", "LLMQ_LOG_LEVEL": "notice",
-        ]
-        let first = try WorkerProcess(name: "stalled", environment: environment)
+        let environment = workerEnvironment(redis: redis, endpoint: sim.url, quickTakeover, ["LLMQ_CONCURRENCY": "2", "LLMQ_LOG_LEVEL": "notice"])
+        let first = try WorkerProcess.start(name: "stalled", environment: environment)
         let entry = try await publish(client, [("prompt", "long"), ("max_tokens", "80"), ("stream", "1"), ("id", "s")])
         let key = "llmq:stream:\(entry)"
         let deadline = ContinuousClock.now + .seconds(20)
@@ -187,7 +171,7 @@ struct OwnershipTests {
             try await Task.sleep(for: .milliseconds(20))
         }
         first.signal(SIGSTOP)
-        let heir = try WorkerProcess(name: "heir", environment: environment)
+        let heir = try WorkerProcess.start(name: "heir", environment: environment)
         // The heir claims it (1.5 s idle) and streams for a while.
         while ContinuousClock.now < deadline {
             let chunks = try await ReadChunks.read(client, key)
@@ -210,19 +194,17 @@ struct OwnershipTests {
     }
 
     // Case 4: an idle worker watches every queue it serves.
-    @Test("Concurrency 1, queues hi and lo, only lo traffic, readBlockMs 2000: each lo request starts within 50 ms")
+    @Test("Concurrency 1, queues hi and lo, only lo traffic, readBlockMs 2000: each lo request starts within 50 ms", .withSimulator(.init(slots: 4, tokenMilliseconds: 0)))
     func idleWorkerWatchesEveryQueue() async throws {
-        let redis = try await RedisServer.start()
-        let sim = try await RunningSimulator.start(SimulatorConfiguration(slots: 4, tokenMilliseconds: 0))
-        let client = RedisClient(configuration: redis.configuration)
-        defer { client.shutdown() }
-        var configuration = workerConfiguration(redis: redis, backend: BackendConfiguration(kind: .llamaCpp, endpoint: sim.url), concurrency: 1)
+        let (redis, client) = try RedisFixture.current
+        let sim = try SimulatorFixture.current
+        var configuration = workerConfiguration(redis: redis, simulator: sim, concurrency: 1)
         configuration.queues = [
             WorkerConfiguration.Queue(name: "hi", stream: "llmq:requests:hi", priority: 1),
             WorkerConfiguration.Queue(name: "lo", stream: "llmq:requests:lo", minimumShare: 0.5),
         ]
         configuration.readBlock = .milliseconds(2000)
-        let worker = try RunningWorker(configuration)
+        let worker = try RunningWorker.start(configuration)
         try await Task.sleep(for: .milliseconds(300))
         for index in 0..<10 {
             try await publish(client, [("prompt", "lo \(index)"), ("max_tokens", "2")], stream: "llmq:requests:lo")
@@ -237,23 +219,15 @@ struct OwnershipTests {
     }
 
     // Case 5: a backend never gets more than its slots.
-    @Test("Two backends with slots 2 each, concurrency 8, three bursts of 300: neither ever has more than 2 requests")
+    @Test(
+        "Two backends with slots 2 each, concurrency 8, three bursts of 300: neither ever has more than 2 requests",
+        .withSimulators(.init(slots: 16, tokenMilliseconds: 1), .init(slots: 16, tokenMilliseconds: 1)))
     func slotsAreNeverExceeded() async throws {
-        let redis = try await RedisServer.start()
+        let (redis, client) = try RedisFixture.current
         // The simulators have more slots than llmq is told, so over-admission shows in their count.
-        let a = try await RunningSimulator.start(SimulatorConfiguration(slots: 16, tokenMilliseconds: 1))
-        let b = try await RunningSimulator.start(SimulatorConfiguration(slots: 16, tokenMilliseconds: 1))
-        let client = RedisClient(configuration: redis.configuration)
-        defer { client.shutdown() }
-        var configuration = workerConfiguration(redis: redis, backend: BackendConfiguration(kind: .llamaCpp, endpoint: a.url), concurrency: 8)
-        var first = BackendConfiguration(kind: .llamaCpp, endpoint: a.url)
-        first.name = "a"
-        first.slots = 2
-        var second = BackendConfiguration(kind: .llamaCpp, endpoint: b.url)
-        second.name = "b"
-        second.slots = 2
-        configuration.backends = [first, second]
-        let worker = try RunningWorker(configuration)
+        let (a, b) = try SimulatorFixture.pair
+        let configuration = workerConfiguration(redis: redis, pool: [.named("a", a.url, slots: 2), .named("b", b.url, slots: 2)], concurrency: 8)
+        let worker = try RunningWorker.start(configuration)
         for burst in 0..<3 {
             for index in 0..<300 { try await publish(client, [("prompt", "burst \(burst) \(index)"), ("max_tokens", String(1 + index % 3))]) }
             _ = try await waitForReplies(client, count: (burst + 1) * 300, timeout: .seconds(60))
@@ -267,24 +241,14 @@ struct OwnershipTests {
     }
 
     // Case 7: a request waiting for its model's only backend keeps its deadline.
-    @Test("A request for a model whose only backend is full waits for a slot until its deadline, then gets backend_busy")
+    @Test(
+        "A request for a model whose only backend is full waits for a slot until its deadline, then gets backend_busy",
+        .withSimulators(.init(slots: 4, tokenMilliseconds: 100), .init(slots: 4, tokenMilliseconds: 0)))
     func fullBackendWaitKeepsTheDeadline() async throws {
-        let redis = try await RedisServer.start()
-        let sim = try await RunningSimulator.start(SimulatorConfiguration(slots: 4, tokenMilliseconds: 100))
-        let other = try await RunningSimulator.start(SimulatorConfiguration(slots: 4, tokenMilliseconds: 0))
-        let client = RedisClient(configuration: redis.configuration)
-        defer { client.shutdown() }
-        var configuration = workerConfiguration(redis: redis, backend: BackendConfiguration(kind: .llamaCpp, endpoint: sim.url), concurrency: 4)
-        var only = BackendConfiguration(kind: .llamaCpp, endpoint: sim.url)
-        only.name = "only"
-        only.slots = 1
-        only.models = ["m"]
-        var rest = BackendConfiguration(kind: .llamaCpp, endpoint: other.url)
-        rest.name = "rest"
-        rest.slots = 4
-        rest.models = ["n"]
-        configuration.backends = [only, rest]
-        let worker = try RunningWorker(configuration)
+        let (redis, client) = try RedisFixture.current
+        let (sim, other) = try SimulatorFixture.pair
+        let configuration = workerConfiguration(redis: redis, pool: [.named("only", sim.url, slots: 1, models: ["m"]), .named("rest", other.url, slots: 4, models: ["n"])], concurrency: 4)
+        let worker = try RunningWorker.start(configuration)
         try await publish(client, [("prompt", "long"), ("model", "m"), ("max_tokens", "30"), ("id", "long")])
         try await Task.sleep(for: .milliseconds(300))
         let now = Int64(Date().timeIntervalSince1970 * 1000)

@@ -2,34 +2,13 @@ import Foundation
 import LLMQClient
 import LLMQConfiguration
 import LLMQContract
+import LLMQTestSupport
 import LLMQWorker
 import Testing
 
 /// `llmq worker --print-config`: each key with its value and source, and never a secret.
 @Suite("Configuration: --print-config")
 struct PrintConfigTests {
-    private static let example = """
-        {"backends": [
-           {"name": "gpu-a", "type": "llama-cpp", "endpoint": "http://10.0.0.1:8080", "slots": 8, "weight": 2},
-           {"name": "gpu-b", "type": "llama-cpp", "endpoint": "http://10.0.0.2:8080", "slots": 4},
-           {"name": "new-model", "type": "ollama", "endpoint": "http://10.0.0.3:11434", "models": ["qwen2.5:7b-instruct-q4_K_M"], "weight": 0.1}
-         ],
-         "fallbacks": [ {"name": "cloud", "type": "openai", "endpoint": "https://api.example.com", "model": "gpt-4o-mini", "apiKeyFile": "KEYFILE"} ]}
-        """
-
-    private func writeFile(_ text: String, suffix: String = "json") throws -> String {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("llmq-backends-\(UUID().uuidString).\(suffix)").path
-        try text.write(toFile: path, atomically: true, encoding: .utf8)
-        return path
-    }
-
-    /// The example file, its fallback's key in a file of its own.
-    private func exampleFile(key: String = "sk-from-file") throws -> String {
-        let keyFile = try writeFile(key + "\n", suffix: "key")
-        return try writeFile(Self.example.replacingOccurrences(of: "KEYFILE", with: keyFile))
-    }
-
-
     // MARK: llmq worker --print-config
 
     private func printConfig(_ arguments: [String], environment: [String: String]) throws -> (status: Int32, stdout: String, stderr: String) {
@@ -38,7 +17,7 @@ struct PrintConfigTests {
 
     @Test("--print-config shows each backend's keys with their source, and never an API key")
     func printed() throws {
-        let file = try exampleFile(key: "sk-file-secret")
+        let file = try BackendListExample.file(key: "sk-file-secret")
         let result = try printConfig(
             ["--config", file],
             environment: ["LLMQ_BACKENDS": #"[{"name": "a", "type": "openai", "endpoint": "https://a.example", "apiKey": "sk-env-secret", "weight": 1.5}, {"type": "llama-cpp"}]"#])
@@ -79,14 +58,7 @@ struct PrintConfigTests {
 /// `--print-config` over the legacy keys and the seed's own configs.
 @Suite("Configuration: --print-config with legacy keys")
 struct LegacyPrintConfigTests {
-    private static let configDirectory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent().appendingPathComponent("config")
-
-    private func writeConfig(_ json: String) throws -> String {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("llmq-config-\(UUID().uuidString).json").path
-        try json.write(toFile: path, atomically: true, encoding: .utf8)
-        return path
-    }
+    private func writeConfig(_ json: String) throws -> String { try temporaryFile(json, prefix: "llmq-config") }
 
     // MARK: llmq worker --print-config
 
@@ -96,7 +68,7 @@ struct LegacyPrintConfigTests {
 
     @Test("--print-config prints every key with its value and source, and the queues, without connecting")
     func printConfig() throws {
-        let file = Self.configDirectory.appendingPathComponent("legacy-worker-llamacpp-1.json").path
+        let file = configDirectory.appendingPathComponent("legacy-worker-llamacpp-1.json").path
         // Port 1 on loopback: nothing listens, so a worker that tried to connect would fail.
         let result = try runWorker(
             ["--config", file, "--print-config", "--concurrency", "6"],

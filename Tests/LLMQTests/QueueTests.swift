@@ -6,6 +6,7 @@ import LLMQBackends
 @testable import LLMQContract
 import LLMQRedis
 import LLMQSimulator
+import LLMQTestSupport
 @testable import LLMQWorker
 import Testing
 
@@ -15,21 +16,23 @@ private func startMilliseconds(_ reply: [String: String]) -> Double {
     return published + (Double(reply["queue_ms"] ?? "") ?? 0)
 }
 
+/// Four slots, 40 ms a request: the worker's four slots are the backend's four.
+private let fourSlots = SimulatorConfiguration(slots: 4, tokenMilliseconds: 5)
+
 @Suite("Queues: priorities, weights, minimum shares", .serialized)
 struct QueueTests {
+    /// Publishes to both queues, runs one worker over them (on the test's Redis and `fourSlots`
+    /// simulator) until every request is answered; returns each queue's replies.
     private func run(
         high: WorkerConfiguration.Queue, low: WorkerConfiguration.Queue, highCount: Int = 40, lowCount: Int = 20
     ) async throws -> (high: [[String: String]], low: [[String: String]]) {
-        let redis = try await RedisServer.start()
-        let client = RedisClient(configuration: redis.configuration)
-        defer { client.shutdown() }
-        // Four slots, 40 ms a request: the worker's four slots are the backend's four.
-        let sim = try await RunningSimulator.start(SimulatorConfiguration(slots: 4, tokenMilliseconds: 5))
-        for index in 0..<highCount { try await publish(client, [("prompt", "high \(index)"), ("max_tokens", "8"), ("id", "h\(index)")], stream: high.stream) }
-        for index in 0..<lowCount { try await publish(client, [("prompt", "low \(index)"), ("max_tokens", "8"), ("id", "l\(index)")], stream: low.stream) }
-        var configuration = workerConfiguration(redis: redis, backend: BackendConfiguration(kind: .llamaCpp, endpoint: sim.url), concurrency: 4)
+        let (redis, client) = try RedisFixture.current
+        let sim = try SimulatorFixture.current
+        try await publish(client, count: highCount, prompt: "high ", maxTokens: 8, ids: "h", stream: high.stream)
+        try await publish(client, count: lowCount, prompt: "low ", maxTokens: 8, ids: "l", stream: low.stream)
+        var configuration = workerConfiguration(redis: redis, simulator: sim, concurrency: 4)
         configuration.queues = [high, low]
-        let worker = try RunningWorker(configuration)
+        let worker = try RunningWorker.start(configuration)
         let replies = try await waitForReplies(client, count: highCount + lowCount)
         await worker.stop()
         await sim.stop()
@@ -52,7 +55,7 @@ struct QueueTests {
         return (low, low + high)
     }
 
-    @Test("Strict priority: while the priority-1 queue has work, the priority-0 queue starts nothing; both get exactly one reply each")
+    @Test("Strict priority: while the priority-1 queue has work, the priority-0 queue starts nothing; both get exactly one reply each", .withRedis, .withSimulator(fourSlots))
     func strictPriority() async throws {
         let replies = try await run(
             high: .init(name: "high", stream: "llmq:requests:high", priority: 1),
@@ -62,7 +65,7 @@ struct QueueTests {
         #expect(starts.low == 0, "low started \(starts.low) of \(starts.all) while high waited")
     }
 
-    @Test("A minimum share keeps the low queue from starving: at least its share of starts while the high queue has work")
+    @Test("A minimum share keeps the low queue from starving: at least its share of starts while the high queue has work", .withRedis, .withSimulator(fourSlots))
     func minimumShare() async throws {
         let replies = try await run(
             high: .init(name: "high", stream: "llmq:requests:high", priority: 1),
@@ -74,7 +77,7 @@ struct QueueTests {
         #expect(share >= 0.2 && share <= 0.4, "low's share while high waited: \(share) (\(starts))")
     }
 
-    @Test("Weights 3:1 at the same priority give about three starts to one")
+    @Test("Weights 3:1 at the same priority give about three starts to one", .withRedis, .withSimulator(fourSlots))
     func weights() async throws {
         let replies = try await run(
             high: .init(name: "heavy", stream: "llmq:requests:heavy", priority: 0, weight: 3),
@@ -94,35 +97,36 @@ struct QueueTests {
         #expect(strict.plan(free: 4, available: [1]) == [1: 4])
         strict.recordStarts([0: 4])
 
-        var shared = IntakeScheduler(queues: [.init(priority: 1, weight: 1, minimumShare: 0), .init(priority: 0, weight: 1, minimumShare: 0.25)])
-        var low = 0
-        for _ in 0..<100 {
-            let plan = shared.plan(free: 4, available: [0, 1])
-            low += plan[1] ?? 0
-            shared.recordStarts(plan)
-        }
+        let shared = IntakeScheduler(queues: [.init(priority: 1, weight: 1, minimumShare: 0), .init(priority: 0, weight: 1, minimumShare: 0.25)])
+        let low = startsOver100Plans(shared)[1] ?? 0
         #expect(low >= 95 && low <= 105, "low got \(low) of 400")
 
-        var weighted = IntakeScheduler(queues: [.init(priority: 0, weight: 3, minimumShare: 0), .init(priority: 0, weight: 1, minimumShare: 0)])
-        var heavy = 0
-        for _ in 0..<100 {
-            let plan = weighted.plan(free: 4, available: [0, 1])
-            heavy += plan[0] ?? 0
-            weighted.recordStarts(plan)
-        }
+        let weighted = IntakeScheduler(queues: [.init(priority: 0, weight: 3, minimumShare: 0), .init(priority: 0, weight: 1, minimumShare: 0)])
+        let heavy = startsOver100Plans(weighted)[0] ?? 0
         #expect(heavy >= 295 && heavy <= 305, "heavy got \(heavy) of 400")
+    }
+
+    /// The starts `scheduler` gives each queue over 100 plans for four free slots, both queues
+    /// having work all along.
+    private func startsOver100Plans(_ scheduler: IntakeScheduler) -> [Int: Int] {
+        var scheduler = scheduler
+        var starts: [Int: Int] = [:]
+        for _ in 0..<100 {
+            let plan = scheduler.plan(free: 4, available: [0, 1])
+            starts.merge(plan, uniquingKeysWith: +)
+            scheduler.recordStarts(plan)
+        }
+        return starts
     }
 }
 
-@Suite("Consumer names: two processes from one config file", .serialized)
+@Suite("Consumer names: two processes from one config file", .serialized, .withRedis)
 struct ConsumerNameTests {
-    @Test("Two workers started with the same consumer name (workerId) run under two names, the second says so; a clean stop gives the name back")
+    @Test("Two workers started with the same consumer name (workerId) run under two names, the second says so; a clean stop gives the name back", .withSimulator)
     func sameNameTwice() async throws {
-        let redis = try await RedisServer.start()
-        let client = RedisClient(configuration: redis.configuration)
-        defer { client.shutdown() }
-        let sim = try await RunningSimulator.start()
-        let environment = ["LLMQ_REDIS_URL": redis.url, "LLMQ_BACKEND_ENDPOINT": sim.url, "LLMQ_READ_BLOCK_MS": "200"]
+        let (redis, client) = try RedisFixture.current
+        let sim = try SimulatorFixture.current
+        let environment = workerEnvironment(redis: redis, endpoint: sim.url)
         // WorkerProcess passes --consumer NAME, as a config file's workerId would.
         func started(_ worker: WorkerProcess) async throws {
             let deadline = ContinuousClock.now + .seconds(20)
@@ -131,13 +135,11 @@ struct ConsumerNameTests {
                 try await Task.sleep(for: .milliseconds(20))
             }
         }
-        let first = try WorkerProcess(name: "primary-worker", environment: environment)
-        defer { first.signal(SIGKILL) }
+        let first = try WorkerProcess.start(name: "primary-worker", environment: environment)
         try await started(first)
-        let second = try WorkerProcess(name: "primary-worker", environment: environment)
-        defer { second.signal(SIGKILL) }
+        let second = try WorkerProcess.start(name: "primary-worker", environment: environment)
         try await started(second)
-        for index in 0..<8 { try await publish(client, [("prompt", "job \(index)"), ("max_tokens", "4")]) }
+        try await publish(client, count: 8, prompt: "job ", maxTokens: 4)
         _ = try await waitForReplies(client, count: 8, workers: [first, second])
 
         // Both names are leased (Redis lists a consumer only once it has received an entry).
@@ -150,8 +152,7 @@ struct ConsumerNameTests {
         first.signal(SIGTERM)
         #expect(await first.waitForExit() == 0)
         #expect(try await client.send("EXISTS", "llmq:consumer:primary-worker").int == 0, "the lease is given back")
-        let third = try WorkerProcess(name: "primary-worker", environment: environment)
-        defer { third.signal(SIGKILL) }
+        let third = try WorkerProcess.start(name: "primary-worker", environment: environment)
         try await started(third)
         try await publish(client, [("prompt", "after"), ("max_tokens", "4")])
         _ = try await waitForReplies(client, count: 9, workers: [second, third])
@@ -159,14 +160,12 @@ struct ConsumerNameTests {
     }
 }
 
-@Suite("Queues: guarantees per queue, and the commands that know them", .serialized)
+@Suite("Queues: guarantees per queue, and the commands that know them", .serialized, .withRedis)
 struct QueueGuaranteeTests {
-    @Test("An entry a crashed consumer left on the low queue is claimed and answered; one delivered too often is dead-lettered with its queue")
+    @Test("An entry a crashed consumer left on the low queue is claimed and answered; one delivered too often is dead-lettered with its queue", .withSimulator)
     func claimsAndDeadLettersPerQueue() async throws {
-        let redis = try await RedisServer.start()
-        let client = RedisClient(configuration: redis.configuration)
-        defer { client.shutdown() }
-        let sim = try await RunningSimulator.start()
+        let (redis, client) = try RedisFixture.current
+        let sim = try SimulatorFixture.current
         let high = WorkerConfiguration.Queue(name: "high", stream: "llmq:requests:high", priority: 1)
         let low = WorkerConfiguration.Queue(name: "low", stream: "llmq:requests:low")
         try await publish(client, [("prompt", "left behind"), ("id", "claimed")], stream: low.stream)
@@ -177,12 +176,11 @@ struct QueueGuaranteeTests {
         #expect(ids.count == 2)
         _ = try await client.send("XCLAIM", low.stream, "llmq", "ghost", "0", ids[1], "RETRYCOUNT", "5")
 
-        var configuration = workerConfiguration(redis: redis, backend: BackendConfiguration(kind: .llamaCpp, endpoint: sim.url))
+        var configuration = workerConfiguration(redis: redis, simulator: sim)
         configuration.queues = [high, low]
-        configuration.recovery.claimMinIdle = .milliseconds(300)
-        configuration.recovery.claimInterval = .milliseconds(100)
+        configuration.claimIdle(after: .milliseconds(300), every: .milliseconds(100))
         configuration.recovery.maxDeliveries = 5
-        let worker = try RunningWorker(configuration)
+        let worker = try RunningWorker.start(configuration)
         let replies = try await waitForReplies(client, count: 2)
         await worker.stop()
         let byID = Dictionary(uniqueKeysWithValues: replies.map { ($0["id"] ?? "", $0) })
@@ -196,9 +194,7 @@ struct QueueGuaranteeTests {
 
     @Test("llmq publish --queue writes to the queue's stream; llmq status shows every configured queue (JSON: an array)")
     func commandsKnowQueues() async throws {
-        let redis = try await RedisServer.start()
-        let client = RedisClient(configuration: redis.configuration)
-        defer { client.shutdown() }
+        let (redis, client) = try RedisFixture.current
         let config = FileManager.default.temporaryDirectory.appendingPathComponent("queues-\(UUID().uuidString).json")
         try Data(#"{"queues": {"urgent": {"priority": 2}, "bulk": {"stream": "jobs:bulk", "weight": 3}}}"#.utf8).write(to: config)
         defer { try? FileManager.default.removeItem(at: config) }

@@ -4,11 +4,9 @@ import Testing
 
 @Suite("Redis layer against a real redis-server")
 struct RedisClientTests {
-    @Test("commands are binary safe and replies are copied into Swift values")
+    @Test("commands are binary safe and replies are copied into Swift values", .withRedis)
     func binarySafeRoundTrip() async throws {
-        let server = try await RedisServer.start()
-        let client = RedisClient(configuration: server.configuration)
-        defer { client.shutdown() }
+        let client = try RedisFixture.current.client
         let value: [UInt8] = [0, 1, 2, 13, 10, 255, 0x24, 0x2A]
         var set = RedisCommand("SET", "binary")
         set.append(bytes: value)
@@ -20,11 +18,9 @@ struct RedisClientTests {
         #expect(try await client.send("LRANGE", "list", "0", "-1") == .array([.bulkString(Array("a".utf8)), .bulkString(Array("b".utf8))]))
     }
 
-    @Test("an error reply throws a server error; in a pipeline it stays in its place")
+    @Test("an error reply throws a server error; in a pipeline it stays in its place", .withRedis)
     func errorReplies() async throws {
-        let server = try await RedisServer.start()
-        let client = RedisClient(configuration: server.configuration)
-        defer { client.shutdown() }
+        let client = try RedisFixture.current.client
         await #expect(throws: RedisError.self) { try await client.send("NOSUCHCOMMAND") }
         let replies = try await client.pipeline([RedisCommand("SET", "k", "v"), RedisCommand("INCR", "k"), RedisCommand("GET", "k")])
         #expect(replies.count == 3)
@@ -32,11 +28,9 @@ struct RedisClientTests {
         #expect(replies[2].string == "v")
     }
 
-    @Test("concurrent callers are pipelined and each gets its own reply")
+    @Test("concurrent callers are pipelined and each gets its own reply", .withRedis)
     func concurrentCallers() async throws {
-        let server = try await RedisServer.start()
-        let client = RedisClient(configuration: server.configuration)
-        defer { client.shutdown() }
+        let client = try RedisFixture.current.client
         try await withThrowingTaskGroup(of: Void.self) { group in
             for index in 0..<500 {
                 group.addTask {
@@ -48,11 +42,9 @@ struct RedisClientTests {
         }
     }
 
-    @Test("a restarted server is reconnected to on the next command")
+    @Test("a restarted server is reconnected to on the next command", .withRedis)
     func reconnects() async throws {
-        let server = try await RedisServer.start()
-        let client = RedisClient(configuration: server.configuration)
-        defer { client.shutdown() }
+        let (server, client) = try RedisFixture.current
         #expect(try await client.send("PING") == .simpleString("PONG"))
         try await server.restart()
         // The first command after the restart may find the old connection broken.
@@ -89,9 +81,9 @@ struct RedisClientTests {
         #expect(throws: RedisURLError.self) { try RedisConfiguration(url: "redis://localhost/x") }
     }
 
-    @Test("AUTH with a password from the URL")
+    @Test("AUTH with a password from the URL", .withRedis)
     func authenticates() async throws {
-        let server = try await RedisServer.start()
+        let server = try RedisFixture.current.server
         try await server.redisCLI(["CONFIG", "SET", "requirepass", "hunter2"])
         var configuration = server.configuration
         configuration.password = "hunter2"

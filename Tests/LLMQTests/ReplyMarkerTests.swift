@@ -6,11 +6,11 @@ import LLMQRedis
 @testable import LLMQWorker
 import Testing
 
-@Suite("The reply script after a claim", .timeLimit(.minutes(1)))
+@Suite("The reply script after a claim", .timeLimit(.minutes(1)), .withRedis)
 struct ReplyMarkerTests {
     @Test("An entry claimed and answered by another consumer cannot be answered again by the first one as lost")
     func claimedThenAnsweredIsNotAnsweredAgain() async throws {
-        let redis = try await RedisServer.start()
+        let (redis, client) = try RedisFixture.current
         let streams = WorkerConfiguration.Streams()
         let first = RequestStream(redis: redis.configuration, streams: streams, consumer: "first", readBlock: .milliseconds(100))
         let second = RequestStream(redis: redis.configuration, streams: streams, consumer: "second", readBlock: .milliseconds(100))
@@ -19,8 +19,6 @@ struct ReplyMarkerTests {
             second.shutdown()
         }
         try await first.ensureGroup(on: streams.requests)
-        let client = RedisClient(configuration: redis.configuration)
-        defer { client.shutdown() }
         let id = try await publish(client, [("prompt", "hello")])
         #expect(try await first.readNew(from: [streams.requests], count: 1, block: .milliseconds(100))[streams.requests]?.map(\.id) == [id])
         // The first consumer stalls (a failover, a long pause); the second claims and answers.

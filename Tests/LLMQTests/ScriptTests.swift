@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import LLMQRedis
+import LLMQTestSupport
 import Testing
 
 /// Runs a script as a shell would: a process started from a Swift task inherits the signal
@@ -16,18 +17,11 @@ private func runWithSignalsUnblocked(_ script: String, environment: [String: Str
 /// The scripts behind the README's two commands, run as a newcomer runs them.
 @Suite("Scripts: make demo and the llama-server build", .serialized)
 struct ScriptTests {
-    /// A redis-server of "someone else's", with a key that must survive the demo.
-    private func bystander() async throws -> (RedisServer, RedisClient) {
-        let redis = try await RedisServer.start()
-        let client = RedisClient(configuration: redis.configuration)
-        _ = try await client.send("SET", "mine", "untouched")
-        return (redis, client)
-    }
-
-    @Test("the demo refuses a Redis port that is taken, and never stops a server it did not start")
+    @Test("the demo refuses a Redis port that is taken, and never stops a server it did not start", .withRedis)
     func demoLeavesOtherServersAlone() async throws {
-        let (redis, client) = try await bystander()
-        defer { client.shutdown() }
+        // The test's redis-server is "someone else's", with a key that must survive the demo.
+        let (redis, client) = try RedisFixture.current
+        _ = try await client.send("SET", "mine", "untouched")
         var environment = ProcessInfo.processInfo.environment
         environment["LLMQ"] = try llmqExecutable().path
         environment["REDIS_PORT"] = String(redis.port)
@@ -43,12 +37,9 @@ struct ScriptTests {
         #expect(demo.status == 0, "\(demo.output.suffix(1500))\n\(demo.error.suffix(1500))")
         #expect(demo.output.contains("invalid_request"), "the malformed request's reply is shown")
         #expect(try await client.send("GET", "mine").string == "untouched")
-        await redis.kill()
     }
 
-    @Test(
-        "llama-server.sh build leaves a llama-server that runs: missing library links are made again, in seconds",
-        .enabled(if: LlamaServer.isConfigured))
+    @Test("llama-server.sh build leaves a llama-server that runs: missing library links are made again, in seconds", .enabled(if: LlamaServer.isConfigured))
     func llamaServerBuildRepairsLinks() async throws {
         let binary = try #require(ProcessInfo.processInfo.environment["LLAMA_SERVER_BIN"])
         let libraries = URL(fileURLWithPath: binary).deletingLastPathComponent()

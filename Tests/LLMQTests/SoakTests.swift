@@ -7,24 +7,19 @@ import Testing
 /// the debug binary and 300 requests; `make soak` (in CI) with the release binary (`LLMQ_BIN`)
 /// and 2,000, both under `MALLOC_PERTURB_`, which turns a lock or buffer that was never
 /// initialised into a crash instead of luck.
-@Suite("Soak: three workers, one configuration, combined faults", .serialized, .timeLimit(.minutes(6)))
+@Suite("Soak: three workers, one configuration, combined faults", .serialized, .timeLimit(.minutes(6)), .withRedis)
 struct SoakTests {
     @Test("Backend errors, a stalled worker, a killed worker, dropped connections and Redis out of memory: one reply each, one done each, nothing pending")
     func combinedFaults() async throws {
         let total = Int(ProcessInfo.processInfo.environment["LLMQ_SOAK_REQUESTS"] ?? "") ?? 300
-        let redis = try await RedisServer.start()
+        let (redis, client) = try RedisFixture.current
         let sim = try await SimProcess([
             "--slots", "8", "--token-ms", "4", "--fail-rate", "0.03", "--mid-stream-error-rate", "0.03", "--max-queue", "100000",
         ])
-        let client = RedisClient(configuration: redis.configuration)
-        defer { client.shutdown() }
         // One configuration for every worker, as `docker compose --scale` runs them.
-        let environment = [
-            "LLMQ_REDIS_URL": redis.url, "LLMQ_BACKEND_TYPE": "llama-cpp", "LLMQ_BACKEND_ENDPOINT": sim.url,
-            "LLMQ_CONCURRENCY": "4", "LLMQ_READ_BLOCK_MS": "200", "LLMQ_RECOVERY_CLAIM_MIN_IDLE_MS": "1500",
-            "LLMQ_RECOVERY_CLAIM_INTERVAL_MS": "250", "LLMQ_RETRY_MAX_ATTEMPTS": "4", "LLMQ_LOG_LEVEL": "error",
-        ]
-        let workers = try (0..<3).map { try WorkerProcess(name: "soak-\($0)", environment: environment) }
+        let environment = workerEnvironment(
+            redis: redis, endpoint: sim.url, quickTakeover, ["LLMQ_CONCURRENCY": "4", "LLMQ_RETRY_MAX_ATTEMPTS": "4", "LLMQ_LOG_LEVEL": "error"])
+        let workers = try (0..<3).map { try WorkerProcess.start(name: "soak-\($0)", environment: environment) }
 
         // Producers publish at a steady pace, retrying what Redis refuses (out of memory).
         let publisher = Task {

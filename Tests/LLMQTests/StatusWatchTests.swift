@@ -174,20 +174,18 @@ struct StatusWatchFrameTests {
     }
 }
 
-@Suite("status --watch against Redis")
+@Suite("status --watch against Redis", .withRedis)
 struct StatusWatchRedisTests {
     /// A stream of `entries` requests with a group, `delivered` of them read by `alpha`.
     private func prepare(_ client: RedisClient, entries: Int, delivered: Int) async throws {
         _ = try await client.send("XGROUP", "CREATE", "llmq:requests", "llmq", "$", "MKSTREAM")
-        for index in 0..<entries { try await publish(client, [("prompt", "p\(index)")]) }
+        try await publish(client, count: entries, prompt: "p")
         _ = try await client.send("XREADGROUP", "GROUP", "llmq", "alpha", "COUNT", String(delivered), "STREAMS", "llmq:requests", ">")
     }
 
     @Test("two readings with replies counted between them make the frame's lag, pending and rates")
     func twoReadings() async throws {
-        let redis = try await RedisServer.start()
-        let client = RedisClient(configuration: redis.configuration)
-        defer { client.shutdown() }
+        let client = try RedisFixture.current.client
         let streams = WorkerConfiguration.Streams()
         try await prepare(client, entries: 5, delivered: 2)
         _ = try await client.send("HINCRBY", "llmq:stats", "replies:ok", "10")
@@ -225,9 +223,7 @@ struct StatusWatchRedisTests {
 
     @Test("no stats hash reads as zeros, and a stats key of another type does not break status")
     func missingOrWrongType() async throws {
-        let redis = try await RedisServer.start()
-        let client = RedisClient(configuration: redis.configuration)
-        defer { client.shutdown() }
+        let client = try RedisFixture.current.client
         try await prepare(client, entries: 1, delivered: 1)
         let streams = WorkerConfiguration.Streams()
         #expect(try await QueueStatus.read(from: client, streams: streams).replyCounts == .zero)
@@ -241,18 +237,17 @@ struct StatusWatchRedisTests {
 
 @Suite("llmq status --watch, the binary")
 struct StatusWatchCommandTests {
+    /// The test's Redis, with three requests (one delivered to alpha) and four replies counted.
     private func prepared() async throws -> RedisServer {
-        let redis = try await RedisServer.start()
-        let client = RedisClient(configuration: redis.configuration)
-        defer { client.shutdown() }
+        let (redis, client) = try RedisFixture.current
         _ = try await client.send("XGROUP", "CREATE", "llmq:requests", "llmq", "$", "MKSTREAM")
-        for index in 0..<3 { try await publish(client, [("prompt", "p\(index)")]) }
+        try await publish(client, count: 3, prompt: "p")
         _ = try await client.send("XREADGROUP", "GROUP", "llmq", "alpha", "COUNT", "1", "STREAMS", "llmq:requests", ">")
         _ = try await client.send("HINCRBY", "llmq:stats", "replies:ok", "4")
         return redis
     }
 
-    @Test("--count 2 prints two plain frames separated by a blank line and exits 0")
+    @Test("--count 2 prints two plain frames separated by a blank line and exits 0", .withRedis)
     func twoFrames() async throws {
         let redis = try await prepared()
         let result = try await runProgram(
@@ -268,7 +263,7 @@ struct StatusWatchCommandTests {
         #expect(frames.last?.hasSuffix("replies llmq:replies 0 (=)  dead llmq:dead 0 (=)\n") == true)
     }
 
-    @Test("--watch --json prints one JSON object per line per frame")
+    @Test("--watch --json prints one JSON object per line per frame", .withRedis)
     func jsonLines() async throws {
         let redis = try await prepared()
         let result = try await runProgram(
@@ -284,7 +279,7 @@ struct StatusWatchCommandTests {
         }
     }
 
-    @Test("Ctrl-C ends the watch with status 0")
+    @Test("Ctrl-C ends the watch with status 0", .withRedis)
     func interrupt() async throws {
         let redis = try await prepared()
         let process = Process()

@@ -86,18 +86,18 @@ struct ReadChunks {
     }
 }
 
-@Suite("Streaming: chunks as they are generated, honest across retries and takeovers", .serialized)
+@Suite("Streaming: chunks as they are generated, honest across retries and takeovers", .serialized, .withRedis)
 struct StreamingTests {
-    @Test("OpenAI SSE and Ollama NDJSON: chunks arrive during generation, in order, the reply has the same text, the stream expires")
+    @Test(
+        "OpenAI SSE and Ollama NDJSON: chunks arrive during generation, in order, the reply has the same text, the stream expires",
+        .withSimulator(.init(slots: 4, tokenMilliseconds: 25, promptMilliseconds: 20)))
     func streamsBothAPIs() async throws {
-        let redis = try await RedisServer.start()
-        let sim = try await RunningSimulator.start(SimulatorConfiguration(slots: 4, tokenMilliseconds: 25, promptMilliseconds: 20))
-        let client = RedisClient(configuration: redis.configuration)
-        defer { client.shutdown() }
+        let (redis, client) = try RedisFixture.current
+        let sim = try SimulatorFixture.current
         for (kind, endpoint) in [(BackendConfiguration.Kind.llamaCpp, sim.url), (.ollama, sim.url)] {
             var configuration = workerConfiguration(redis: redis, backend: .init(kind: kind, endpoint: endpoint, model: "sim"))
             configuration.streaming.expire = .seconds(120)
-            let worker = try RunningWorker(configuration)
+            let worker = try RunningWorker.start(configuration)
             let tokens = 16
             let entry = try await publish(client, [("prompt", "stream me"), ("max_tokens", String(tokens)), ("stream", "true"), ("id", "s-\(kind)")])
             let replies = try await waitForReplies(client, count: kind == .llamaCpp ? 1 : 2)
@@ -124,22 +124,19 @@ struct StreamingTests {
             #expect(ttl > 100_000 && ttl <= 120_000, "\(kind): TTL \(ttl)")
             await worker.stop()
         }
-        await sim.stop()
     }
 
     @Test(
         "Mid-stream errors: a retry starts with a reset, every answer rebuilds to its reply, exactly one reply each",
+        .withSimulator(.init(slots: 8, tokenMilliseconds: 2, faults: SimulatorFaults(midStreamErrorRate: 0.5, seed: 7))),
         arguments: [BackendConfiguration.Kind.llamaCpp, .ollama])
     func midStreamErrors(kind: BackendConfiguration.Kind) async throws {
-        let redis = try await RedisServer.start()
-        let sim = try await RunningSimulator.start(SimulatorConfiguration(
-            slots: 8, tokenMilliseconds: 2, faults: SimulatorFaults(midStreamErrorRate: 0.5, seed: 7)))
-        let client = RedisClient(configuration: redis.configuration)
-        defer { client.shutdown() }
+        let (redis, client) = try RedisFixture.current
+        let sim = try SimulatorFixture.current
         var configuration = workerConfiguration(redis: redis, backend: .init(kind: kind, endpoint: sim.url, model: "sim"), concurrency: 8)
         configuration.retry.maxAttempts = 4
         configuration.breaker.failureThreshold = 1000
-        let worker = try RunningWorker(configuration)
+        try RunningWorker.start(configuration)
         let count = 40
         var keys: [String: String] = [:]
         for index in 0..<count {
@@ -166,22 +163,14 @@ struct StreamingTests {
             }
         }
         #expect(resets > 5, "the fault rate should have forced retries")
-        await worker.stop()
-        await sim.stop()
     }
 
     @Test("kill -9 mid-stream: the consumer that takes the request over starts with a reset; one reply, one done")
     func takeoverAfterKill() async throws {
-        let redis = try await RedisServer.start()
+        let (redis, client) = try RedisFixture.current
         let sim = try await SimProcess(["--slots", "8", "--token-ms", "40"])
-        let client = RedisClient(configuration: redis.configuration)
-        defer { client.shutdown() }
-        let environment = [
-            "LLMQ_REDIS_URL": redis.url, "LLMQ_BACKEND_TYPE": "llama-cpp", "LLMQ_BACKEND_ENDPOINT": sim.url,
-            "LLMQ_CONCURRENCY": "4", "LLMQ_READ_BLOCK_MS": "200", "LLMQ_RECOVERY_CLAIM_MIN_IDLE_MS": "1500",
-            "LLMQ_RECOVERY_CLAIM_INTERVAL_MS": "250", "LLMQ_LOG_LEVEL": "notice",
-        ]
-        let first = try WorkerProcess(name: "stream-victim", environment: environment)
+        let environment = workerEnvironment(redis: redis, endpoint: sim.url, quickTakeover, ["LLMQ_CONCURRENCY": "4", "LLMQ_LOG_LEVEL": "notice"])
+        let first = try WorkerProcess.start(name: "stream-victim", environment: environment)
         var keys: [String] = []
         for index in 0..<4 {
             let entry = try await publish(client, [("prompt", "long \(index)"), ("max_tokens", "60"), ("stream", "1"), ("id", "k\(index)")])
@@ -197,7 +186,7 @@ struct StreamingTests {
         }
         first.signal(SIGKILL)
         _ = await first.waitForExit()
-        let second = try WorkerProcess(name: "stream-heir", environment: environment)
+        let second = try WorkerProcess.start(name: "stream-heir", environment: environment)
         let replies = try await waitForReplies(client, count: keys.count, timeout: .seconds(60))
         try await Task.sleep(for: .milliseconds(300))
         #expect(try await readReplies(client).count == keys.count, "exactly one reply each")
@@ -218,16 +207,12 @@ struct StreamingTests {
         #expect(await second.waitForExit() == 0)
     }
 
-    @Test("A shared stream_to: chunks carry each request's id, every answer rebuilds from its own")
+    @Test("A shared stream_to: chunks carry each request's id, every answer rebuilds from its own", .withSimulator(.init(slots: 8, tokenMilliseconds: 3)))
     func sharedStream() async throws {
-        let redis = try await RedisServer.start()
-        let sim = try await RunningSimulator.start(SimulatorConfiguration(slots: 8, tokenMilliseconds: 3))
-        let client = RedisClient(configuration: redis.configuration)
-        defer { client.shutdown() }
-        let worker = try RunningWorker(workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: sim.url), concurrency: 8))
-        for index in 0..<10 {
-            try await publish(client, [("prompt", "shared \(index)"), ("max_tokens", "10"), ("stream_to", "llmq:chat:session-1"), ("id", "sh\(index)")])
-        }
+        let (redis, client) = try RedisFixture.current
+        let sim = try SimulatorFixture.current
+        try RunningWorker.start(workerConfiguration(redis: redis, simulator: sim, concurrency: 8))
+        try await publish(client, count: 10, prompt: "shared ", maxTokens: 10, [("stream_to", "llmq:chat:session-1")], ids: "sh")
         let replies = try await waitForReplies(client, count: 10)
         for reply in replies {
             let id = try #require(reply["id"])
@@ -236,8 +221,6 @@ struct StreamingTests {
             #expect(chunks.problems.isEmpty, "\(id): \(chunks.problems)")
             #expect(chunks.text == reply["content"])
         }
-        await worker.stop()
-        await sim.stop()
     }
 
     @Test(
@@ -258,10 +241,8 @@ struct StreamingTests {
             ([("stream_to", "llmq:mine"), ("max_tokens", "-1")], "max_tokens -1", true),
         ] as [([(String, String)], String, Bool)])
     func badStreamFields(fields: [(String, String)], message: String, errorChunk: Bool) async throws {
-        let redis = try await RedisServer.start()
-        let client = RedisClient(configuration: redis.configuration)
-        defer { client.shutdown() }
-        let worker = try RunningWorker(workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: "http://127.0.0.1:9")))
+        let (redis, client) = try RedisFixture.current
+        try RunningWorker.start(workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: "http://127.0.0.1:9")))
         let entry = try await publish(client, [("prompt", "hi"), ("id", "bad")] + fields)
         let replyStream = fields.first { $0.0 == "reply_to" }?.1 ?? "llmq:replies"
         let reply = try #require(try await waitForReplies(client, count: 1, stream: replyStream).first)
@@ -276,39 +257,31 @@ struct StreamingTests {
             #expect(reply["stream"] == nil)
             #expect(!chunks.chunks.contains { $0["seq"] != nil }, "no chunk may be written: \(chunks.chunks)")
         }
-        await worker.stop()
     }
 
-    @Test("A chunk stream key that holds something else: the reply says so, and comes anyway")
+    @Test("A chunk stream key that holds something else: the reply says so, and comes anyway", .withSimulator(.init(slots: 2, tokenMilliseconds: 1)))
     func wrongTypeStream() async throws {
-        let redis = try await RedisServer.start()
-        let sim = try await RunningSimulator.start(SimulatorConfiguration(slots: 2, tokenMilliseconds: 1))
-        let client = RedisClient(configuration: redis.configuration)
-        defer { client.shutdown() }
+        let (redis, client) = try RedisFixture.current
+        let sim = try SimulatorFixture.current
         _ = try await client.send("SET", "llmq:taken", "a string")
-        let worker = try RunningWorker(workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: sim.url)))
+        try RunningWorker.start(workerConfiguration(redis: redis, simulator: sim))
         try await publish(client, [("prompt", "hi"), ("max_tokens", "4"), ("stream_to", "llmq:taken")])
         let reply = try #require(try await waitForReplies(client, count: 1).first)
         #expect(reply["status"] == "ok")
         #expect(reply["stream_error"]?.contains("llmq:taken") == true, "\(reply)")
         #expect(try await client.send("GET", "llmq:taken").string == "a string")
-        await worker.stop()
-        await sim.stop()
     }
 
     @Test("A streamed request dead-lettered while the dead-letter key is not a stream: the last chunk is still the right one")
     func deadLetterWithBrokenDeadStream() async throws {
-        let redis = try await RedisServer.start()
-        let client = RedisClient(configuration: redis.configuration)
-        defer { client.shutdown() }
+        let (redis, client) = try RedisFixture.current
         _ = try await client.send("SET", "llmq:dead", "not a stream")
         _ = try await client.send("XGROUP", "CREATE", "llmq:requests", "llmq", "0", "MKSTREAM")
         let entry = try await publish(client, [("prompt", "hi"), ("stream", "1"), ("id", "doomed")])
         try await abandonNextEntries(client, deliveries: 9)
         var configuration = workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: "http://127.0.0.1:9"))
-        configuration.recovery.claimMinIdle = .milliseconds(100)
-        configuration.recovery.claimInterval = .milliseconds(50)
-        let worker = try RunningWorker(configuration)
+        configuration.claimIdle(after: .milliseconds(100), every: .milliseconds(50))
+        try RunningWorker.start(configuration)
         let reply = try #require(try await waitForReplies(client, count: 1).first)
         #expect(reply["error_code"] == "dead_letter" && reply["dead_letter_error"] != nil, "\(reply)")
         let chunks = try await ReadChunks.read(client, "llmq:stream:\(entry)")
@@ -316,26 +289,21 @@ struct StreamingTests {
         let done = try #require(chunks.done)
         #expect(done["id"] == "doomed" && done["status"] == "error" && done["error_code"] == "dead_letter", "\(done)")
         #expect(done["consumer"] == nil && done["delivery"] == "10", "only the last chunk's own fields: \(done)")
-        await worker.stop()
     }
 
-    @Test("llmq publish --stream prints the text as it comes, then the timings")
+    @Test("llmq publish --stream prints the text as it comes, then the timings", .withSimulator(.init(slots: 2, tokenMilliseconds: 5)))
     func publishCommand() async throws {
-        let redis = try await RedisServer.start()
-        let sim = try await RunningSimulator.start(SimulatorConfiguration(slots: 2, tokenMilliseconds: 5))
-        let worker = try RunningWorker(workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: sim.url)))
+        let (redis, client) = try RedisFixture.current
+        let sim = try SimulatorFixture.current
+        try RunningWorker.start(workerConfiguration(redis: redis, simulator: sim))
         let result = try runLLMQ(
             ["publish", "--prompt", "hello", "--max-tokens", "8", "--stream", "--timeout", "20"], environment: ["LLMQ_REDIS_URL": redis.url])
         #expect(result.status == 0, "\(result.stderr)")
         let lines = result.stdout.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
         #expect(lines.first?.contains("-") == true, "the entry ID comes first: \(result.stdout)")
-        let client = RedisClient(configuration: redis.configuration)
-        defer { client.shutdown() }
         let reply = try #require(try await waitForReplies(client, count: 1).first)
         #expect(lines.count > 2 && lines[1] == reply["content"], "\(result.stdout)")
         #expect(result.stdout.contains("first text here after:") && result.stdout.contains("finish_reason: length"))
-        await worker.stop()
-        await sim.stop()
     }
 }
 

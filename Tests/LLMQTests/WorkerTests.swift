@@ -8,15 +8,13 @@ import LLMQSimulator
 import LLMQWorker
 import Testing
 
-@Suite("Worker against redis-server and llmq sim", .serialized)
+@Suite("Worker against redis-server and llmq sim", .serialized, .withRedis)
 struct WorkerTests {
-    @Test("llama-cpp backend: a request published with redis-cli gets one ok reply with usage and timings")
+    @Test("llama-cpp backend: a request published with redis-cli gets one ok reply with usage and timings", .withSimulator(.init(tokenMilliseconds: 1)))
     func llamaCppEndToEnd() async throws {
-        let redis = try await RedisServer.start()
-        let sim = try await RunningSimulator.start(SimulatorConfiguration(tokenMilliseconds: 1))
-        let worker = try RunningWorker(workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: sim.url)))
-        let client = RedisClient(configuration: redis.configuration)
-        defer { client.shutdown() }
+        let (redis, client) = try RedisFixture.current
+        let sim = try SimulatorFixture.current
+        try RunningWorker.start(workerConfiguration(redis: redis, simulator: sim))
 
         // Exactly what a user types; the group does not exist before the worker starts.
         let entryID = try await redis.redisCLI(["XADD", "llmq:requests", "*", "prompt", "hi"]).trimmingCharacters(in: .whitespacesAndNewlines)
@@ -42,20 +40,17 @@ struct WorkerTests {
         // Both acknowledged: nothing pending.
         let pending = try await client.send("XPENDING", "llmq:requests", "llmq")
         #expect(pending.array?.first?.int == 0)
-        await worker.stop()
-        await sim.stop()
     }
 
     @Test(
         "ollama backend: native /api/chat and the OpenAI-compatible path both work",
+        .withSimulator(.init(tokenMilliseconds: 1, models: ["llama3.2:1b"], strictModels: true)),
         arguments: ["", "/api/chat", "/v1/chat/completions"])
     func ollamaEndToEnd(path: String) async throws {
-        let redis = try await RedisServer.start()
-        let sim = try await RunningSimulator.start(SimulatorConfiguration(tokenMilliseconds: 1, models: ["llama3.2:1b"], strictModels: true))
+        let (redis, client) = try RedisFixture.current
+        let sim = try SimulatorFixture.current
         let backend = BackendConfiguration(kind: .ollama, endpoint: sim.url + path, model: "llama3.2:1b")
-        let worker = try RunningWorker(workerConfiguration(redis: redis, backend: backend))
-        let client = RedisClient(configuration: redis.configuration)
-        defer { client.shutdown() }
+        try RunningWorker.start(workerConfiguration(redis: redis, backend: backend))
 
         try await publish(client, [("messages", #"[{"role":"user","content":"Why is the sky blue?"}]"#), ("max_tokens", "5"), ("id", "q1")])
         try await publish(client, [("prompt", "hello"), ("model", "missing-model"), ("id", "q2")])
@@ -72,20 +67,16 @@ struct WorkerTests {
         #expect(missing["status"] == "error")
         #expect(missing["error_code"] == "model_not_found")
         #expect(missing["attempts"] == "1", "a missing model is permanent: no retries")
-        await worker.stop()
-        await sim.stop()
     }
 
-    @Test("parallelism: 40 requests, 2 workers x concurrency 4, 8 slots: wall time near 40/8 of one request")
+    @Test("parallelism: 40 requests, 2 workers x concurrency 4, 8 slots: wall time near 40/8 of one request", .withSimulator(.init(slots: 8, tokenMilliseconds: 20)))
     func parallelism() async throws {
-        let redis = try await RedisServer.start()
-        let sim = try await RunningSimulator.start(SimulatorConfiguration(slots: 8, tokenMilliseconds: 20))
+        let (redis, client) = try RedisFixture.current
+        let sim = try SimulatorFixture.current
         let backend = BackendConfiguration(kind: .llamaCpp, endpoint: sim.url)
-        let workers = try (1...2).map { index in
-            try RunningWorker(workerConfiguration(redis: redis, backend: backend, consumer: "w\(index)", concurrency: 4))
+        for index in 1...2 {
+            try RunningWorker.start(workerConfiguration(redis: redis, backend: backend, consumer: "w\(index)", concurrency: 4))
         }
-        let client = RedisClient(configuration: redis.configuration)
-        defer { client.shutdown() }
 
         // One request alone: the unit of time (10 tokens x 20 ms).
         let single = ContinuousClock.now
@@ -95,9 +86,7 @@ struct WorkerTests {
         try await sim.reset()
 
         let start = ContinuousClock.now
-        for index in 0..<40 {
-            try await publish(client, [("prompt", "request \(index)"), ("max_tokens", "10"), ("id", "p\(index)")])
-        }
+        try await publish(client, count: 40, prompt: "request ", maxTokens: 10, ids: "p")
         let replies = try await waitForReplies(client, count: 41)
         let wall = ContinuousClock.now - start
         #expect(replies.filter { $0["status"] == "ok" }.count == 41)
@@ -107,24 +96,18 @@ struct WorkerTests {
         print("parallelism: one request \(one), 40 requests \(wall) (\(wall / one) units; serial would be 40)")
         #expect(wall < one * 12, "40 requests took \(wall), one took \(one): not parallel")
         #expect(wall >= one * 4, "faster than 8 slots allow: the simulator is not limiting")
-        for worker in workers { await worker.stop() }
-        await sim.stop()
     }
 
-    @Test("two workers share the group: every request is answered exactly once, by one of them")
+    @Test("two workers share the group: every request is answered exactly once, by one of them", .withSimulator(.init(slots: 16, tokenMilliseconds: 0)))
     func sharedGroup() async throws {
-        let redis = try await RedisServer.start()
-        let sim = try await RunningSimulator.start(SimulatorConfiguration(slots: 16, tokenMilliseconds: 0))
+        let (redis, client) = try RedisFixture.current
+        let sim = try SimulatorFixture.current
         let backend = BackendConfiguration(kind: .llamaCpp, endpoint: sim.url)
-        let workers = try ["alpha", "beta"].map { name in
-            try RunningWorker(workerConfiguration(redis: redis, backend: backend, consumer: name, concurrency: 8))
+        for name in ["alpha", "beta"] {
+            try RunningWorker.start(workerConfiguration(redis: redis, backend: backend, consumer: name, concurrency: 8))
         }
-        let client = RedisClient(configuration: redis.configuration)
-        defer { client.shutdown() }
         let count = 300
-        for index in 0..<count {
-            try await publish(client, [("prompt", "n\(index)"), ("max_tokens", "3"), ("id", "r\(index)")])
-        }
+        try await publish(client, count: count, prompt: "n", maxTokens: 3, ids: "r")
         let replies = try await waitForReplies(client, count: count)
         try await Task.sleep(for: .milliseconds(300))
         let final = try await readReplies(client)
@@ -135,19 +118,15 @@ struct WorkerTests {
         #expect(byConsumer.keys.sorted() == ["alpha", "beta"], "both workers should have served requests")
         let pending = try await client.send("XPENDING", "llmq:requests", "llmq")
         #expect(pending.array?.first?.int == 0)
-        for worker in workers { await worker.stop() }
-        await sim.stop()
     }
 
-    @Test("bad input gets an invalid_request reply that says what is wrong, and the worker keeps serving")
+    @Test("bad input gets an invalid_request reply that says what is wrong, and the worker keeps serving", .withSimulator(.init(tokenMilliseconds: 0)))
     func badInput() async throws {
-        let redis = try await RedisServer.start()
-        let sim = try await RunningSimulator.start(SimulatorConfiguration(tokenMilliseconds: 0))
-        var configuration = workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: sim.url))
+        let (redis, client) = try RedisFixture.current
+        let sim = try SimulatorFixture.current
+        var configuration = workerConfiguration(redis: redis, simulator: sim)
         configuration.limits.maxRequestBytes = 4096
-        let worker = try RunningWorker(configuration)
-        let client = RedisClient(configuration: redis.configuration)
-        defer { client.shutdown() }
+        try RunningWorker.start(configuration)
 
         let cases: [(fields: [(String, String)], message: String)] = [
             ([("text", "no prompt")], "missing field"),
@@ -181,23 +160,17 @@ struct WorkerTests {
         #expect(replies.first { $0["id"] == "good" }?["status"] == "ok")
         let pending = try await client.send("XPENDING", "llmq:requests", "llmq")
         #expect(pending.array?.first?.int == 0, "bad requests must be acknowledged too")
-        await worker.stop()
-        await sim.stop()
     }
 
-    @Test("reply_to routes the reply; system and messages reach the backend")
+    @Test("reply_to routes the reply; system and messages reach the backend", .withSimulator(.init(tokenMilliseconds: 0)))
     func replyTo() async throws {
-        let redis = try await RedisServer.start()
-        let sim = try await RunningSimulator.start(SimulatorConfiguration(tokenMilliseconds: 0))
-        let worker = try RunningWorker(workerConfiguration(redis: redis, backend: .init(kind: .llamaCpp, endpoint: sim.url)))
-        let client = RedisClient(configuration: redis.configuration)
-        defer { client.shutdown() }
+        let (redis, client) = try RedisFixture.current
+        let sim = try SimulatorFixture.current
+        try RunningWorker.start(workerConfiguration(redis: redis, simulator: sim))
         try await publish(client, [("prompt", "hi"), ("system", "be brief"), ("reply_to", "llmq:replies:alice"), ("id", "a1")])
         let replies = try await waitForReplies(client, count: 1, stream: "llmq:replies:alice")
         #expect(replies[0]["id"] == "a1")
         #expect(replies[0]["status"] == "ok")
         #expect(try await client.send("XLEN", "llmq:replies").int == 0)
-        await worker.stop()
-        await sim.stop()
     }
 }

@@ -2,42 +2,66 @@ import Foundation
 import Hummingbird
 import HummingbirdTesting
 import LLMQSimulator
+import LLMQTestSupport
 import Logging
 import ServiceLifecycle
 import Testing
 
-/// Runs a real simulator on a free loopback port for the duration of `body`.
-func withSimulator<Result>(
-    _ configuration: SimulatorConfiguration = SimulatorConfiguration(tokenMilliseconds: 0),
-    _ body: (SimulatorClient) async throws -> Result
-) async throws -> Result {
-    var configuration = configuration
-    configuration.host = "127.0.0.1"
-    configuration.port = 0
-    let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
-    var logger = Logger(label: "llmq.sim.test")
-    logger.logLevel = .warning
-    let simulator = Simulator(configuration: configuration, logger: logger) { port in
-        continuation.yield(port)
-        continuation.finish()
+/// `.withSimulator(...)`: a real simulator on a free loopback port for the test, stopped by
+/// graceful shutdown (as `llmq sim` is on SIGTERM) when it ends; the test reads a client to it
+/// with `try SimulatorFixture.current`. Test bodies stay at function scope (see `ScopedFixture`).
+struct SimulatorFixture: ScopedFixture {
+    let configurations: [SimulatorConfiguration]
+
+    func start(in scope: FixtureScope) async throws {
+        var clients: [SimulatorClient] = []
+        for configuration in configurations { clients.append(try await Self.run(configuration, in: scope)) }
+        scope.store(clients)
     }
-    // Stopped by graceful shutdown, as `llmq sim` is on SIGTERM, rather than by cancellation.
-    let group = ServiceGroup(configuration: .init(services: [simulator], logger: logger))
-    return try await withThrowingTaskGroup(of: Void.self) { tasks in
-        tasks.addTask { try await group.run() }
-        var iterator = ports.makeAsyncIterator()
-        guard let port = await iterator.next() else {
-            throw SimulatorTestError.didNotStart
+
+    private static func run(_ configuration: SimulatorConfiguration, in scope: FixtureScope) async throws -> SimulatorClient {
+        var configuration = configuration
+        configuration.host = "127.0.0.1"
+        configuration.port = 0
+        let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
+        var logger = Logger(label: "llmq.sim.test")
+        logger.logLevel = .warning
+        let simulator = Simulator(configuration: configuration, logger: logger) { port in
+            continuation.yield(port)
+            continuation.finish()
         }
-        do {
-            let result = try await body(SimulatorClient(port: port))
+        let group = ServiceGroup(configuration: .init(services: [simulator], logger: logger))
+        let running = Task { try await group.run() }
+        scope.atEnd {
             await group.triggerGracefulShutdown()
-            try await tasks.waitForAll()
-            return result
-        } catch {
-            tasks.cancelAll()
-            throw error
+            try await running.value
         }
+        var iterator = ports.makeAsyncIterator()
+        guard let port = await iterator.next() else { throw SimulatorTestError.didNotStart }
+        return SimulatorClient(port: port)
+    }
+
+    /// A client to the test's one simulator.
+    static var current: SimulatorClient {
+        get throws { try FixtureScope.one(SimulatorClient.self, trait: ".withSimulator") }
+    }
+
+    /// Clients to the test's two simulators, in the order of `.withSimulators(_:_:)`.
+    static var pair: (SimulatorClient, SimulatorClient) {
+        get throws { try FixtureScope.pair(SimulatorClient.self, trait: ".withSimulators") }
+    }
+}
+
+extension Trait where Self == SimulatorFixture {
+    /// A simulator answering at once (no time per token).
+    static var withSimulator: Self { SimulatorFixture(configurations: [SimulatorConfiguration(tokenMilliseconds: 0)]) }
+
+    static func withSimulator(_ configuration: SimulatorConfiguration) -> Self {
+        SimulatorFixture(configurations: [configuration])
+    }
+
+    static func withSimulators(_ first: SimulatorConfiguration, _ second: SimulatorConfiguration) -> Self {
+        SimulatorFixture(configurations: [first, second])
     }
 }
 

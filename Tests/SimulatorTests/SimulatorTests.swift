@@ -7,466 +7,432 @@ import Testing
 
 @testable import LLMQSimulator
 
-@Suite("llama-server API")
+@Suite("llama-server API", .withSimulator)
 struct OpenAIAPITests {
     @Test func completionHasLlamaServerShape() async throws {
-        try await withSimulator { client in
-            let response = try await client.post("/v1/chat/completions", openAIBody(maxTokens: 5))
-            #expect(response.status == .ok)
-            #expect(response.headers[.contentType]?.hasPrefix("application/json") == true)
-            let object = try json(response)
-            #expect((object["id"] as? String)?.hasPrefix("chatcmpl-") == true)
-            #expect(object["object"] as? String == "chat.completion")
-            #expect(object["created"] is Int)
-            #expect(object["model"] as? String == "sim")
-            let choice = try #require((object["choices"] as? [[String: Any]])?.first)
-            #expect(choice["index"] as? Int == 0)
-            #expect(choice["finish_reason"] as? String == "length")
-            let message = try #require(choice["message"] as? [String: Any])
-            #expect(message["role"] as? String == "assistant")
-            let content = try #require(message["content"] as? String)
-            #expect(content.split(separator: " ").count == 5)
-            let usage = try #require(object["usage"] as? [String: Any])
-            #expect(usage["completion_tokens"] as? Int == 5)
-            // 2 messages × 4 + "You are terse." (3) + "Say something" (2)
-            #expect(usage["prompt_tokens"] as? Int == 13)
-            #expect(usage["total_tokens"] as? Int == 18)
-            let timings = try #require(object["timings"] as? [String: Any])
-            for key in ["prompt_n", "predicted_n"] {
-                #expect(timings[key] is Int, "\(key)")
-            }
-            for key in ["prompt_ms", "prompt_per_token_ms", "prompt_per_second", "predicted_ms",
-                        "predicted_per_token_ms", "predicted_per_second"] {
-                #expect(timings[key] is Double || timings[key] is Int, "\(key)")
-            }
+        let client = try SimulatorFixture.current
+        let response = try await client.post("/v1/chat/completions", openAIBody(maxTokens: 5))
+        #expect(response.status == .ok)
+        #expect(response.headers[.contentType]?.hasPrefix("application/json") == true)
+        let object = try json(response)
+        #expect((object["id"] as? String)?.hasPrefix("chatcmpl-") == true)
+        #expect(object["object"] as? String == "chat.completion")
+        #expect(object["created"] is Int)
+        #expect(object["model"] as? String == "sim")
+        let choice = try #require((object["choices"] as? [[String: Any]])?.first)
+        #expect(choice["index"] as? Int == 0)
+        #expect(choice["finish_reason"] as? String == "length")
+        let message = try #require(choice["message"] as? [String: Any])
+        #expect(message["role"] as? String == "assistant")
+        let content = try #require(message["content"] as? String)
+        #expect(content.split(separator: " ").count == 5)
+        let usage = try #require(object["usage"] as? [String: Any])
+        #expect(usage["completion_tokens"] as? Int == 5)
+        // 2 messages × 4 + "You are terse." (3) + "Say something" (2)
+        #expect(usage["prompt_tokens"] as? Int == 13)
+        #expect(usage["total_tokens"] as? Int == 18)
+        let timings = try #require(object["timings"] as? [String: Any])
+        for key in ["prompt_n", "predicted_n"] {
+            #expect(timings[key] is Int, "\(key)")
+        }
+        for key in ["prompt_ms", "prompt_per_token_ms", "prompt_per_second", "predicted_ms",
+                    "predicted_per_token_ms", "predicted_per_second"] {
+            #expect(timings[key] is Double || timings[key] is Int, "\(key)")
         }
     }
 
     @Test func contentIsDeterministic() async throws {
-        try await withSimulator { client in
-            func content(_ body: String) async throws -> String {
-                let object = try json(try await client.post("/chat/completions", body))
-                let choice = (object["choices"] as? [[String: Any]])?.first
-                return (choice?["message"] as? [String: Any])?["content"] as? String ?? ""
-            }
-            let first = try await content(openAIBody("hello there", seed: 7))
-            let second = try await content(openAIBody("hello there", seed: 7))
-            let otherPrompt = try await content(openAIBody("something else", seed: 7))
-            #expect(!first.isEmpty)
-            #expect(first == second)
-            #expect(first != otherPrompt)
-            // No limit in the request: default length, and the model "stopped" by itself.
-            #expect(first.split(separator: " ").count == 16)
+        let client = try SimulatorFixture.current
+        func content(_ body: String) async throws -> String {
+            let object = try json(try await client.post("/chat/completions", body))
+            let choice = (object["choices"] as? [[String: Any]])?.first
+            return (choice?["message"] as? [String: Any])?["content"] as? String ?? ""
         }
+        let first = try await content(openAIBody("hello there", seed: 7))
+        let second = try await content(openAIBody("hello there", seed: 7))
+        let otherPrompt = try await content(openAIBody("something else", seed: 7))
+        #expect(!first.isEmpty)
+        #expect(first == second)
+        #expect(first != otherPrompt)
+        // No limit in the request: default length, and the model "stopped" by itself.
+        #expect(first.split(separator: " ").count == 16)
     }
 
     @Test func streamingSendsChunksThenDone() async throws {
-        try await withSimulator { client in
-            let plain = try json(try await client.post("/v1/chat/completions", openAIBody(maxTokens: 6)))
-            let expected = ((plain["choices"] as? [[String: Any]])?.first?["message"] as? [String: Any])?["content"] as? String
+        let client = try SimulatorFixture.current
+        let plain = try json(try await client.post("/v1/chat/completions", openAIBody(maxTokens: 6)))
+        let expected = ((plain["choices"] as? [[String: Any]])?.first?["message"] as? [String: Any])?["content"] as? String
 
-            let response = try await client.post("/v1/chat/completions", openAIBody(maxTokens: 6, stream: true))
-            #expect(response.status == .ok)
-            #expect(response.headers[.contentType] == "text/event-stream")
-            let events = response.text.components(separatedBy: "\n\n").filter { !$0.isEmpty }
-            #expect(events.allSatisfy { $0.hasPrefix("data: ") })
-            #expect(events.last == "data: [DONE]")
-            let chunks = try events.dropLast().map { try json($0.dropFirst("data: ".count)) }
-            #expect(chunks.count == 1 + 6 + 1)
-            #expect(chunks.allSatisfy { $0["object"] as? String == "chat.completion.chunk" })
-            var streamed = ""
-            for chunk in chunks {
-                let delta = (chunk["choices"] as? [[String: Any]])?.first?["delta"] as? [String: Any]
-                streamed += delta?["content"] as? String ?? ""
-            }
-            #expect(streamed == expected)
-            let last = try #require(chunks.last)
-            #expect((last["choices"] as? [[String: Any]])?.first?["finish_reason"] as? String == "length")
-            #expect((last["usage"] as? [String: Any])?["completion_tokens"] as? Int == 6)
+        let response = try await client.post("/v1/chat/completions", openAIBody(maxTokens: 6, stream: true))
+        #expect(response.status == .ok)
+        #expect(response.headers[.contentType] == "text/event-stream")
+        let events = response.text.components(separatedBy: "\n\n").filter { !$0.isEmpty }
+        #expect(events.allSatisfy { $0.hasPrefix("data: ") })
+        #expect(events.last == "data: [DONE]")
+        let chunks = try events.dropLast().map { try json($0.dropFirst("data: ".count)) }
+        #expect(chunks.count == 1 + 6 + 1)
+        #expect(chunks.allSatisfy { $0["object"] as? String == "chat.completion.chunk" })
+        var streamed = ""
+        for chunk in chunks {
+            let delta = (chunk["choices"] as? [[String: Any]])?.first?["delta"] as? [String: Any]
+            streamed += delta?["content"] as? String ?? ""
         }
+        #expect(streamed == expected)
+        let last = try #require(chunks.last)
+        #expect((last["choices"] as? [[String: Any]])?.first?["finish_reason"] as? String == "length")
+        #expect((last["usage"] as? [String: Any])?["completion_tokens"] as? Int == 6)
     }
 
     @Test func malformedJSONIsBadRequest() async throws {
-        try await withSimulator { client in
-            let response = try await client.post("/v1/chat/completions", #"{"messages": [oops"#)
-            #expect(response.status == .badRequest)
-            let error = try #require(try json(response)["error"] as? [String: Any])
-            #expect(error["code"] as? Int == 400)
-            #expect(error["type"] as? String == "invalid_request_error")
-            #expect((error["message"] as? String)?.contains("invalid JSON") == true)
+        let client = try SimulatorFixture.current
+        let response = try await client.post("/v1/chat/completions", #"{"messages": [oops"#)
+        #expect(response.status == .badRequest)
+        let error = try #require(try json(response)["error"] as? [String: Any])
+        #expect(error["code"] as? Int == 400)
+        #expect(error["type"] as? String == "invalid_request_error")
+        #expect((error["message"] as? String)?.contains("invalid JSON") == true)
 
-            let noMessages = try await client.post("/v1/chat/completions", #"{"model":"sim"}"#)
-            #expect(noMessages.status == .badRequest)
-            #expect(noMessages.text.contains("messages"))
+        let noMessages = try await client.post("/v1/chat/completions", #"{"model":"sim"}"#)
+        #expect(noMessages.status == .badRequest)
+        #expect(noMessages.text.contains("messages"))
 
-            let badMessage = try await client.post("/v1/chat/completions", #"{"messages":[{"content":"hi"}]}"#)
-            #expect(badMessage.status == .badRequest)
-            #expect(badMessage.text.contains("role"))
+        let badMessage = try await client.post("/v1/chat/completions", #"{"messages":[{"content":"hi"}]}"#)
+        #expect(badMessage.status == .badRequest)
+        #expect(badMessage.text.contains("role"))
 
-            let stats = try await client.stats()
-            #expect(stats["requests"] as? Int == 3)
-            #expect(stats["invalid"] as? Int == 3)
-        }
+        let stats = try await client.stats()
+        #expect(stats["requests"] as? Int == 3)
+        #expect(stats["invalid"] as? Int == 3)
     }
 
-    @Test func contextTooLargeIsExceedContextSizeError() async throws {
-        try await withSimulator(SimulatorConfiguration(tokenMilliseconds: 0, contextSize: 50)) { client in
-            let response = try await client.post("/v1/chat/completions", openAIBody(maxTokens: 40))
-            #expect(response.status == .badRequest)
-            let error = try #require(try json(response)["error"] as? [String: Any])
-            #expect(error["type"] as? String == "exceed_context_size_error")
-            #expect(error["n_ctx"] as? Int == 50)
-            #expect(error["n_prompt_tokens"] as? Int == 13)
+    @Test(.withSimulator(.init(tokenMilliseconds: 0, contextSize: 50))) func contextTooLargeIsExceedContextSizeError() async throws {
+        let client = try SimulatorFixture.current
+        let response = try await client.post("/v1/chat/completions", openAIBody(maxTokens: 40))
+        #expect(response.status == .badRequest)
+        let error = try #require(try json(response)["error"] as? [String: Any])
+        #expect(error["type"] as? String == "exceed_context_size_error")
+        #expect(error["n_ctx"] as? Int == 50)
+        #expect(error["n_prompt_tokens"] as? Int == 13)
 
-            let fits = try await client.post("/v1/chat/completions", openAIBody(maxTokens: 37))
-            #expect(fits.status == .ok)
-        }
+        let fits = try await client.post("/v1/chat/completions", openAIBody(maxTokens: 37))
+        #expect(fits.status == .ok)
     }
 
-    @Test func modelNameIsIgnoredUnlessStrict() async throws {
-        try await withSimulator { client in
-            let response = try await client.post("/v1/chat/completions", openAIBody(model: "gpt-4o", maxTokens: 2))
-            #expect(response.status == .ok)
-            #expect(try json(response)["model"] as? String == "gpt-4o")
-        }
-        try await withSimulator(SimulatorConfiguration(tokenMilliseconds: 0, strictModels: true)) { client in
-            let response = try await client.post("/v1/chat/completions", openAIBody(model: "gpt-4o", maxTokens: 2))
-            #expect(response.status == .notFound)
-            let error = try #require(try json(response)["error"] as? [String: Any])
-            #expect((error["message"] as? String)?.contains("gpt-4o") == true)
-            #expect(error["type"] as? String == "not_found_error")
-            let tagged = try await client.post("/v1/chat/completions", openAIBody(model: "sim:latest", maxTokens: 2))
-            #expect(tagged.status == .ok)
-        }
+    @Test(.withSimulators(.init(tokenMilliseconds: 0), .init(tokenMilliseconds: 0, strictModels: true)))
+    func modelNameIsIgnoredUnlessStrict() async throws {
+        let (lenient, strict) = try SimulatorFixture.pair
+        let response = try await lenient.post("/v1/chat/completions", openAIBody(model: "gpt-4o", maxTokens: 2))
+        #expect(response.status == .ok)
+        #expect(try json(response)["model"] as? String == "gpt-4o")
+
+        let refused = try await strict.post("/v1/chat/completions", openAIBody(model: "gpt-4o", maxTokens: 2))
+        #expect(refused.status == .notFound)
+        let error = try #require(try json(refused)["error"] as? [String: Any])
+        #expect((error["message"] as? String)?.contains("gpt-4o") == true)
+        #expect(error["type"] as? String == "not_found_error")
+        let tagged = try await strict.post("/v1/chat/completions", openAIBody(model: "sim:latest", maxTokens: 2))
+        #expect(tagged.status == .ok)
     }
 
-    @Test func healthSlotsAndUnknownPaths() async throws {
-        try await withSimulator(SimulatorConfiguration(slots: 3, tokenMilliseconds: 0)) { client in
-            let health = try await client.get("/health")
-            #expect(health.status == .ok)
-            #expect(try json(health)["status"] as? String == "ok")
+    @Test(.withSimulator(.init(slots: 3, tokenMilliseconds: 0))) func healthSlotsAndUnknownPaths() async throws {
+        let client = try SimulatorFixture.current
+        let health = try await client.get("/health")
+        #expect(health.status == .ok)
+        #expect(try json(health)["status"] as? String == "ok")
 
-            let slots = try await client.get("/slots")
-            let array = try #require(try JSONSerialization.jsonObject(with: Data(slots.text.utf8)) as? [[String: Any]])
-            #expect(array.count == 3)
-            #expect(array.map { $0["id"] as? Int } == [0, 1, 2])
-            #expect(array.allSatisfy { $0["is_processing"] as? Bool == false })
+        let slots = try await client.get("/slots")
+        let array = try #require(try JSONSerialization.jsonObject(with: Data(slots.text.utf8)) as? [[String: Any]])
+        #expect(array.count == 3)
+        #expect(array.map { $0["id"] as? Int } == [0, 1, 2])
+        #expect(array.allSatisfy { $0["is_processing"] as? Bool == false })
 
-            let missing = try await client.get("/v2/nothing")
-            #expect(missing.status == .notFound)
-            let missingOllama = try await client.get("/api/nothing")
-            #expect(missingOllama.status == .notFound)
-            #expect(missingOllama.text == "404 page not found")
-        }
+        let missing = try await client.get("/v2/nothing")
+        #expect(missing.status == .notFound)
+        let missingOllama = try await client.get("/api/nothing")
+        #expect(missingOllama.status == .notFound)
+        #expect(missingOllama.text == "404 page not found")
     }
 }
 
-@Suite("Ollama API")
+@Suite("Ollama API", .withSimulator)
 struct OllamaAPITests {
     @Test func streamingIsNDJSONEndingInDone() async throws {
-        try await withSimulator { client in
-            let response = try await client.post("/api/chat", ollamaBody(numPredict: 4))
-            #expect(response.status == .ok)
-            #expect(response.headers[.contentType] == "application/x-ndjson")
-            let lines = try response.text.split(separator: "\n").map { try json($0) }
-            #expect(lines.count == 5)
-            for line in lines.dropLast() {
-                #expect(line["done"] as? Bool == false)
-                #expect(line["model"] as? String == "sim")
-                #expect((line["created_at"] as? String)?.hasSuffix("Z") == true)
-                let message = line["message"] as? [String: Any]
-                #expect(message?["role"] as? String == "assistant")
-                #expect((message?["content"] as? String)?.isEmpty == false)
-            }
-            let done = try #require(lines.last)
-            #expect(done["done"] as? Bool == true)
-            #expect(done["done_reason"] as? String == "length")
-            #expect(done["eval_count"] as? Int == 4)
-            #expect(done["prompt_eval_count"] as? Int == 6)
-            for key in ["total_duration", "load_duration", "prompt_eval_duration", "eval_duration"] {
-                #expect(done[key] is Int, "\(key)")
-            }
-            #expect((done["message"] as? [String: Any])?["content"] as? String == "")
+        let client = try SimulatorFixture.current
+        let response = try await client.post("/api/chat", ollamaBody(numPredict: 4))
+        #expect(response.status == .ok)
+        #expect(response.headers[.contentType] == "application/x-ndjson")
+        let lines = try response.text.split(separator: "\n").map { try json($0) }
+        #expect(lines.count == 5)
+        for line in lines.dropLast() {
+            #expect(line["done"] as? Bool == false)
+            #expect(line["model"] as? String == "sim")
+            #expect((line["created_at"] as? String)?.hasSuffix("Z") == true)
+            let message = line["message"] as? [String: Any]
+            #expect(message?["role"] as? String == "assistant")
+            #expect((message?["content"] as? String)?.isEmpty == false)
         }
+        let done = try #require(lines.last)
+        #expect(done["done"] as? Bool == true)
+        #expect(done["done_reason"] as? String == "length")
+        #expect(done["eval_count"] as? Int == 4)
+        #expect(done["prompt_eval_count"] as? Int == 6)
+        for key in ["total_duration", "load_duration", "prompt_eval_duration", "eval_duration"] {
+            #expect(done[key] is Int, "\(key)")
+        }
+        #expect((done["message"] as? [String: Any])?["content"] as? String == "")
     }
 
     @Test func nonStreamingIsOneObject() async throws {
-        try await withSimulator { client in
-            let response = try await client.post("/api/chat", ollamaBody(stream: false))
-            #expect(response.status == .ok)
-            #expect(response.headers[.contentType]?.hasPrefix("application/json") == true)
-            let object = try json(response)
-            #expect(object["done"] as? Bool == true)
-            #expect(object["done_reason"] as? String == "stop")
-            #expect(object["eval_count"] as? Int == 16)
-            let content = (object["message"] as? [String: Any])?["content"] as? String
-            #expect(content?.split(separator: " ").count == 16)
+        let client = try SimulatorFixture.current
+        let response = try await client.post("/api/chat", ollamaBody(stream: false))
+        #expect(response.status == .ok)
+        #expect(response.headers[.contentType]?.hasPrefix("application/json") == true)
+        let object = try json(response)
+        #expect(object["done"] as? Bool == true)
+        #expect(object["done_reason"] as? String == "stop")
+        #expect(object["eval_count"] as? Int == 16)
+        let content = (object["message"] as? [String: Any])?["content"] as? String
+        #expect(content?.split(separator: " ").count == 16)
 
-            // The stream carries the same text, token by token.
-            let streamed = try await client.post("/api/chat", ollamaBody())
-            let pieces = try streamed.text.split(separator: "\n").map {
-                (try json($0)["message"] as? [String: Any])?["content"] as? String ?? ""
-            }
-            #expect(pieces.joined() == content)
+        // The stream carries the same text, token by token.
+        let streamed = try await client.post("/api/chat", ollamaBody())
+        let pieces = try streamed.text.split(separator: "\n").map {
+            (try json($0)["message"] as? [String: Any])?["content"] as? String ?? ""
         }
+        #expect(pieces.joined() == content)
     }
 
     @Test func unknownModelIsNotFound() async throws {
-        try await withSimulator { client in
-            let response = try await client.post("/api/chat", ollamaBody(model: "llama3"))
-            #expect(response.status == .notFound)
-            #expect(try json(response)["error"] as? String == #"model "llama3" not found, try pulling it first"#)
-            let tagged = try await client.post("/api/chat", ollamaBody(model: "sim:latest", stream: false))
-            #expect(tagged.status == .ok)
-        }
+        let client = try SimulatorFixture.current
+        let response = try await client.post("/api/chat", ollamaBody(model: "llama3"))
+        #expect(response.status == .notFound)
+        #expect(try json(response)["error"] as? String == #"model "llama3" not found, try pulling it first"#)
+        let tagged = try await client.post("/api/chat", ollamaBody(model: "sim:latest", stream: false))
+        #expect(tagged.status == .ok)
     }
 
     @Test func malformedJSONIsBadRequest() async throws {
-        try await withSimulator { client in
-            let response = try await client.post("/api/chat", "not json")
-            #expect(response.status == .badRequest)
-            #expect(try json(response)["error"] is String)
-        }
+        let client = try SimulatorFixture.current
+        let response = try await client.post("/api/chat", "not json")
+        #expect(response.status == .badRequest)
+        #expect(try json(response)["error"] is String)
     }
 
-    @Test func tagsAndVersion() async throws {
-        try await withSimulator(SimulatorConfiguration(tokenMilliseconds: 0, models: ["sim", "tiny:1b"])) { client in
-            let tags = try json(try await client.get("/api/tags"))
-            let models = try #require(tags["models"] as? [[String: Any]])
-            #expect(models.map { $0["name"] as? String } == ["sim:latest", "tiny:1b"])
-            #expect(models.allSatisfy { ($0["digest"] as? String)?.count == 64 && $0["details"] is [String: Any] })
-            let version = try json(try await client.get("/api/version"))
-            #expect(version["version"] as? String == "0.12.0")
-        }
+    @Test(.withSimulator(.init(tokenMilliseconds: 0, models: ["sim", "tiny:1b"]))) func tagsAndVersion() async throws {
+        let client = try SimulatorFixture.current
+        let tags = try json(try await client.get("/api/tags"))
+        let models = try #require(tags["models"] as? [[String: Any]])
+        #expect(models.map { $0["name"] as? String } == ["sim:latest", "tiny:1b"])
+        #expect(models.allSatisfy { ($0["digest"] as? String)?.count == 64 && $0["details"] is [String: Any] })
+        let version = try json(try await client.get("/api/version"))
+        #expect(version["version"] as? String == "0.12.0")
     }
 }
 
 /// Timing and accounting tests; serialized so they do not compete for the two CPU cores.
 @Suite("Slots, queue and faults", .serialized)
 struct SchedulingTests {
-    @Test func slotsLimitParallelism() async throws {
-        let configuration = SimulatorConfiguration(slots: 2, tokenMilliseconds: 0, promptMilliseconds: 300)
-        try await withSimulator(configuration) { client in
-            let elapsed = try await measure {
-                try await withThrowingTaskGroup(of: Void.self) { group in
-                    for index in 0..<6 {
-                        group.addTask {
-                            let response = try await client.post("/v1/chat/completions", openAIBody("request \(index)", maxTokens: 3))
-                            #expect(response.status == .ok)
-                        }
-                    }
-                    // While the first pair generates: two slots busy, four waiting.
-                    try await Task.sleep(for: .milliseconds(150))
-                    let busy = try await client.stats()
-                    #expect(busy["inFlight"] as? Int == 2)
-                    #expect(busy["queued"] as? Int == 4)
-                    let slots = try await client.get("/slots")
-                    #expect(slots.text.components(separatedBy: #""is_processing":true"#).count - 1 == 2)
-                    try await group.waitForAll()
-                }
-            }
-            #expect(elapsed >= .milliseconds(800), "\(elapsed)")
-            #expect(elapsed < .milliseconds(2000), "\(elapsed)")
-            let stats = try await client.stats()
-            #expect(stats["requests"] as? Int == 6)
-            #expect(stats["completed"] as? Int == 6)
-            #expect(stats["maxInFlight"] as? Int == 2)
-            #expect(stats["inFlight"] as? Int == 0)
-            #expect(stats["queued"] as? Int == 0)
-        }
-    }
-
-    @Test func fullQueueAnswersBusy() async throws {
-        let configuration = SimulatorConfiguration(slots: 1, tokenMilliseconds: 0, promptMilliseconds: 500, maxQueue: 1)
-        try await withSimulator(configuration) { client in
+    @Test(.withSimulator(.init(slots: 2, tokenMilliseconds: 0, promptMilliseconds: 300))) func slotsLimitParallelism() async throws {
+        let client = try SimulatorFixture.current
+        let elapsed = try await measure {
             try await withThrowingTaskGroup(of: Void.self) { group in
-                for _ in 0..<2 {
+                for index in 0..<6 {
                     group.addTask {
-                        let response = try await client.post("/api/chat", ollamaBody(stream: false))
+                        let response = try await client.post("/v1/chat/completions", openAIBody("request \(index)", maxTokens: 3))
                         #expect(response.status == .ok)
                     }
                 }
+                // While the first pair generates: two slots busy, four waiting.
                 try await Task.sleep(for: .milliseconds(150))
-                let rejected = try await client.post("/api/chat", ollamaBody(stream: false))
-                #expect(rejected.status == .serviceUnavailable)
-                #expect((try json(rejected)["error"] as? String)?.hasPrefix("server busy") == true)
-                let openAI = try await client.post("/v1/chat/completions", openAIBody())
-                #expect(openAI.status == .serviceUnavailable)
-                #expect(openAI.text.contains("unavailable_error"))
+                let busy = try await client.stats()
+                #expect(busy["inFlight"] as? Int == 2)
+                #expect(busy["queued"] as? Int == 4)
+                let slots = try await client.get("/slots")
+                #expect(slots.text.components(separatedBy: #""is_processing":true"#).count - 1 == 2)
                 try await group.waitForAll()
             }
-            let stats = try await client.stats()
-            #expect(stats["rejected"] as? Int == 2)
-            #expect(stats["completed"] as? Int == 2)
         }
+        #expect(elapsed >= .milliseconds(800), "\(elapsed)")
+        #expect(elapsed < .milliseconds(2000), "\(elapsed)")
+        let stats = try await client.stats()
+        #expect(stats["requests"] as? Int == 6)
+        #expect(stats["completed"] as? Int == 6)
+        #expect(stats["maxInFlight"] as? Int == 2)
+        #expect(stats["inFlight"] as? Int == 0)
+        #expect(stats["queued"] as? Int == 0)
     }
 
-    @Test func streamedTokensArriveAtTheirPace() async throws {
-        let configuration = SimulatorConfiguration(tokenMilliseconds: 20, promptMilliseconds: 50)
-        try await withSimulator(configuration) { client in
-            let elapsed = try await measure {
-                let response = try await client.post("/api/chat", ollamaBody(numPredict: 10))
-                #expect(response.text.split(separator: "\n").count == 11)
+    @Test(.withSimulator(.init(slots: 1, tokenMilliseconds: 0, promptMilliseconds: 500, maxQueue: 1))) func fullQueueAnswersBusy() async throws {
+        let client = try SimulatorFixture.current
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<2 {
+                group.addTask {
+                    let response = try await client.post("/api/chat", ollamaBody(stream: false))
+                    #expect(response.status == .ok)
+                }
             }
-            #expect(elapsed >= .milliseconds(250), "\(elapsed)")
-            #expect(elapsed < .milliseconds(1000), "\(elapsed)")
+            try await Task.sleep(for: .milliseconds(150))
+            let rejected = try await client.post("/api/chat", ollamaBody(stream: false))
+            #expect(rejected.status == .serviceUnavailable)
+            #expect((try json(rejected)["error"] as? String)?.hasPrefix("server busy") == true)
+            let openAI = try await client.post("/v1/chat/completions", openAIBody())
+            #expect(openAI.status == .serviceUnavailable)
+            #expect(openAI.text.contains("unavailable_error"))
+            try await group.waitForAll()
         }
+        let stats = try await client.stats()
+        #expect(stats["rejected"] as? Int == 2)
+        #expect(stats["completed"] as? Int == 2)
     }
 
-    @Test func slowFactorStretchesGeneration() async throws {
-        let configuration = SimulatorConfiguration(
-            tokenMilliseconds: 10,
-            faults: SimulatorFaults(slowFactor: 3)
-        )
-        try await withSimulator(configuration) { client in
-            let elapsed = try await measure {
-                let response = try await client.post("/v1/chat/completions", openAIBody(maxTokens: 10))
-                #expect(response.status == .ok)
-                let timings = try json(response)["timings"] as? [String: Any]
-                #expect(timings?["predicted_ms"] as? Double == 300)
-            }
-            #expect(elapsed >= .milliseconds(280), "\(elapsed)")
+    @Test(.withSimulator(.init(tokenMilliseconds: 20, promptMilliseconds: 50))) func streamedTokensArriveAtTheirPace() async throws {
+        let client = try SimulatorFixture.current
+        let elapsed = try await measure {
+            let response = try await client.post("/api/chat", ollamaBody(numPredict: 10))
+            #expect(response.text.split(separator: "\n").count == 11)
         }
+        #expect(elapsed >= .milliseconds(250), "\(elapsed)")
+        #expect(elapsed < .milliseconds(1000), "\(elapsed)")
     }
 
-    @Test func disconnectFreesSlotAndQueuePlace() async throws {
-        let configuration = SimulatorConfiguration(slots: 1, tokenMilliseconds: 0, promptMilliseconds: 10_000)
-        try await withSimulator(configuration) { client in
-            let holder = TestClient(host: "127.0.0.1", port: client.port)
-            let waiter = TestClient(host: "127.0.0.1", port: client.port)
-            holder.connect()
-            waiter.connect()
-            let body = ByteBuffer(string: openAIBody())
-            try await holder.executeAndDontWaitForResponse(.init("/v1/chat/completions", method: .post, body: body))
-            #expect(try await eventually { try await client.stats()["inFlight"] as? Int == 1 })
-            try await waiter.executeAndDontWaitForResponse(.init("/v1/chat/completions", method: .post, body: body))
-            #expect(try await eventually { try await client.stats()["queued"] as? Int == 1 })
-
-            try await waiter.shutdown()
-            #expect(try await eventually { try await client.stats()["queued"] as? Int == 0 })
-            try await holder.shutdown()
-            #expect(try await eventually { try await client.stats()["inFlight"] as? Int == 0 })
-            let stats = try await client.stats()
-            #expect(stats["cancelled"] as? Int == 2)
-            #expect(stats["completed"] as? Int == 0)
-            let slots = try await client.get("/slots")
-            #expect(!slots.text.contains(#""is_processing":true"#))
+    @Test(.withSimulator(.init(tokenMilliseconds: 10, faults: SimulatorFaults(slowFactor: 3)))) func slowFactorStretchesGeneration() async throws {
+        let client = try SimulatorFixture.current
+        let elapsed = try await measure {
+            let response = try await client.post("/v1/chat/completions", openAIBody(maxTokens: 10))
+            #expect(response.status == .ok)
+            let timings = try json(response)["timings"] as? [String: Any]
+            #expect(timings?["predicted_ms"] as? Double == 300)
         }
+        #expect(elapsed >= .milliseconds(280), "\(elapsed)")
     }
 
-    @Test func disconnectMidStreamFreesSlot() async throws {
-        let configuration = SimulatorConfiguration(slots: 1, tokenMilliseconds: 100)
-        try await withSimulator(configuration) { client in
-            let reader = TestClient(host: "127.0.0.1", port: client.port)
-            reader.connect()
-            let body = ByteBuffer(string: ollamaBody(numPredict: 100))
-            try await reader.executeAndDontWaitForResponse(.init("/api/chat", method: .post, body: body))
-            #expect(try await eventually { try await client.stats()["inFlight"] as? Int == 1 })
-            try await Task.sleep(for: .milliseconds(250))
-            try await reader.shutdown()
-            // Noticed at the next token write or the one after.
-            #expect(try await eventually { try await client.stats()["inFlight"] as? Int == 0 })
-            let stats = try await client.stats()
-            #expect(stats["cancelled"] as? Int == 1)
-            #expect(stats["completed"] as? Int == 0)
-            let next = try await client.post("/api/chat", ollamaBody(numPredict: 1))
-            #expect(next.status == .ok)
-        }
+    @Test(.withSimulator(.init(slots: 1, tokenMilliseconds: 0, promptMilliseconds: 10_000))) func disconnectFreesSlotAndQueuePlace() async throws {
+        let client = try SimulatorFixture.current
+        let holder = TestClient(host: "127.0.0.1", port: client.port)
+        let waiter = TestClient(host: "127.0.0.1", port: client.port)
+        holder.connect()
+        waiter.connect()
+        let body = ByteBuffer(string: openAIBody())
+        try await holder.executeAndDontWaitForResponse(.init("/v1/chat/completions", method: .post, body: body))
+        #expect(try await eventually { try await client.stats()["inFlight"] as? Int == 1 })
+        try await waiter.executeAndDontWaitForResponse(.init("/v1/chat/completions", method: .post, body: body))
+        #expect(try await eventually { try await client.stats()["queued"] as? Int == 1 })
+
+        try await waiter.shutdown()
+        #expect(try await eventually { try await client.stats()["queued"] as? Int == 0 })
+        try await holder.shutdown()
+        #expect(try await eventually { try await client.stats()["inFlight"] as? Int == 0 })
+        let stats = try await client.stats()
+        #expect(stats["cancelled"] as? Int == 2)
+        #expect(stats["completed"] as? Int == 0)
+        let slots = try await client.get("/slots")
+        #expect(!slots.text.contains(#""is_processing":true"#))
     }
 
-    @Test func failFirstAndFaultsEndpointRoundTrip() async throws {
-        try await withSimulator { client in
-            let set = try await client.post("/sim/faults", #"{"failFirst":2,"seed":9}"#)
-            #expect(set.status == .ok)
-            let faults = try JSONDecoder().decode(SimulatorFaults.self, from: Data(set.text.utf8))
-            #expect(faults == SimulatorFaults(failFirst: 2, seed: 9))
-
-            let first = try await client.post("/v1/chat/completions", openAIBody())
-            #expect(first.status == .internalServerError)
-            #expect((try json(first)["error"] as? [String: Any])?["type"] as? String == "server_error")
-            let second = try await client.post("/api/chat", ollamaBody(stream: false))
-            #expect(second.status == .internalServerError)
-            #expect(try json(second)["error"] is String)
-            let third = try await client.post("/v1/chat/completions", openAIBody())
-            #expect(third.status == .ok)
-
-            let stats = try await client.stats()
-            #expect(stats["requests"] as? Int == 3)
-            #expect(stats["faults"] as? Int == 2)
-            #expect(stats["completed"] as? Int == 1)
-            #expect(stats["maxInFlight"] as? Int == 1)
-
-            let reset = try await client.post("/sim/reset", "")
-            #expect(reset.status == .ok)
-            let zeroed = try await client.stats()
-            for key in ["requests", "completed", "inFlight", "maxInFlight", "queued", "rejected", "faults"] {
-                #expect(zeroed[key] as? Int == 0, "\(key)")
-            }
-
-            let invalid = try await client.post("/sim/faults", #"{"failureRate":2}"#)
-            #expect(invalid.status == .badRequest)
-            #expect(invalid.text.contains("faults.failureRate"))
-        }
+    @Test(.withSimulator(.init(slots: 1, tokenMilliseconds: 100))) func disconnectMidStreamFreesSlot() async throws {
+        let client = try SimulatorFixture.current
+        let reader = TestClient(host: "127.0.0.1", port: client.port)
+        reader.connect()
+        let body = ByteBuffer(string: ollamaBody(numPredict: 100))
+        try await reader.executeAndDontWaitForResponse(.init("/api/chat", method: .post, body: body))
+        #expect(try await eventually { try await client.stats()["inFlight"] as? Int == 1 })
+        try await Task.sleep(for: .milliseconds(250))
+        try await reader.shutdown()
+        // Noticed at the next token write or the one after.
+        #expect(try await eventually { try await client.stats()["inFlight"] as? Int == 0 })
+        let stats = try await client.stats()
+        #expect(stats["cancelled"] as? Int == 1)
+        #expect(stats["completed"] as? Int == 0)
+        let next = try await client.post("/api/chat", ollamaBody(numPredict: 1))
+        #expect(next.status == .ok)
     }
 
-    @Test func randomFaultsFollowTheirRates() async throws {
-        try await withSimulator { client in
-            _ = try await client.post("/sim/faults", #"{"rateLimitRate":1}"#)
-            let limited = try await client.post("/v1/chat/completions", openAIBody())
-            #expect(limited.status == .tooManyRequests)
-            #expect(limited.text.contains("rate_limit_error"))
+    @Test(.withSimulator) func failFirstAndFaultsEndpointRoundTrip() async throws {
+        let client = try SimulatorFixture.current
+        let set = try await client.post("/sim/faults", #"{"failFirst":2,"seed":9}"#)
+        #expect(set.status == .ok)
+        let faults = try JSONDecoder().decode(SimulatorFaults.self, from: Data(set.text.utf8))
+        #expect(faults == SimulatorFaults(failFirst: 2, seed: 9))
 
-            _ = try await client.post("/sim/faults", #"{"busyRate":1}"#)
-            let busy = try await client.post("/api/chat", ollamaBody())
-            #expect(busy.status == .serviceUnavailable)
+        let first = try await client.post("/v1/chat/completions", openAIBody())
+        #expect(first.status == .internalServerError)
+        #expect((try json(first)["error"] as? [String: Any])?["type"] as? String == "server_error")
+        let second = try await client.post("/api/chat", ollamaBody(stream: false))
+        #expect(second.status == .internalServerError)
+        #expect(try json(second)["error"] is String)
+        let third = try await client.post("/v1/chat/completions", openAIBody())
+        #expect(third.status == .ok)
 
-            _ = try await client.post("/sim/faults", #"{"failureRate":0.5,"seed":42}"#)
-            var failures = 0
-            for _ in 0..<40 where try await client.post("/v1/chat/completions", openAIBody()).status == .internalServerError {
-                failures += 1
-            }
-            #expect((8...32).contains(failures), "\(failures) of 40")
-            let stats = try await client.stats()
-            #expect(stats["faults"] as? Int == 2 + failures)
+        let stats = try await client.stats()
+        #expect(stats["requests"] as? Int == 3)
+        #expect(stats["faults"] as? Int == 2)
+        #expect(stats["completed"] as? Int == 1)
+        #expect(stats["maxInFlight"] as? Int == 1)
+
+        let reset = try await client.post("/sim/reset", "")
+        #expect(reset.status == .ok)
+        let zeroed = try await client.stats()
+        for key in ["requests", "completed", "inFlight", "maxInFlight", "queued", "rejected", "faults"] {
+            #expect(zeroed[key] as? Int == 0, "\(key)")
         }
+
+        let invalid = try await client.post("/sim/faults", #"{"failureRate":2}"#)
+        #expect(invalid.status == .badRequest)
+        #expect(invalid.text.contains("faults.failureRate"))
     }
 
-    @Test func midStreamErrorEndsTheStream() async throws {
-        let configuration = SimulatorConfiguration(tokenMilliseconds: 0, faults: SimulatorFaults(midStreamErrorRate: 1))
-        try await withSimulator(configuration) { client in
-            let ollama = try await client.post("/api/chat", ollamaBody(numPredict: 10))
-            #expect(ollama.status == .ok)
-            let lines = try ollama.text.split(separator: "\n").map { try json($0) }
-            #expect(lines.count == 4)
-            #expect(lines.last?["error"] is String)
-            #expect(!lines.contains { $0["done"] as? Bool == true })
+    @Test(.withSimulator) func randomFaultsFollowTheirRates() async throws {
+        let client = try SimulatorFixture.current
+        _ = try await client.post("/sim/faults", #"{"rateLimitRate":1}"#)
+        let limited = try await client.post("/v1/chat/completions", openAIBody())
+        #expect(limited.status == .tooManyRequests)
+        #expect(limited.text.contains("rate_limit_error"))
 
-            let openAI = try await client.post("/v1/chat/completions", openAIBody(maxTokens: 10, stream: true))
-            #expect(!openAI.text.contains("[DONE]"))
-            #expect(openAI.text.contains(#""error""#))
+        _ = try await client.post("/sim/faults", #"{"busyRate":1}"#)
+        let busy = try await client.post("/api/chat", ollamaBody())
+        #expect(busy.status == .serviceUnavailable)
 
-            // Non-streaming answers are not affected.
-            let plain = try await client.post("/api/chat", ollamaBody(stream: false))
-            #expect(plain.status == .ok)
-            let stats = try await client.stats()
-            #expect(stats["faults"] as? Int == 2)
-            #expect(stats["completed"] as? Int == 1)
+        _ = try await client.post("/sim/faults", #"{"failureRate":0.5,"seed":42}"#)
+        var failures = 0
+        for _ in 0..<40 where try await client.post("/v1/chat/completions", openAIBody()).status == .internalServerError {
+            failures += 1
         }
+        #expect((8...32).contains(failures), "\(failures) of 40")
+        let stats = try await client.stats()
+        #expect(stats["faults"] as? Int == 2 + failures)
     }
 
-    @Test func hangHoldsThenFails() async throws {
-        let configuration = SimulatorConfiguration(
-            tokenMilliseconds: 0,
-            faults: SimulatorFaults(hangRate: 1, hangMilliseconds: 300)
-        )
-        try await withSimulator(configuration) { client in
-            let elapsed = try await measure {
-                let response = try await client.post("/v1/chat/completions", openAIBody())
-                #expect(response.status == .internalServerError)
-            }
-            #expect(elapsed >= .milliseconds(280), "\(elapsed)")
-            #expect(try await client.stats()["inFlight"] as? Int == 0)
+    @Test(.withSimulator(.init(tokenMilliseconds: 0, faults: SimulatorFaults(midStreamErrorRate: 1))))
+    func midStreamErrorEndsTheStream() async throws {
+        let client = try SimulatorFixture.current
+        let ollama = try await client.post("/api/chat", ollamaBody(numPredict: 10))
+        #expect(ollama.status == .ok)
+        let lines = try ollama.text.split(separator: "\n").map { try json($0) }
+        #expect(lines.count == 4)
+        #expect(lines.last?["error"] is String)
+        #expect(!lines.contains { $0["done"] as? Bool == true })
+
+        let openAI = try await client.post("/v1/chat/completions", openAIBody(maxTokens: 10, stream: true))
+        #expect(!openAI.text.contains("[DONE]"))
+        #expect(openAI.text.contains(#""error""#))
+
+        // Non-streaming answers are not affected.
+        let plain = try await client.post("/api/chat", ollamaBody(stream: false))
+        #expect(plain.status == .ok)
+        let stats = try await client.stats()
+        #expect(stats["faults"] as? Int == 2)
+        #expect(stats["completed"] as? Int == 1)
+    }
+
+    @Test(.withSimulator(.init(tokenMilliseconds: 0, faults: SimulatorFaults(hangRate: 1, hangMilliseconds: 300))))
+    func hangHoldsThenFails() async throws {
+        let client = try SimulatorFixture.current
+        let elapsed = try await measure {
+            let response = try await client.post("/v1/chat/completions", openAIBody())
+            #expect(response.status == .internalServerError)
         }
+        #expect(elapsed >= .milliseconds(280), "\(elapsed)")
+        #expect(try await client.stats()["inFlight"] as? Int == 0)
     }
 
     @Test func gracefulShutdownEndsAHang() async throws {
@@ -499,14 +465,13 @@ struct SchedulingTests {
         #expect(elapsed < .seconds(10), "\(elapsed)")
     }
 
-    @Test func zeroLatencyKeepsConnectionsAlive() async throws {
-        try await withSimulator { client in
-            try await TestClient.withClient(host: "127.0.0.1", port: client.port) { connection in
-                for _ in 0..<20 {
-                    let response = try await connection.post("/v1/chat/completions", body: ByteBuffer(string: openAIBody()))
-                    #expect(response.status == .ok)
-                    #expect(response.headers[.connection] != "close")
-                }
+    @Test(.withSimulator) func zeroLatencyKeepsConnectionsAlive() async throws {
+        let client = try SimulatorFixture.current
+        try await TestClient.withClient(host: "127.0.0.1", port: client.port) { connection in
+            for _ in 0..<20 {
+                let response = try await connection.post("/v1/chat/completions", body: ByteBuffer(string: openAIBody()))
+                #expect(response.status == .ok)
+                #expect(response.headers[.connection] != "close")
             }
         }
     }

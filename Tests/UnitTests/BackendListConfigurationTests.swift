@@ -3,6 +3,7 @@ import LLMQBackends
 import LLMQClient
 import LLMQConfiguration
 import LLMQContract
+import LLMQTestSupport
 import LLMQWorker
 import Testing
 
@@ -10,26 +11,7 @@ import Testing
 /// models, in the file or as `LLMQ_BACKENDS` JSON, and how `--print-config` shows them.
 @Suite("Configuration: lists of backends")
 struct BackendListConfigurationTests {
-    private static let example = """
-        {"backends": [
-           {"name": "gpu-a", "type": "llama-cpp", "endpoint": "http://10.0.0.1:8080", "slots": 8, "weight": 2},
-           {"name": "gpu-b", "type": "llama-cpp", "endpoint": "http://10.0.0.2:8080", "slots": 4},
-           {"name": "new-model", "type": "ollama", "endpoint": "http://10.0.0.3:11434", "models": ["qwen2.5:7b-instruct-q4_K_M"], "weight": 0.1}
-         ],
-         "fallbacks": [ {"name": "cloud", "type": "openai", "endpoint": "https://api.example.com", "model": "gpt-4o-mini", "apiKeyFile": "KEYFILE"} ]}
-        """
-
-    private func writeFile(_ text: String, suffix: String = "json") throws -> String {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("llmq-backends-\(UUID().uuidString).\(suffix)").path
-        try text.write(toFile: path, atomically: true, encoding: .utf8)
-        return path
-    }
-
-    /// The example file, its fallback's key in a file of its own.
-    private func exampleFile(key: String = "sk-from-file") throws -> String {
-        let keyFile = try writeFile(key + "\n", suffix: "key")
-        return try writeFile(Self.example.replacingOccurrences(of: "KEYFILE", with: keyFile))
-    }
+    private func writeFile(_ text: String) throws -> String { try temporaryFile(text, prefix: "llmq-backends") }
 
     private func load(_ file: String?, _ environment: [String: String] = [:]) throws -> WorkerConfiguration {
         try ConfigurationLoader.load(file: file, environment: environment, defaultConsumer: "host-1")
@@ -47,7 +29,7 @@ struct BackendListConfigurationTests {
 
     @Test("the example loads: names, weights, slots, models; backend is the first, fallback the first fallback")
     func example() throws {
-        let configuration = try load(try exampleFile())
+        let configuration = try load(try BackendListExample.file())
         let backends = configuration.backends
         #expect(backends.map(\.name) == ["gpu-a", "gpu-b", "new-model"])
         #expect(backends.map(\.kind) == [.llamaCpp, .llamaCpp, .ollama])
@@ -134,7 +116,7 @@ struct BackendListConfigurationTests {
     @Test("LLMQ_BACKENDS is a JSON array of the same items, and replaces the file's list")
     func environment() throws {
         let json = #"[{"name": "env-a", "type": "ollama", "endpoint": "http://e:11434", "weight": 3, "slots": 2}, {"type": "ollama"}]"#
-        let configuration = try load(try exampleFile(), ["LLMQ_BACKENDS": json])
+        let configuration = try load(try BackendListExample.file(), ["LLMQ_BACKENDS": json])
         #expect(configuration.backends.map(\.name) == ["env-a", "ollama"])
         #expect(configuration.backends[0].weight == 3)
         #expect(configuration.backends[0].slots == 2)
@@ -157,7 +139,7 @@ struct BackendListConfigurationTests {
 
     @Test("LLMQ_FALLBACKS=[] takes the file's fallbacks away")
     func noFallbacks() throws {
-        let configuration = try load(try exampleFile(), ["LLMQ_FALLBACKS": "[]"])
+        let configuration = try load(try BackendListExample.file(), ["LLMQ_FALLBACKS": "[]"])
         #expect(configuration.fallbacks.isEmpty)
         #expect(configuration.fallback == nil)
     }

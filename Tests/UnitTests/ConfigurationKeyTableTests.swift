@@ -1,5 +1,6 @@
 import Foundation
 import LLMQConfiguration
+import LLMQTestSupport
 import Testing
 
 @Suite("Configuration keys: one registry, the README's table")

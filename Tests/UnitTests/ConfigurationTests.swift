@@ -3,16 +3,13 @@ import LLMQBackends
 import LLMQClient
 import LLMQConfiguration
 import LLMQContract
+import LLMQTestSupport
 import LLMQWorker
 import Testing
 
 @Suite("Configuration: file, environment, flags")
 struct ConfigurationTests {
-    private func writeConfig(_ json: String) throws -> String {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("llmq-config-\(UUID().uuidString).json").path
-        try json.write(toFile: path, atomically: true, encoding: .utf8)
-        return path
-    }
+    private func writeConfig(_ json: String) throws -> String { try temporaryFile(json, prefix: "llmq-config") }
 
     @Test("flags override the environment, which overrides the file")
     func precedence() throws {
@@ -139,13 +136,11 @@ struct ConfigurationTests {
 
     @Test("the example configs in config/ load as given")
     func exampleConfigs() throws {
-        let directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent().appendingPathComponent("config")
-        let files = try FileManager.default.contentsOfDirectory(atPath: directory.path).filter { $0.hasSuffix(".json") }
+        let files = try FileManager.default.contentsOfDirectory(atPath: configDirectory.path).filter { $0.hasSuffix(".json") }
         #expect(files.count >= 2)
         for file in files {
             let configuration = try ConfigurationLoader.load(
-                file: directory.appendingPathComponent(file).path, environment: [:], defaultConsumer: "c")
+                file: configDirectory.appendingPathComponent(file).path, environment: [:], defaultConsumer: "c")
             #expect(throws: Never.self) { try configuration.backend.resolvedEndpoint() }
         }
     }

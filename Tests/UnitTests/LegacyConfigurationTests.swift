@@ -3,6 +3,7 @@ import LLMQBackends
 import LLMQClient
 import LLMQConfiguration
 import LLMQContract
+import LLMQTestSupport
 import LLMQWorker
 import Testing
 
@@ -10,14 +11,7 @@ import Testing
 /// `queues` section, and `llmq worker --print-config`.
 @Suite("Configuration: legacy keys and queues")
 struct LegacyConfigurationTests {
-    private static let configDirectory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent().appendingPathComponent("config")
-
-    private func writeConfig(_ json: String) throws -> String {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("llmq-config-\(UUID().uuidString).json").path
-        try json.write(toFile: path, atomically: true, encoding: .utf8)
-        return path
-    }
+    private func writeConfig(_ json: String) throws -> String { try temporaryFile(json, prefix: "llmq-config") }
 
     private func load(_ file: String?, _ environment: [String: String] = [:], flags: [ConfigurationLoader.Flag] = []) throws -> WorkerConfiguration {
         try ConfigurationLoader.load(file: file, environment: environment, flags: flags, defaultConsumer: "host-1")
@@ -41,7 +35,7 @@ struct LegacyConfigurationTests {
             ("legacy-worker-ollama-1.json", "worker-ollama-1", .ollama, "http://127.0.0.1:11434/v1/chat/completions", "Ollama fallback/testing"),
         ])
     func legacyWorkerFiles(file: String, consumer: String, kind: BackendConfiguration.Kind, endpoint: String, description: String?) throws {
-        let configuration = try load(Self.configDirectory.appendingPathComponent(file).path)
+        let configuration = try load(configDirectory.appendingPathComponent(file).path)
         #expect(configuration.consumer == consumer)
         #expect(configuration.backend.kind == kind)
         #expect(configuration.backend.endpoint == endpoint)
@@ -54,7 +48,7 @@ struct LegacyConfigurationTests {
 
     @Test("backend.modelLoaded is the model name; with no polling the default queue is served")
     func modelLoaded() throws {
-        let configuration = try load(Self.configDirectory.appendingPathComponent("legacy-model-loaded.json").path)
+        let configuration = try load(configDirectory.appendingPathComponent("legacy-model-loaded.json").path)
         #expect(configuration.consumer == "host-1")
         #expect(configuration.backend.kind == .llamaCpp)
         #expect(configuration.backend.endpoint == "http://127.0.0.1:8080/v1/chat/completions")

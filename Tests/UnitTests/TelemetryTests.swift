@@ -4,6 +4,7 @@ import LLMQBackends
 @testable import LLMQConfiguration
 @testable import LLMQContract
 import LLMQTelemetry
+import LLMQTestSupport
 @testable import LLMQWorker
 import Logging
 import Synchronization

@@ -1,10 +1,7 @@
 import Foundation
 import Glibc
 import LLMQRedis
-
-/// The package's root folder, where Package.swift and docker-compose.yml are.
-let packageRoot = URL(fileURLWithPath: #filePath)  // Tests/LLMQTests/Support/Compose.swift
-    .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+import LLMQTestSupport
 
 /// docker-compose.yml as `docker-compose config` resolves it: variables substituted from the
 /// file's defaults and the `.env` file next to it, as `docker compose up` would start it.

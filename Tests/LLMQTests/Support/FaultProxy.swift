@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import LLMQTestSupport
 import Synchronization
 
 /// A fault-injecting proxy in front of a redis-server on loopback, in the manner of Toxiproxy
@@ -17,10 +18,10 @@ import Synchronization
 /// here: one stuck `recv` there would stall every test).
 ///
 /// ```swift
-/// let proxy = try FaultProxy.start(upstreamPort: redis.port)
-/// defer { proxy.stop() }
+/// // @Test("...", .withRedis, .withFaultProxy)
+/// let proxy = try FaultProxyFixture.current
 /// let lostAck = proxy.add(.init("lose the 2nd XACK's reply", matching: .command("XACK"), nth: 2, action: .dropAfter))
-/// configuration.redis = RedisConfiguration(host: "127.0.0.1", port: proxy.port)
+/// configuration.redis = proxy.configuration
 /// // ... run a worker ...
 /// #expect(proxy.fired(lostAck) == 1)
 /// ```

@@ -5,6 +5,7 @@ import LLMQSimulator
 import LLMQClient
 import LLMQConfiguration
 import LLMQContract
+import LLMQTestSupport
 import LLMQWorker
 import Logging
 import Synchronization
@@ -30,7 +31,9 @@ final class RunningSimulator: Sendable {
         let task = Task { try await simulator.run() }
         var iterator = ports.makeAsyncIterator()
         guard let port = await iterator.next() else { throw TestFailure("simulator did not start") }
-        return RunningSimulator(port: port, task: task)
+        let running = RunningSimulator(port: port, task: task)
+        FixtureScope.atEnd { await running.stop() }
+        return running
     }
 
     var url: String { "http://127.0.0.1:\(port)" }
@@ -72,30 +75,79 @@ enum LLMQHTTPClientForTests {
     static let shared = HTTPClient()
 }
 
-/// A worker running in this process.
+/// A worker running in this process. Started inside a fixture's scope, it is stopped (gracefully)
+/// at the test's end unless the test stopped it.
 final class RunningWorker: Sendable {
     let worker: Worker
     private let task: Task<Void, any Error>
+    private let stopped = Mutex(false)
 
-    init(_ configuration: WorkerConfiguration) throws {
+    /// Starts a worker; inside a fixture's scope the scope keeps it until the test ends.
+    @discardableResult
+    static func start(_ configuration: WorkerConfiguration) throws -> RunningWorker {
+        try RunningWorker(configuration)
+    }
+
+    private init(_ configuration: WorkerConfiguration) throws {
         var logger = Logger(label: "test.worker")
         logger.logLevel = .warning
         worker = try Worker(configuration: configuration, logger: logger)
         let worker = self.worker
         task = Task { try await worker.run() }
+        FixtureScope.atEnd { [self] in
+            if !stopped.withLock({ $0 }) { await stop() }
+        }
     }
 
     /// Graceful stop: stop reading, finish what is in flight.
     func stop() async {
+        stopped.withLock { $0 = true }
         worker.stop()
         _ = await task.result
     }
 
     /// Hard stop: cancel everything in flight.
     func cancel() async {
+        stopped.withLock { $0 = true }
         task.cancel()
         _ = await task.result
     }
+}
+
+extension BackendConfiguration {
+    /// A llama-server backend of a pool (`backends`), by name.
+    static func named(_ name: String, _ url: String, weight: Double? = nil, slots: Int? = nil, models: [String]? = nil) -> BackendConfiguration {
+        var backend = BackendConfiguration(kind: .llamaCpp, endpoint: url)
+        backend.name = name
+        backend.weight = weight
+        backend.slots = slots
+        backend.models = models
+        return backend
+    }
+}
+
+extension WorkerConfiguration {
+    /// Takes over entries idle on other consumers for `minIdle`, looking for them every `interval`.
+    mutating func claimIdle(after minIdle: Duration, every interval: Duration) {
+        recovery.claimMinIdle = minIdle
+        recovery.claimInterval = interval
+    }
+}
+
+/// A worker's configuration for the test's Redis and `simulator` (a llama-server), quick to read,
+/// retry and stop.
+func workerConfiguration(
+    redis: RedisServer, simulator: RunningSimulator, consumer: String = "test-\(UUID().uuidString.prefix(6))", concurrency: Int = 4
+) -> WorkerConfiguration {
+    workerConfiguration(redis: redis, backend: BackendConfiguration(kind: .llamaCpp, endpoint: simulator.url), consumer: consumer, concurrency: concurrency)
+}
+
+/// A worker's configuration for the test's Redis and a pool of `backends` (`backends`, which
+/// takes the place of `backend`).
+func workerConfiguration(redis: RedisServer, pool backends: [BackendConfiguration], concurrency: Int = 4) -> WorkerConfiguration {
+    var configuration = workerConfiguration(redis: redis, backend: BackendConfiguration(kind: .llamaCpp, endpoint: backends[0].endpoint), concurrency: concurrency)
+    configuration.backends = backends
+    return configuration
 }
 
 func workerConfiguration(
@@ -146,6 +198,25 @@ func publish(_ client: RedisClient, _ fields: [(String, String)], stream: String
         command.append(value)
     }
     return try await client.send(command).string ?? ""
+}
+
+/// Publishes `count` requests, the prompt of each `prompt` followed by its number ("job 0",
+/// "job 1", ...), then `max_tokens` and `fields` when given, and with `ids` the id `<ids><number>`;
+/// returns their entry IDs.
+@discardableResult
+func publish(
+    _ client: RedisClient, count: Int, prompt: String, maxTokens: Int? = nil, _ fields: [(String, String)] = [], ids: String? = nil,
+    stream: String = "llmq:requests"
+) async throws -> [String] {
+    var entries: [String] = []
+    for index in 0..<count {
+        var request = [("prompt", prompt + String(index))]
+        if let maxTokens { request.append(("max_tokens", String(maxTokens))) }
+        request += fields
+        if let ids { request.append(("id", ids + String(index))) }
+        entries.append(try await publish(client, request, stream: stream))
+    }
+    return entries
 }
 
 /// Hands the next `count` new entries of the request stream to a consumer named "ghost" that

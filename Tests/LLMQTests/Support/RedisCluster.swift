@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 @testable import LLMQRedis
+import LLMQTestSupport
 
 /// A real Redis Cluster on loopback: six redis-servers (three masters, three replicas) on free
 /// ports, each in a temporary directory of its own, created with
@@ -45,20 +46,6 @@ final class RedisCluster: @unchecked Sendable {
                 await cluster.stop()
                 if attempt >= 3 { throw error }
             }
-        }
-    }
-
-    /// Starts a cluster, runs `body` with it, and stops every node whatever happens: a test
-    /// process may end before a deferred task or a deinit would run.
-    static func with<T>(nodeTimeout: Int = 2000, _ body: (RedisCluster) async throws -> T) async throws -> T {
-        let cluster = try await start(nodeTimeout: nodeTimeout)
-        do {
-            let result = try await body(cluster)
-            await cluster.stop()
-            return result
-        } catch {
-            await cluster.stop()
-            throw error
         }
     }
 

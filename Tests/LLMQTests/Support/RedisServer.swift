@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import LLMQRedis
+import LLMQTestSupport
 
 /// A real redis-server on a free loopback port, in a temporary directory of its own.
 ///
@@ -160,11 +161,6 @@ final class OutputCollector: @unchecked Sendable {
 
     var output: String { lock.lock(); defer { lock.unlock() }; return String(decoding: out, as: UTF8.self) }
     var error: String { lock.lock(); defer { lock.unlock() }; return String(decoding: err, as: UTF8.self) }
-}
-
-struct TestFailure: Error, CustomStringConvertible {
-    var description: String
-    init(_ description: String) { self.description = description }
 }
 
 /// Finds a program on PATH.

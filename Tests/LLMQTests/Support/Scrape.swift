@@ -1,5 +1,6 @@
 import Foundation
 import LLMQHTTP
+import LLMQTestSupport
 
 /// One sample of a Prometheus text exposition: `name{labels} value`.
 struct MetricSample: Equatable {

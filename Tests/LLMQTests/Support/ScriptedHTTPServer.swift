@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import LLMQTestSupport
 import Synchronization
 
 /// An HTTP server on a free loopback port that answers each request with whatever bytes a

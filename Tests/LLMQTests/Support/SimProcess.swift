@@ -1,8 +1,10 @@
 import Foundation
 import Glibc
 import LLMQSimulator
+import LLMQTestSupport
 
-/// An `llmq sim` process on a free port.
+/// An `llmq sim` process on a free port. Started inside a fixture's scope, it is killed at the
+/// test's end.
 final class SimProcess: @unchecked Sendable {
     // @unchecked: set once in init.
     let port: Int
@@ -16,6 +18,7 @@ final class SimProcess: @unchecked Sendable {
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()
+        FixtureScope.atEnd { [self] in kill() }
         _ = try await waitForHTTP("http://127.0.0.1:\(port)/health", status: 200)
     }
 

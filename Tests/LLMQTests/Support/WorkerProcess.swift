@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import LLMQTestSupport
 
 /// The `llmq` executable: `LLMQ_BIN` when set (the release binary, for `make soak`), else the
 /// one SwiftPM built next to this test bundle.
@@ -21,7 +22,8 @@ func llmqExecutable() throws -> URL {
 }
 
 /// An `llmq worker` process, configured by environment as operators do, that a test can
-/// SIGKILL or SIGTERM.
+/// SIGKILL or SIGTERM. Started inside a fixture's scope, it is killed at the test's end if it
+/// still runs.
 final class WorkerProcess: @unchecked Sendable {
     // @unchecked: `process` is only replaced by `start()`, called from one task.
     let name: String
@@ -33,18 +35,29 @@ final class WorkerProcess: @unchecked Sendable {
     /// Arguments after `llmq`; nil means `worker --consumer NAME`.
     let arguments: [String]?
 
-    init(name: String, environment: [String: String], arguments: [String]? = nil) throws {
+    /// Starts `llmq` with `environment` over this process's (without its `LLMQ_*` variables).
+    @discardableResult
+    static func start(name: String, environment: [String: String], arguments: [String]? = nil) throws -> WorkerProcess {
+        try WorkerProcess(name: name, environment: environment, arguments: arguments)
+    }
+
+    private init(name: String, environment: [String: String], arguments: [String]? = nil) throws {
         self.name = name
         self.environment = environment
         self.arguments = arguments
         self.logPath = FileManager.default.temporaryDirectory.appendingPathComponent("llmq-\(name)-\(UUID().uuidString.prefix(6)).log").path
         try start()
+        FixtureScope.atEnd { [self] in
+            signal(SIGKILL)
+            _ = await waitForExit(timeout: .seconds(5))
+        }
     }
 
     deinit {
         if let process, process.isRunning { Glibc.kill(process.processIdentifier, SIGKILL) }
     }
 
+    /// Starts (again, after a kill) the process.
     func start() throws {
         let process = Process()
         process.executableURL = try llmqExecutable()
@@ -85,6 +98,20 @@ final class WorkerProcess: @unchecked Sendable {
         (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
     }
 }
+
+/// The environment of an `llmq worker` process serving `redis` from the llama-server (or
+/// simulator) at `endpoint`, as operators configure one, with `settings` over it (later ones win).
+func workerEnvironment(redis: RedisServer, endpoint: String, _ settings: [String: String]...) -> [String: String] {
+    var environment = [
+        "LLMQ_REDIS_URL": redis.url, "LLMQ_BACKEND_TYPE": "llama-cpp", "LLMQ_BACKEND_ENDPOINT": endpoint, "LLMQ_READ_BLOCK_MS": "200",
+    ]
+    for more in settings { environment.merge(more) { $1 } }
+    return environment
+}
+
+/// Settings by which a worker takes over another's entry idle for 1.5 s (looking every 250 ms):
+/// what a killed or stalled worker held is taken over within seconds.
+let quickTakeover = ["LLMQ_RECOVERY_CLAIM_MIN_IDLE_MS": "1500", "LLMQ_RECOVERY_CLAIM_INTERVAL_MS": "250"]
 
 /// Runs `llmq ARGUMENTS` to its end with `environment` over this process's (without its
 /// `LLMQ_*` variables); returns the exit status and what it printed.
