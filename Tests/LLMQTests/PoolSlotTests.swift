@@ -3,6 +3,7 @@ import Glibc
 import LLMQBackends
 import LLMQRedis
 import LLMQSimulator
+import LLMQTestSupport
 @testable import LLMQWorker
 import Testing
 
@@ -27,11 +28,9 @@ private func liveLeases(_ client: RedisClient) async throws -> Int {
 
 @Suite("Pool-wide slots: one configuration for any number of workers", .serialized)
 struct PoolSlotTests {
-    @Test("the ledger in Redis: never more leases than slots, weights among free backends, expired leases dropped and reported lost, released ones taken again")
+    @Test("the ledger in Redis: never more leases than slots, weights among free backends, expired leases dropped and reported lost, released ones taken again", .withRedis)
     func ledger() async throws {
-        let redis = try await RedisServer.start()
-        let client = RedisClient(configuration: redis.configuration)
-        defer { client.shutdown() }
+        let (_, client) = try RedisFixture.current
         let short = PoolSlotLedger(client: client, prefix: "llmq:slots", consumer: "short", leaseDuration: .milliseconds(300))
         let long = PoolSlotLedger(client: client, prefix: "llmq:slots", consumer: "long", leaseDuration: .seconds(30))
         let small = [SlotCandidate(backend: "x", slots: 3, weight: 3), SlotCandidate(backend: "y", slots: 1, weight: 1)]
@@ -68,20 +67,18 @@ struct PoolSlotTests {
 
     @Test(
         "3 workers at concurrency 8 over a 4-slot server, one more joining mid-run: never more than 4 requests at the server; without the pool, they queue there",
-        arguments: [true, false])
+        .withRedis, .withSimulator(SimulatorConfiguration(slots: 4, tokenMilliseconds: 4)), arguments: [true, false])
     func neverOverAdmits(pool: Bool) async throws {
-        let redis = try await RedisServer.start()
-        let sim = try await RunningSimulator.start(SimulatorConfiguration(slots: 4, tokenMilliseconds: 4))
-        let client = RedisClient(configuration: redis.configuration)
-        defer { client.shutdown() }
+        let (redis, client) = try RedisFixture.current
+        let sim = try SimulatorFixture.current
         let environment = poolEnvironment(redis: redis, sim: sim, pool: pool)
-        var workers = try (1...3).map { try WorkerProcess(name: "pool-\(pool)-\($0)", environment: environment) }
+        var workers = try (1...3).map { try WorkerProcess.start(name: "pool-\(pool)-\($0)", environment: environment) }
         let count = 240
         for index in 0..<count {
             try await publish(client, [("prompt", "job \(index)"), ("max_tokens", "20"), ("id", "job-\(index)")])
         }
         try await Task.sleep(for: .milliseconds(500))
-        workers.append(try WorkerProcess(name: "pool-\(pool)-4", environment: environment))
+        workers.append(try WorkerProcess.start(name: "pool-\(pool)-4", environment: environment))
         // What an operator sees meanwhile: the slots held across the pool.
         let status = try runLLMQ(["status", "--json"], environment: environment)
         let held = (try JSONSerialization.jsonObject(with: Data(status.stdout.utf8)) as? [String: Any])?["poolSlotsHeld"] as? [String: Int]
@@ -108,19 +105,16 @@ struct PoolSlotTests {
             worker.signal(SIGTERM)
             #expect(await worker.waitForExit() == 0, "worker did not exit cleanly: \(worker.output.suffix(500))")
         }
-        await sim.stop()
     }
 
-    @Test("workers started before their llama-server (as compose starts them) learn its slots when it comes up, and then share them")
+    @Test("workers started before their llama-server (as compose starts them) learn its slots when it comes up, and then share them", .withRedis)
     func serverUpAfterWorkers() async throws {
-        let redis = try await RedisServer.start()
-        let client = RedisClient(configuration: redis.configuration)
-        defer { client.shutdown() }
+        let (redis, client) = try RedisFixture.current
         let port = try freePort()
         var environment = poolEnvironment(redis: redis, sim: nil, pool: true, leaseMs: 600)
         environment["LLMQ_BACKEND_ENDPOINT"] = "http://127.0.0.1:\(port)"
         environment["LLMQ_LOG_LEVEL"] = "info"  // for "backend slots"
-        let workers = try (1...3).map { try WorkerProcess(name: "late-\($0)", environment: environment) }
+        let workers = try (1...3).map { try WorkerProcess.start(name: "late-\($0)", environment: environment) }
         try await Task.sleep(for: .milliseconds(500))
         let sim = Process()
         sim.executableURL = try llmqExecutable()
@@ -145,14 +139,13 @@ struct PoolSlotTests {
         for worker in workers { worker.signal(SIGKILL) }
     }
 
-    @Test("a worker killed with leases held: its slots come back within the lease time, every request is answered once, the server is never over-admitted")
+    @Test("a worker killed with leases held: its slots come back within the lease time, every request is answered once, the server is never over-admitted",
+        .withRedis, .withSimulator(SimulatorConfiguration(slots: 4, tokenMilliseconds: 10)))
     func killedWorkerLeasesExpire() async throws {
-        let redis = try await RedisServer.start()
-        let sim = try await RunningSimulator.start(SimulatorConfiguration(slots: 4, tokenMilliseconds: 10))
-        let client = RedisClient(configuration: redis.configuration)
-        defer { client.shutdown() }
+        let (redis, client) = try RedisFixture.current
+        let sim = try SimulatorFixture.current
         let environment = poolEnvironment(redis: redis, sim: sim, pool: true, leaseMs: 1000)
-        let workers = try (1...2).map { try WorkerProcess(name: "lease-\($0)", environment: environment) }
+        let workers = try (1...2).map { try WorkerProcess.start(name: "lease-\($0)", environment: environment) }
         let count = 200  // 10 s of work for 4 slots of 200 ms: plenty left when the worker is killed
         for index in 0..<count {
             try await publish(client, [("prompt", "job \(index)"), ("max_tokens", "20"), ("id", "job-\(index)")])
@@ -178,6 +171,5 @@ struct PoolSlotTests {
         workers[1].signal(SIGTERM)
         #expect(await workers[1].waitForExit() == 0)
         #expect(try await liveLeases(client) == 0)
-        await sim.stop()
     }
 }
