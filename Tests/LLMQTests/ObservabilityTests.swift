@@ -306,7 +306,9 @@ struct ObservabilityTests {
     @Test("Twenty workers started and stopped (half SIGTERM, half kill -9): the group's consumers return to the live ones; one with pending entries stays")
     func idleConsumersAreRemoved() async throws {
         let (redis, client) = try RedisFixture.current
-        let sim = try await SimProcess(["--slots", "8", "--token-ms", "1"])
+        // Slots to spare, so that the workers' shared slots do not decide which of them read
+        // (each must get entries to join the group and leave a consumer behind).
+        let sim = try await SimProcess(["--slots", "64", "--token-ms", "1"])
         // "ghost" crashed holding an entry nobody may claim in this test: it must not be removed.
         try await publish(client, [("prompt", "held")])
         _ = try await client.send("XGROUP", "CREATE", "llmq:requests", "llmq", "0", "MKSTREAM")
