@@ -24,6 +24,9 @@ public struct BackendConfiguration: Sendable, Hashable {
     /// The name replies, status and metrics give this backend (`backends[].name`); nil: its type
     /// (`llama-cpp`, `ollama`, `openai`), as a single `backend` is named.
     public var name: String?
+
+    /// What replies, logs, metrics and the pool's slot leases call it: its ``name``, else its type.
+    public var resolvedName: String { name ?? kind.rawValue }
     /// Share of requests among backends serving the same model (`backends[].weight`, >= 0;
     /// 0 takes it out of rotation); nil: its slot count, so traffic follows capacity.
     public var weight: Double?

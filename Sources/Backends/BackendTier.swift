@@ -69,11 +69,14 @@ extension ResilientBackend {
             breakers[index].timeUntilProbe(at: now) == nil
         }
 
-        /// Asks each member without configured slots for its slot count (llama-server's
-        /// `/props`). One that does not answer starts with 1 slot and its breaker open, so it
-        /// joins when a probe succeeds; a server that cannot tell keeps no limit.
+        /// Asks each member whose slot count is not known yet (none configured, none learned) for
+        /// it (llama-server's `/props`). One that does not answer starts with 1 slot and its
+        /// breaker open, so it joins when a probe succeeds; a server that cannot tell keeps no
+        /// limit.
         func discoverSlots(openWhenDown: Bool, logger: Logger) async {
-            for (index, member) in members.enumerated() where member.slots == nil {
+            let unknown = state.withLockedValue { selection in members.indices.filter { selection.slots[$0] == nil } }
+            for index in unknown {
+                let member = members[index]
                 let discovered = await member.backend.parallelSlots()
                 if let discovered {
                     state.withLockedValue { $0.slots[index] = discovered }
@@ -100,16 +103,9 @@ extension ResilientBackend {
 
         var inFlight: Int { state.withLockedValue { $0.inFlight.reduce(0, +) } }
 
-        /// A member's slots: configured, learned at start, or nil (no limit).
-        func slots(_ index: Int) -> Int? { state.withLockedValue { $0.slots[index] } }
-
         /// A member as the pool's ledger weighs it (nil: it has no slot limit).
         func slotCandidate(_ index: Int) -> SlotCandidate? {
-            state.withLockedValue { selection in
-                selection.slots[index].map {
-                    SlotCandidate(backend: members[index].name, slots: $0, weight: selection.weight(index), starts: selection.recentStarts[index])
-                }
-            }
+            state.withLockedValue { $0.poolCandidate(index, name: members[index].name) }
         }
 
         /// The members that let requests through, for the pool's ledger (see

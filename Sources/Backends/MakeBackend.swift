@@ -10,8 +10,7 @@ public func makeChatBackend(_ configuration: BackendConfiguration, maxConcurrent
             maxCachedConnections: max(8, maxConcurrentRequests * 2)
         )
     )
-    // Replies, logs and metrics name it: its configured name, else its type.
-    let name = configuration.name ?? configuration.kind.rawValue
+    let name = configuration.resolvedName
     switch api {
     case .openAIChat:
         return OpenAIChatBackend(name: name, url: url, configuration: configuration, client: client)

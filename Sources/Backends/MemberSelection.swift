@@ -101,10 +101,16 @@ struct MemberSelection: Sendable {
     func poolCandidates(names: [String], isAvailable: (Int) -> Bool) -> [SlotCandidate]? {
         var candidates: [SlotCandidate] = []
         for index in profiles.indices where isAvailable(index) && weight(index) > 0 {
-            guard let slots = slots[index] else { return nil }
-            candidates.append(SlotCandidate(backend: names[index], slots: slots, weight: weight(index), starts: recentStarts[index]))
+            guard let candidate = poolCandidate(index, name: names[index]) else { return nil }
+            candidates.append(candidate)
         }
         return candidates
+    }
+
+    /// Member `index` as the pool's ledger weighs it: its slots, weight and recent starts; nil
+    /// when it has no slot limit.
+    func poolCandidate(_ index: Int, name: String) -> SlotCandidate? {
+        slots[index].map { SlotCandidate(backend: name, slots: $0, weight: weight(index), starts: recentStarts[index]) }
     }
 
     func freeSlots(isAvailable: (Int) -> Bool) -> FreeSlots {

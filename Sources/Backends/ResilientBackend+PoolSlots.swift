@@ -19,9 +19,6 @@ extension ResilientBackend {
         self.ledger.withLockedValue { $0 = ledger }
     }
 
-    /// Whether the workers share their backends' slots through a ledger.
-    public var sharesSlots: Bool { ledger.withLockedValue { $0 != nil } }
-
     /// Takes up to `count` pool slots of the backends that would serve new requests now (the
     /// primaries that let requests through, else the fallbacks').
     /// - Returns: The leases granted, possibly none (every slot is held); nil when there is

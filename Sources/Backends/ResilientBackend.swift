@@ -148,7 +148,8 @@ public final class ResilientBackend: Sendable {
         return nil
     }
 
-    /// Learns the slot counts of backends that have none configured (llama-server's `/props`).
+    /// Learns the slot counts of backends that have none configured or learned yet (llama-server's
+    /// `/props`).
     /// - Parameter openWhenDown: A llama-server that does not answer starts with one slot and
     ///   its breaker open (in a pool, where the others take its share); otherwise it keeps no
     ///   limit and requests find out.

@@ -221,12 +221,11 @@ public struct WorkerConfiguration: Sendable {
     public var retry = Retry()
 
     /// The names the backends go by in replies, metrics and the pool's slot leases: each of
-    /// ``backends`` (named when read), else the one ``backend`` (its name, else its type); then
-    /// the fallbacks the same way.
+    /// ``backends`` (named when read), else the one ``backend``; then the fallbacks the same way
+    /// (``BackendConfiguration/resolvedName``).
     public var backendNames: [String] {
-        func name(_ backend: BackendConfiguration) -> String { backend.name ?? backend.kind.rawValue }
-        let primaries = backends.isEmpty ? [name(backend)] : backends.map(name)
-        let spares = fallbacks.isEmpty ? (fallback.map { [name($0)] } ?? []) : fallbacks.map(name)
+        let primaries = backends.isEmpty ? [backend.resolvedName] : backends.map(\.resolvedName)
+        let spares = fallbacks.isEmpty ? (fallback.map { [$0.resolvedName] } ?? []) : fallbacks.map(\.resolvedName)
         return primaries + spares.filter { !primaries.contains($0) }
     }
     public var breaker = Breaker()
