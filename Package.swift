@@ -125,6 +125,9 @@ let package = Package(
                 .embedInCode("Scripts/slots_acquire.lua"),
                 .embedInCode("Scripts/slots_renew.lua"),
                 .embedInCode("Scripts/slots_release.lua"),
+                .embedInCode("Scripts/fair_take.lua"),
+                .embedInCode("Scripts/fair_release.lua"),
+                .embedInCode("Scripts/fair_renew.lua"),
             ]
         ),
         // What operators watch: Prometheus metrics with their help texts, the HTTP listener for

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # llmq's benchmarks, each a ratio measured side by side in one run (see docs/BENCHMARKS.md).
-#   bench/run.sh [latency|drain|slots|llama|memory|redis-memory|metrics|backends|priority|pool-cost|failover|llama-pool|stream|all]
+#   bench/run.sh [latency|drain|slots|llama|memory|redis-memory|metrics|backends|priority|pool-cost|users|users-cost|failover|llama-pool|stream|all]
 #   bench/run.sh compare OLD_LLMQ NEW_LLMQ   (drain rate and streamed drain, the two binaries alternated;
 #                                              CLIENT_LLMQ=, SIM_LLMQ= fix the bench client and simulator)
 # Needs a release build (make release); `drain` also the Python baseline's packages
@@ -281,17 +281,37 @@ print(f'slots.pool=$mode: hi publish-to-reply p50 {l[\"p50\"]:.0f} ms ({l[\"p50\
 }
 
 pool_cost() {
-    local n=${DRAIN_REQUESTS:-20000} c=${DRAIN_CONCURRENCY:-64} rounds=${COMPARE_ROUNDS:-3}
-    echo "## what pool-wide slots cost: drain of $n requests, one worker at concurrency $c, sim with 1024 slots (from /props) and zero model time;"
-    echo "## slots.pool false and true alternated, $rounds rounds; Redis commands per request from INFO commandstats"
-    printf "%-6s %-6s %-12s %-16s %s\n" round pool "drain req/s" "Redis CPU ms/req" "commands per request"
+    echo "## what pool-wide slots cost: slots.pool false and true alternated"
+    drain_cost LLMQ_SLOTS_POOL
+}
+
+users_cost() {
+    echo "## what fair intake costs: users.fair false and true alternated (pool slots on in both); the requests name 100 users in turn"
+    DRAIN_USERS=100 drain_cost LLMQ_USERS_FAIR
+}
+
+drain_cost() {  # drain_cost VARIABLE: the worker's drain with VARIABLE=false, then true
+    local n=${DRAIN_REQUESTS:-20000} c=${DRAIN_CONCURRENCY:-64} rounds=${COMPARE_ROUNDS:-3} users=${DRAIN_USERS:-0}
+    echo "## drain of $n requests, one worker at concurrency $c, sim with 1024 slots (from /props) and zero model time;"
+    echo "## $rounds rounds; Redis commands per request from INFO commandstats"
+    printf "%-6s %-6s %-12s %-16s %s\n" round "$1" "drain req/s" "Redis CPU ms/req" "commands per request"
     for ((round = 1; round <= rounds; round++)); do
-        for pool in false true; do
+        for value in false true; do
             fresh_redis; sim 1024 0
-            local run; run=$("$LLMQ" bench --redis-url "$REDIS" --requests "$n" --prefill-only)
+            local run
+            if [ "$users" -gt 0 ]; then
+                run=$("$LLMQ" bench --redis-url "$REDIS" --requests $((n / users)) --prefill-only --user u0)
+                for ((u = 1; u < users; u++)); do
+                    "$LLMQ" bench --redis-url "$REDIS" --requests $((n / users)) --prefill-only --run "$run" --user "u$u" >/dev/null
+                done
+            else
+                run=$("$LLMQ" bench --redis-url "$REDIS" --requests "$n" --prefill-only)
+            fi
             redis-cli -p "$REDIS_PORT" config resetstat >/dev/null
             local cpu0; cpu0=$(redis-cli -p "$REDIS_PORT" info cpu | awk -F: '/^used_cpu_(sys|user):/ {s += $2} END {print s}')
-            LLMQ_SLOTS_POOL=$pool worker drain "$c"
+            env "$1=$value" "$LLMQ" worker --redis-url "$REDIS" --endpoint "http://127.0.0.1:$SIM_PORT" --consumer drain \
+                --concurrency "$c" --log-level warning &
+            pids+=($!)
             local rate; rate=$("$LLMQ" bench --redis-url "$REDIS" --requests "$n" --collect-only --run "$run" --json 2>/dev/null | json_field 'round(d["throughputPerSecond"])')
             local cpu1; cpu1=$(redis-cli -p "$REDIS_PORT" info cpu | awk -F: '/^used_cpu_(sys|user):/ {s += $2} END {print s}')
             local commands; commands=$(redis-cli -p "$REDIS_PORT" info commandstats | python3 -c "
@@ -304,9 +324,45 @@ for line in sys.stdin:
 total = sum(calls.values()) / $n
 top = sorted(calls.items(), key=lambda kv: -kv[1])[:6]
 print(f'{total:.2f} (' + ', '.join(f'{k} {v / $n:.2f}' for k, v in top) + ')')")
-            printf "%-6s %-6s %-12s %-16s %s\n" "$round" "$pool" "$rate" "$(python3 -c "print(f'{($cpu1 - $cpu0) * 1000 / $n:.3f}')")" "$commands"
+            printf "%-6s %-6s %-12s %-16s %s\n" "$round" "$value" "$rate" "$(python3 -c "print(f'{($cpu1 - $cpu0) * 1000 / $n:.3f}')")" "$commands"
             stop_all
         done
+    done
+}
+
+users_fair() {
+    local flood=${USERS_FLOOD:-2000} seconds=${USERS_SECONDS:-20}
+    echo "## fair to every user: one 8-slot sim (20 tokens x 10 ms = 200 ms, 40 requests/s), 3 workers x concurrency 4 with one config;"
+    echo "## user a floods $flood requests, then nine users send one a second each for $seconds s: the nine's publish-to-reply time against 200 ms"
+    for mode in false true; do
+        fresh_redis; sim 8 10
+        for i in 1 2 3; do LLMQ_SHUTDOWN_GRACE_SECONDS=1 LLMQ_USERS_FAIR=$mode worker "fair$i" 4; done
+        sleep 1
+        local run; run=$("$LLMQ" bench --redis-url "$REDIS" --requests "$flood" --max-tokens 20 --user a --prefill-only 2>/dev/null)
+        sleep 2
+        local before; before=$(redis-cli -p "$REDIS_PORT" xlen "llmq:bench:$run")
+        local reports=() bench_pids=()
+        for u in 1 2 3 4 5 6 7 8 9; do
+            reports+=("$(mktemp)")
+            "$LLMQ" bench --redis-url "$REDIS" --requests "$seconds" --rate 1 --max-tokens 20 --user "u$u" --timeout 300 --json >"${reports[-1]}" 2>/dev/null &
+            bench_pids+=($!)
+        done
+        sleep "$seconds"
+        local after; after=$(redis-cli -p "$REDIS_PORT" xlen "llmq:bench:$run")
+        for pid in "${bench_pids[@]}"; do wait "$pid" || true; done
+        local stats; stats=$(curl -s "http://127.0.0.1:$SIM_PORT/sim/stats")
+        python3 - "$mode" "$(( (after - before) ))" "$seconds" "$stats" "${reports[@]}" <<'PY'
+import json, statistics, sys
+mode, flood_answered, seconds, stats = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), json.loads(sys.argv[4])
+reports = [json.load(open(path)) for path in sys.argv[5:]]
+p50 = statistics.median(r["latencyMilliseconds"]["p50"] for r in reports)
+p99 = max(r["latencyMilliseconds"]["p99"] for r in reports)
+answered = sum(r["answered"] for r in reports)
+print(f"users.fair={mode}: the nine's publish-to-reply p50 {p50:.0f} ms ({p50 / 200:.2f}x generation), worst user's p99 {p99:.0f} ms ({p99 / 200:.2f}x); "
+      f"{answered} of {9 * seconds} answered; the flood's rate meanwhile {flood_answered / seconds:.1f}/s; most waiting inside the sim: {stats['maxQueued']}")
+PY
+        rm -f "${reports[@]}"
+        stop_all
     done
 }
 
@@ -428,6 +484,8 @@ case "${1:-all}" in
     backends) backends_bench ;;
     priority) pool_priority ;;
     pool-cost) pool_cost ;;
+    users) users_fair ;;
+    users-cost) users_cost ;;
     failover) backends_failover ;;
     llama-pool) llama_pool ;;
     stream) stream_ttft ;;

@@ -121,6 +121,20 @@ public struct QueueStatus: Sendable, Codable {
     /// Pool slot leases held now, by backend (``WorkerConfiguration/Slots``): requests at each
     /// backend across every worker. Nil when not read (no backends given, or `slots.pool` off).
     public var poolSlotsHeld: [String: Int]?
+    /// Under fair intake (`users.fair`), the busiest users of the queue: most in flight and
+    /// waiting together, at most ``topUserCount``. Nil when not read.
+    public var topUsers: [UserLoad]?
+
+    /// One user's requests under fair intake ("" is the requests that name no user).
+    public struct UserLoad: Sendable, Codable, Hashable {
+        public var user: String
+        /// Taken by a worker and not yet ended, across the pool.
+        public var inFlight: Int
+        /// Waiting for the user's turn (or for a user limit to lift).
+        public var waiting: Int
+    }
+
+    public static let topUserCount = 10
 
     /// - Parameters:
     ///   - stats: The stats hash's key.
@@ -166,26 +180,60 @@ public struct QueueStatus: Sendable, Codable {
             stats: try container.decodeIfPresent(String.self, forKey: .stats) ?? "llmq:stats",
             replyCounts: try container.decodeIfPresent(ReplyCounts.self, forKey: .replyCounts) ?? .zero)
         poolSlotsHeld = try container.decodeIfPresent([String: Int].self, forKey: .poolSlotsHeld)
+        topUsers = try container.decodeIfPresent([UserLoad].self, forKey: .topUsers)
     }
 
     /// Reads the status with a few read-only commands.
     /// - Parameter backends: Names of the backends whose pool slot leases to count
     ///   (``WorkerConfiguration/backendNames``); none, none counted.
+    /// - Parameter fairUsers: Also read the busiest users (``topUsers``), as `users.fair` keeps them.
     public static func read(
-        from client: RedisClient, streams: WorkerConfiguration.Streams, backends: [String] = []
+        from client: RedisClient, streams: WorkerConfiguration.Streams, backends: [String] = [], fairUsers: Bool = false
     ) async throws(RedisError) -> QueueStatus {
         var status = try await read(from: client, streams: streams)
         if !backends.isEmpty { status.poolSlotsHeld = try await poolSlotsHeld(from: client, prefix: streams.slots, backends: backends) }
+        if fairUsers { status.topUsers = try await topUsers(from: client, requests: streams.requests) }
         return status
     }
 
-    /// The leases not yet expired in each backend's sorted set, by Redis's clock.
-    static func poolSlotsHeld(from client: RedisClient, prefix: String, backends: [String]) async throws(RedisError) -> [String: Int] {
+    /// Redis's clock in Unix milliseconds, by which leases and marks expire.
+    static func redisMilliseconds(_ client: RedisClient) async throws(RedisError) -> String {
         let time = try await client.send("TIME").decodeArray("TIME", "reply")
         guard time.count == 2, let seconds = time[0].string.flatMap(Int.self.init), let micros = time[1].string.flatMap(Int.self.init) else {
             throw RedisError(.unexpectedReply, "TIME: not two whole numbers")
         }
-        let now = String(seconds * 1000 + micros / 1000)
+        return String(seconds * 1000 + micros / 1000)
+    }
+
+    /// The busiest users of a fair queue: the users waiting (`<requests>:fair:users`, their
+    /// waiting lists' lengths) and in flight (`<requests>:fair:busy`, their unexpired running
+    /// marks), at most 1,000 of each read.
+    static func topUsers(from client: RedisClient, requests: String) async throws(RedisError) -> [UserLoad] {
+        let prefix = requests + ":fair:"
+        let now = try await redisMilliseconds(client)
+        let lists = try await client.pipeline([
+            RedisCommand("ZRANGE", prefix + "users", "0", "999"), RedisCommand("ZRANGE", prefix + "busy", "0", "999"),
+        ])
+        let waitingUsers = lists[0].errorMessage == nil ? try lists[0].decodeStrings("ZRANGE") : []
+        let busyUsers = lists[1].errorMessage == nil ? try lists[1].decodeStrings("ZRANGE") : []
+        let counts = try await client.pipeline(
+            waitingUsers.map { RedisCommand("LLEN", prefix + "waiting:" + $0) }
+                + busyUsers.map { RedisCommand("ZCOUNT", prefix + "running:" + $0, "(" + now, "+inf") })
+        var loads: [String: UserLoad] = [:]
+        for (index, user) in (waitingUsers + busyUsers).enumerated() {
+            let count = counts[index].errorMessage == nil ? try counts[index].decodeInt("LLEN/ZCOUNT", "reply") : 0
+            var load = loads[user] ?? UserLoad(user: user, inFlight: 0, waiting: 0)
+            if index < waitingUsers.count { load.waiting = count } else { load.inFlight = count }
+            loads[user] = load
+        }
+        return loads.values.filter { $0.inFlight + $0.waiting > 0 }
+            .sorted { ($0.inFlight + $0.waiting, $1.user) > ($1.inFlight + $1.waiting, $0.user) }
+            .prefix(topUserCount).map { $0 }
+    }
+
+    /// The leases not yet expired in each backend's sorted set, by Redis's clock.
+    static func poolSlotsHeld(from client: RedisClient, prefix: String, backends: [String]) async throws(RedisError) -> [String: Int] {
+        let now = try await redisMilliseconds(client)
         let counts = try await client.pipeline(backends.map { RedisCommand("ZCOUNT", prefix + ":" + $0, now, "+inf") })
         var held: [String: Int] = [:]
         for (backend, count) in zip(backends, counts) { held[backend] = count.errorMessage == nil ? try count.decodeInt("ZCOUNT", "reply") : 0 }
@@ -270,6 +318,11 @@ public struct QueueStatus: Sendable, Codable {
         if let poolSlotsHeld {
             lines.append("pool slots held now (requests at each backend, all workers): "
                 + poolSlotsHeld.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
+        }
+        if let topUsers {
+            lines.append("busiest users (fair intake, all workers): " + (topUsers.isEmpty ? "none" : topUsers.map {
+                "\($0.user.isEmpty ? "(no user)" : $0.user) \($0.inFlight) in flight, \($0.waiting) waiting"
+            }.joined(separator: "; ")))
         }
         return lines.joined(separator: "\n")
     }

@@ -97,6 +97,13 @@ public struct StatusWatch: Sendable {
             }
             lines += consumerLines(current.consumers)
         }
+        if let held = current.poolSlotsHeld {
+            lines.append("pool slots held  " + held.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: "  "))
+        }
+        if let users = current.topUsers, !users.isEmpty {
+            lines.append("busiest users  " + users.map { "\($0.user.isEmpty ? "(none)" : $0.user) \($0.inFlight)+\($0.waiting)" }.joined(separator: "  ")
+                + "  (in flight+waiting)")
+        }
 
         lines.append("replies \(current.replies) \(current.repliesLength)\(trend(current.repliesLength, previous?.repliesLength))  dead \(current.dead) \(current.deadLength)\(trend(current.deadLength, previous?.deadLength))")
         if let width, width > 0 {

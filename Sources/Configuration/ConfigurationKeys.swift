@@ -7,7 +7,7 @@ extension ConfigurationKey {
         redis + worker + streams + queues + backendLists + backend
         + backend.map { $0.renamed(from: "backend", to: "fallback", help: "") }.withFirstHelp(
             "backend used while the primary fails (same keys as backend.*); no fallback unless fallback.type is set")
-        + slots + limits + retry + breaker + recovery + process + metrics + streaming
+        + slots + users + limits + retry + breaker + recovery + process + metrics + streaming
 
     static let redis: [ConfigurationKey] = [
         .init("redis.url", .name, "redis://[user:password@]host:port[/db]", flag: "--redis-url", show: { c in LoadedConfiguration.redactedURL(c.redis) }),
@@ -109,6 +109,19 @@ extension ConfigurationKey {
         .init(
             "slots.leaseMs", .duration(100...600_000, unit: 0.001),
             "a slot lease its worker stops renewing (crashed, stalled) expires after this", show: { c in LoadedConfiguration.milliseconds(c.slots.leaseDuration) }),
+    ]
+
+    static let users: [ConfigurationKey] = [
+        .init(
+            "users.fair", .bool,
+            "true: within each queue, requests are taken user by user in turn (the request's `user` field), pool-wide; false: in arrival order",
+            show: { c in String(c.users.fair) }),
+        .init(
+            "users.maxInFlight", .whole(0...1_000_000), "most requests of one user in flight at once across the pool, 0 = no limit (needs users.fair)",
+            show: { c in String(c.users.maxInFlight) }),
+        .init(
+            "users.requestsPerMinute", .whole(0...1_000_000_000), "requests one user may start per minute across the pool (a bucket of that many, refilled evenly), 0 = no limit (needs users.fair)",
+            show: { c in String(c.users.requestsPerMinute) }),
     ]
 
     static let limits: [ConfigurationKey] = [

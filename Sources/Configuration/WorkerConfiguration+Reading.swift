@@ -45,6 +45,10 @@ extension WorkerConfiguration {
         metrics = try Metrics(reading: root.scoped(to: "metrics"))
         streaming = try Streaming(reading: root.scoped(to: "streaming"))
         slots = try Slots(reading: root.scoped(to: "slots"))
+        users = try Users(reading: root.scoped(to: "users"))
+        if users.fair && consumer == Users.stagingConsumer {
+            throw reading.error("consumer", "\"\(consumer)\" is the name fair intake keeps its waiting entries under; choose another")
+        }
     }
 }
 
@@ -182,6 +186,24 @@ extension WorkerConfiguration.Streaming {
         try streaming.update(&flushTokens, "flushTokens")
         try streaming.update(&expire, "expireSeconds")
         try streaming.update(&maxLength, "maxLength")
+    }
+}
+
+extension WorkerConfiguration.Users {
+    /// The consumer under which a fair queue's entries wait in the group until a worker takes
+    /// them; no worker may go by it.
+    public static let stagingConsumer = "llmq:fair"
+
+    /// `users.*`; the limits need `users.fair`.
+    init(reading users: ConfigurationScope) throws(ConfigurationError) {
+        self.init()
+        try users.update(&fair, "fair")
+        try users.update(&maxInFlight, "maxInFlight")
+        try users.update(&requestsPerMinute, "requestsPerMinute")
+        if !fair {
+            if maxInFlight > 0 { throw users.error("maxInFlight", "a per-user limit needs users.fair: true") }
+            if requestsPerMinute > 0 { throw users.error("requestsPerMinute", "a per-user limit needs users.fair: true") }
+        }
     }
 }
 

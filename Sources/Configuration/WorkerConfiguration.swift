@@ -168,6 +168,19 @@ public struct WorkerConfiguration: Sendable {
         public init() {}
     }
 
+    /// Fair intake: the users of a queue are served in turn, pool-wide (see `FairIntake`).
+    public struct Users: Sendable, Hashable {
+        /// True: each queue's new entries wait in Redis by their `user` field and are taken user
+        /// by user in turn, by every worker alike; false: in the order they arrived.
+        public var fair = false
+        /// The most requests of one user in flight at once in the pool; 0 = no limit.
+        public var maxInFlight = 0
+        /// Requests one user may start per minute in the pool (a token bucket of this size,
+        /// refilled evenly); 0 = no limit.
+        public var requestsPerMinute = 0
+        public init() {}
+    }
+
     /// How log lines are written on stderr.
     public enum LogFormat: String, Sendable, Hashable, CaseIterable {
         /// `timestamp level label: metadata message`, for people.
@@ -239,6 +252,7 @@ public struct WorkerConfiguration: Sendable {
     public var metrics = Metrics()
     public var streaming = Streaming()
     public var slots = Slots()
+    public var users = Users()
 
     public init(
         consumer: String,

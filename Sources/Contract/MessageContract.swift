@@ -48,7 +48,7 @@ public struct RequestRejection: Error, Sendable {
 ///
 /// Fields: `prompt` or `messages` (exactly one), optional `system`, `model`, `max_tokens`,
 /// `temperature`, `top_p`, `top_k`, `seed`, `stop`, `id`, `reply_to`, `ttl_ms`, `deadline_ms`,
-/// `stream`, `stream_to`.
+/// `stream`, `stream_to`, `user` (whose turn it is under fair intake).
 /// Other fields are ignored, so producers may attach their own metadata.
 public struct RequestParser: Sendable {
     public var limits: WorkerConfiguration.Limits
@@ -83,7 +83,7 @@ public struct RequestParser: Sendable {
 
     static let knownFields: Set<String> = [
         "prompt", "messages", "system", "model", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop",
-        "id", "reply_to", "ttl_ms", "deadline_ms", "stream", "stream_to",
+        "id", "reply_to", "ttl_ms", "deadline_ms", "stream", "stream_to", "user",
     ]
 
     /// - Parameter now: The current time in Unix milliseconds, for `ttl_ms` and `deadline_ms`.
@@ -106,6 +106,10 @@ public struct RequestParser: Sendable {
             }
             if let duplicate {
                 return reject("field \"\(duplicate)\" is given more than once")
+            }
+            if let user = fields["user"], String(validating: user, as: UTF8.self) == nil || user.count > 256 {
+                // Fair intake keeps a longer one with the requests that name no user.
+                return reject("user must be UTF-8 text of at most 256 bytes")
             }
             var chat = ChatRequest(messages: try Self.messages(fields))
             try readOptions(fields, into: &chat)

@@ -131,6 +131,9 @@ final class RequestStream: Sendable {
         /// the pending list (Redis 7 does): no one owns it any more, so its reply is written
         /// without an ownership check (``ReplyMode/lost``).
         var removedFromGroup: Bool
+        /// The user it was taken for by a fair queue (``FairIntake``), whose running mark must
+        /// be removed when it ends; nil otherwise (and for requests without a `user`).
+        var user: String? = nil
     }
 
     /// Takes over entries idle for at least `minIdle` from any consumer (`XAUTOCLAIM`), with

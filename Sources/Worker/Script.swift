@@ -79,4 +79,10 @@ enum Scripts {
     static let acquireSlots = Script(PackageResources.slots_acquire_lua)
     static let renewSlots = Script(PackageResources.slots_renew_lua)
     static let releaseSlots = Script(PackageResources.slots_release_lua)
+
+    /// Fair intake (``FairIntake``): stage and take user by user (`fair_take.lua`), end a
+    /// user's request (`fair_release.lua`), keep the marks fresh (`fair_renew.lua`).
+    static let fairTake = Script(PackageResources.fair_take_lua)
+    static let fairRelease = Script(PackageResources.fair_release_lua)
+    static let fairRenew = Script(PackageResources.fair_renew_lua)
 }

@@ -43,10 +43,11 @@ extension Worker {
                 // for a claim and come back with one more delivery.
                 var taken: [RequestStream.Delivery] = []
                 var failure: RedisError?
+                var watch = ArrivalWatch()
                 do throws(RedisError) {
                     try await take(
                         free: free, into: &taken, claimCursors: &claimCursors, nextClaim: &nextClaim, scheduler: &scheduler,
-                        waitWhenEmpty: leases == nil)
+                        watch: &watch, waitWhenEmpty: leases == nil)
                 } catch {
                     failure = error
                 }
@@ -55,7 +56,7 @@ extension Worker {
                 if let failure { throw failure }
                 if leases != nil && taken.isEmpty {
                     // Nothing waiting: watch the queues without holding the pool's slots.
-                    try await waitForNewEntries()
+                    try await waitForNewEntries(watch)
                 }
                 failures = 0
                 health.redisSucceeded(groupReady: true)
@@ -139,7 +140,8 @@ extension Worker {
     ///   `readBlock` (false: return at once, the caller waits).
     func take(
         free: Int, into taken: inout [RequestStream.Delivery], claimCursors: inout [String],
-        nextClaim: inout ContinuousClock.Instant, scheduler: inout IntakeScheduler, waitWhenEmpty: Bool = true
+        nextClaim: inout ContinuousClock.Instant, scheduler: inout IntakeScheduler, watch: inout ArrivalWatch,
+        waitWhenEmpty: Bool = true
     ) async throws(RedisError) {
         if ContinuousClock.now >= nextClaim {
             nextClaim = ContinuousClock.now + configuration.recovery.claimInterval
@@ -155,7 +157,7 @@ extension Worker {
             }
         }
         if taken.isEmpty {
-            try await readNew(free: free, into: &taken, scheduler: &scheduler, waitWhenEmpty: waitWhenEmpty)
+            try await readNew(free: free, into: &taken, scheduler: &scheduler, watch: &watch, waitWhenEmpty: waitWhenEmpty)
         }
     }
 
@@ -179,6 +181,7 @@ extension Worker {
                 return false
             }
             if isRunningHere { continue }
+            if let user = delivery.user { fairUsers.withLockedValue { $0[key] = user } }
             let ticket = SlotTicket(leases.popFirst())
             slots.take()
             metrics.inFlight.record(slots.inUse)
@@ -197,6 +200,7 @@ extension Worker {
                 // Its actions hold the task and the chunk stream, which hold the control back.
                 control.finish()
                 if !delivery.removedFromGroup { self.inFlight.withLockedValue { _ = $0.removeValue(forKey: key) } }
+                if let user = delivery.user { await self.endFairRequest(user: user, key: key) }
                 // A request that never reached the lease's backend (refused, dead-lettered).
                 if let lease = ticket.take() { await self.backend.releasePoolSlots([lease]) }
                 self.slots.release()
@@ -212,12 +216,13 @@ extension Worker {
     /// worker watches every queue it serves (``RequestStream/waitForArrivals(after:block:)``)
     /// up to `readBlock`, and reads again as soon as anything arrives anywhere.
     func readNew(
-        free: Int, into taken: inout [RequestStream.Delivery], scheduler: inout IntakeScheduler, waitWhenEmpty: Bool = true
+        free: Int, into taken: inout [RequestStream.Delivery], scheduler: inout IntakeScheduler, watch: inout ArrivalWatch,
+        waitWhenEmpty: Bool = true
     ) async throws(RedisError) {
         func deliveries(_ entries: [StreamEntry], from stream: String) -> [RequestStream.Delivery] {
             entries.map { RequestStream.Delivery(stream: stream, entry: $0, deliveries: 1, removedFromGroup: false) }
         }
-        if queues.count == 1 && waitWhenEmpty {
+        if queues.count == 1 && waitWhenEmpty && fairIntake == nil {
             // One queue: one blocking read, as before queues existed.
             let stream = queues[0].stream
             taken += deliveries(try await self.stream.readNew(from: [stream], count: free, block: configuration.readBlock)[stream] ?? [], from: stream)
@@ -228,26 +233,63 @@ extension Worker {
         while taken.count - before < free, !available.isEmpty {
             let plan = scheduler.plan(free: free - (taken.count - before), available: available)
             if plan.isEmpty { break }
-            let read = try await stream.readAvailable(plan.sorted { $0.key < $1.key }.map { (queues[$0.key].stream, $0.value) })
             var started: [Int: Int] = [:]
-            for (index, count) in plan {
-                let entries = read[queues[index].stream] ?? []
-                if entries.count < count { available.remove(index) }
-                started[index] = entries.count
-                taken += deliveries(entries, from: queues[index].stream)
+            if let fairIntake {
+                for (index, count) in plan.sorted(by: { $0.key < $1.key }) {
+                    let take = try await stream.takeFair(from: queues[index].stream, count: count, intake: fairIntake)
+                    watch.after[queues[index].stream] = take.lastDelivered
+                    watch.heldBack = watch.heldBack || take.heldBack > 0
+                    if take.deliveries.count < count { available.remove(index) }
+                    started[index] = take.deliveries.count
+                    taken += take.deliveries
+                }
+            } else {
+                let read = try await stream.readAvailable(plan.sorted { $0.key < $1.key }.map { (queues[$0.key].stream, $0.value) })
+                for (index, count) in plan {
+                    let entries = read[queues[index].stream] ?? []
+                    if entries.count < count { available.remove(index) }
+                    started[index] = entries.count
+                    taken += deliveries(entries, from: queues[index].stream)
+                }
             }
             scheduler.recordStarts(started)
         }
         if taken.count == before && waitWhenEmpty {
-            try await waitForNewEntries()
+            try await waitForNewEntries(watch)
+        }
+    }
+
+    /// A fair request ended: its user has one fewer in flight in the pool. Should Redis not
+    /// answer, the mark expires by itself (``FairIntake/markLifetime``).
+    func endFairRequest(user: String, key: EntryKey) async {
+        fairUsers.withLockedValue { _ = $0.removeValue(forKey: key) }
+        do {
+            try await stream.releaseFair([(user, key.id)], on: key.stream)
+        } catch {
+            logger.debug("could not end a fair request's running mark; it expires", metadata: ["llmq.error": "\(error)"])
         }
     }
 
     /// Nothing waiting anywhere: watch every queue for new entries (entries after the group's
     /// last delivered ID are new to the group, so none can slip by between the reads before
     /// and this wait) for up to `readBlock`. The next round takes them by the plan.
-    func waitForNewEntries() async throws(RedisError) {
-        let last = try await stream.lastDeliveredIDs(of: queues.map(\.stream))
-        _ = try await stream.waitForArrivals(after: last, block: configuration.readBlock)
+    ///
+    /// A fair queue's take says where its new entries start (it read everything before); when
+    /// entries wait only behind a user limit, the wait is short, since a limit may lift anywhere
+    /// in the pool without a new entry.
+    func waitForNewEntries(_ watch: ArrivalWatch = ArrivalWatch()) async throws(RedisError) {
+        let unknown = queues.map(\.stream).filter { watch.after[$0] == nil }
+        var last = unknown.isEmpty ? [:] : try await stream.lastDeliveredIDs(of: unknown)
+        last.merge(watch.after) { $1 }
+        let block = watch.heldBack ? min(configuration.readBlock, FairIntake.heldBackRetry) : configuration.readBlock
+        _ = try await stream.waitForArrivals(after: last, block: block)
     }
+}
+
+/// Where an idle read loop's wait starts: what a round learned about its queues.
+struct ArrivalWatch {
+    /// By request stream, the entry after which arrivals are new (from a fair take).
+    var after: [String: String] = [:]
+    /// A fair take left entries waiting behind a user limit.
+    var heldBack = false
 }

@@ -29,6 +29,7 @@ extension Worker {
                     logger.debug("could not renew the consumer name lease", metadata: ["llmq.error": "\(error)"])
                 }
             }
+            if let fairIntake { await renewFairMarks(fairIntake, idleThreshold: interval * 1.5) }
             let keys = inFlight.withLockedValue { $0 }
             guard !keys.isEmpty else { continue }
             do {
@@ -50,6 +51,21 @@ extension Worker {
                 }
             } catch {
                 logger.warning("could not refresh entries in flight", metadata: ["llmq.error": "\(error)"])
+            }
+        }
+    }
+
+    /// Renews the running marks of this worker's fair requests, and refreshes the entries
+    /// waiting in every fair queue, which no worker owns yet (each worker does, so any one alive
+    /// keeps them from looking abandoned).
+    private func renewFairMarks(_ intake: FairIntake, idleThreshold: Duration) async {
+        let running = fairUsers.withLockedValue { $0 }
+        for queue in queues {
+            let marks = running.filter { $0.key.stream == queue.stream }.map { (user: $0.value, id: $0.key.id) }
+            do {
+                try await stream.renewFair(marks, on: queue.stream, intake: intake, idleThreshold: idleThreshold)
+            } catch {
+                logger.warning("could not renew the fair queue's marks", metadata: ["llmq.error": "\(error)"])
             }
         }
     }

@@ -33,6 +33,11 @@ public final class Worker: Service, Sendable {
     let lease: ConsumerNameLease?
     /// The pool's slot leases, when the workers share their backends' slots (`slots.pool`).
     let slotLedger: PoolSlotLedger?
+    /// Fair intake, when the queues serve their users in turn (`users.fair`).
+    let fairIntake: FairIntake?
+    /// The user of each entry in flight that a fair queue took for a named user: its running
+    /// mark is renewed while it runs and removed when it ends.
+    let fairUsers = NIOLockedValueBox<[EntryKey: String]>([:])
 
     /// - Parameters:
     ///   - configuration: A validated configuration.
@@ -64,6 +69,8 @@ public final class Worker: Service, Sendable {
         } else {
             self.slotLedger = nil
         }
+        self.fairIntake = configuration.users.fair
+            ? FairIntake(users: configuration.users, markLifetime: configuration.recovery.claimMinIdle) : nil
         var logger = logger
         logger[metadataKey: "llmq.consumer"] = "\(configuration.consumer)"
         self.logger = logger

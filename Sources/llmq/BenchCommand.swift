@@ -28,6 +28,7 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "Requests per second to publish at (0: as fast as possible).") var rate: Double = 0
     @Option(name: .customLong("max-tokens")) var maxTokens = 8
     @Option(help: "Prompt text.") var prompt = "Write a haiku about queues"
+    @Option(help: "The requests' user (under users.fair, whose turn they wait for).") var user: String?
     @Option(help: "Seconds to wait for all replies.") var timeout: Double = 600
     @Option(help: "Run name: the reply stream is llmq:bench:<run>.") var run: String?
     @Flag(name: .customLong("prefill-only"), help: "Publish, print the run name, do not wait for replies.") var prefillOnly = false
@@ -130,9 +131,11 @@ struct BenchCommand: AsyncParsableCommand {
             var commands: [RedisCommand] = []
             commands.reserveCapacity(count)
             for index in sent..<sent + count {
-                commands.append(RedisCommand(
+                var command = RedisCommand(
                     "XADD", streams.requests, "*", "prompt", prompt, "max_tokens", String(maxTokens),
-                    "id", "bench-\(index)", "reply_to", replyStream))
+                    "id", "bench-\(index)", "reply_to", replyStream)
+                if let user { command.append(contentsOf: RedisCommand("user", user)) }
+                commands.append(command)
             }
             for reply in try await client.pipeline(commands) {
                 if let message = reply.errorMessage { throw RedisError(.server, message) }

@@ -49,6 +49,9 @@ struct PublishCommand: AsyncParsableCommand {
     @Option(name: .customLong("reply-to"), help: "A reply stream of your own (must start with the allowed prefix).")
     var replyTo: String?
 
+    @Option(help: "Who the request is for: under users.fair, users are served in turn.")
+    var user: String?
+
     @Option(name: .customLong("ttl-ms"), help: "Expire the request if no worker takes it within this time.")
     var ttlMs: Int?
 
@@ -95,6 +98,7 @@ struct PublishCommand: AsyncParsableCommand {
         add("id", id)
         add("reply_to", replyTo)
         add("ttl_ms", ttlMs)
+        add("user", user)
         if stream || streamTo != nil { add("stream", "1") }
         add("stream_to", streamTo)
 

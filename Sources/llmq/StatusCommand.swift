@@ -58,14 +58,17 @@ struct StatusCommand: AsyncParsableCommand {
             guard queues.count == 1 else {
                 throw fail("\(queues.count) queues are configured (\(queues.map(\.name).joined(separator: ", "))): pick one with --queue NAME", code: 2)
             }
-            await watchUntilStopped(client: client, streams: streams(of: queues[0]), backends: configuration.slots.pool ? configuration.backendNames : [])
+            await watchUntilStopped(
+                client: client, streams: streams(of: queues[0]), backends: configuration.slots.pool ? configuration.backendNames : [],
+                fairUsers: configuration.users.fair)
             return
         }
         do {
             var statuses: [QueueStatus] = []
             let backends = configuration.slots.pool ? configuration.backendNames : []
             for queue in queues {
-                statuses.append(try await QueueStatus.read(from: client, streams: streams(of: queue), backends: backends))
+                statuses.append(try await QueueStatus.read(
+                    from: client, streams: streams(of: queue), backends: backends, fairUsers: configuration.users.fair))
             }
             if json {
                 let encoder = JSONEncoder()
@@ -87,14 +90,14 @@ struct StatusCommand: AsyncParsableCommand {
 
     /// Runs the watch loop until it has printed `count` frames or SIGINT/SIGTERM arrives; either
     /// way the command ends with status 0.
-    private func watchUntilStopped(client: RedisClient, streams: WorkerConfiguration.Streams, backends: [String]) async {
-        let loop = Task { await watchLoop(client: client, streams: streams, backends: backends) }
+    private func watchUntilStopped(client: RedisClient, streams: WorkerConfiguration.Streams, backends: [String], fairUsers: Bool) async {
+        let loop = Task { await watchLoop(client: client, streams: streams, backends: backends, fairUsers: fairUsers) }
         let stop = StopOnSignal(signals: [SIGINT, SIGTERM]) { loop.cancel() }
         defer { stop.cancel() }
         await loop.value
     }
 
-    private func watchLoop(client: RedisClient, streams: WorkerConfiguration.Streams, backends: [String]) async {
+    private func watchLoop(client: RedisClient, streams: WorkerConfiguration.Streams, backends: [String], fairUsers: Bool) async {
         let terminal = isatty(STDOUT_FILENO) == 1
         let period = Duration.milliseconds(Int64((interval * 1000).rounded()))
         let encoder = JSONEncoder()
@@ -108,7 +111,7 @@ struct StatusCommand: AsyncParsableCommand {
         while !Task.isCancelled {
             var out = ""
             do {
-                let status = try await QueueStatus.read(from: client, streams: streams, backends: backends)
+                let status = try await QueueStatus.read(from: client, streams: streams, backends: backends, fairUsers: fairUsers)
                 // The time between readings, not between frames: rates are counts over that time.
                 let now = ContinuousClock.now
                 let elapsed = lastReading.map { now - $0 } ?? .zero

@@ -15,12 +15,17 @@ import Testing
 @Suite("Fault matrix: commands x faults x kinds of request", .serialized, .timeLimit(.minutes(10)))
 struct FaultMatrixTests {
     enum Target: String, CaseIterable {
-        case read = "read (XREADGROUP)"
+        case read = "read (XREADGROUP; fair: the take script)"
         case claim = "claim (script)"
         case refresh = "refresh (script)"
         case chunk = "chunk write (script)"
         case reply = "reply (script)"
         case wait = "WAIT"
+        case fairRelease = "fair release (script)"
+        case fairRenew = "fair renew (script)"
+
+        /// Only fair intake sends these.
+        var fairOnly: Bool { self == .fairRelease || self == .fairRenew }
     }
 
     enum Fault: CaseIterable {
@@ -61,8 +66,12 @@ struct FaultMatrixTests {
         var milliseconds: Int
     }
 
-    @Test("Exactly one reply and one done, nothing pending, for every cell", .withRedis, .withFaultProxy, .withSimulator(.init(slots: 16, tokenMilliseconds: 20)))
-    func matrix() async throws {
+    /// With fair intake (`users.fair`), the read is the fair take script and the requests name a
+    /// user, so their running marks are renewed and released too.
+    @Test(
+        "Exactly one reply and one done, nothing pending, for every cell", .withRedis, .withFaultProxy,
+        .withSimulator(.init(slots: 16, tokenMilliseconds: 20)), arguments: [false, true])
+    func matrix(fair: Bool) async throws {
         let (primary, client) = try RedisFixture.current
         let replica = try await RedisServer.start(options: ["--replicaof", "127.0.0.1", String(primary.port)])
         _ = replica
@@ -72,13 +81,16 @@ struct FaultMatrixTests {
         let proxy = try FaultProxyFixture.current
         let sim = try SimulatorFixture.current
         var shas: [String: String] = [:]
-        for (name, script) in [("claim", Scripts.claim), ("touch", Scripts.touch), ("chunks", Scripts.chunks), ("reply", Scripts.reply)] {
+        let scripts = [
+            ("claim", Scripts.claim), ("touch", Scripts.touch), ("chunks", Scripts.chunks), ("reply", Scripts.reply),
+            ("fairTake", Scripts.fairTake), ("fairRelease", Scripts.fairRelease), ("fairRenew", Scripts.fairRenew),
+        ]
+        for (name, script) in scripts {
             shas[name] = try await client.send("SCRIPT", "LOAD", script.source).string
         }
         func runs(_ script: String) -> @Sendable ([String]) -> Bool {
             let sha = shas[script] ?? ""
-            let source = [("claim", Scripts.claim), ("touch", Scripts.touch), ("chunks", Scripts.chunks), ("reply", Scripts.reply)]
-                .first { $0.0 == script }!.1.source
+            let source = scripts.first { $0.0 == script }!.1.source
             return { arguments in
                 guard arguments.count > 1 else { return false }
                 let name = arguments[0].uppercased()
@@ -87,18 +99,21 @@ struct FaultMatrixTests {
         }
         func matches(_ target: Target) -> @Sendable ([String]) -> Bool {
             switch target {
+            case .read where fair: runs("fairTake")
             case .read: { $0.first?.uppercased() == "XREADGROUP" }
             case .claim: runs("claim")
             case .refresh: runs("touch")
             case .chunk: runs("chunks")
             case .reply: runs("reply")
             case .wait: { $0.first?.uppercased() == "WAIT" }
+            case .fairRelease: runs("fairRelease")
+            case .fairRenew: runs("fairRenew")
             }
         }
 
         var cells: [Cell] = []
         var errorIndex = 0
-        for target in Target.allCases {
+        for target in Target.allCases where fair || !target.fairOnly {
             for fault in Fault.allCases {
                 for kind in Kind.allCases {
                     _ = try await client.send("FLUSHALL")
@@ -114,7 +129,7 @@ struct FaultMatrixTests {
                     let started = ContinuousClock.now
                     let (fired, problems) = try await runCell(
                         target: target, kind: kind, action: action, matches: matches(target), proxy: proxy,
-                        client: client, sim: sim)
+                        client: client, sim: sim, fair: fair)
                     cells.append(Cell(
                         target: target, fault: fault, kind: kind, fired: fired, problems: problems,
                         milliseconds: Int((ContinuousClock.now - started).fractionalMilliseconds)))
@@ -127,25 +142,29 @@ struct FaultMatrixTests {
         #expect(failed.isEmpty, "\(failed.map { "\($0.target.rawValue) / \($0.fault.name) / \($0.kind.rawValue): \($0.problems)" })")
         // Each fault must have hit its command on every path that has it: a matrix whose faults
         // never fire proves nothing.
-        let missed = cells.filter { $0.fired == 0 && Self.onPath($0.target, $0.kind) }
+        let missed = cells.filter { $0.fired == 0 && Self.onPath($0.target, $0.kind, fair: fair) }
         #expect(missed.isEmpty, "faults that never fired: \(missed.map { "\($0.target.rawValue) / \($0.fault.name) / \($0.kind.rawValue)" })")
     }
 
     /// Whether a request of this kind goes through this command.
-    static func onPath(_ target: Target, _ kind: Kind) -> Bool {
+    static func onPath(_ target: Target, _ kind: Kind, fair: Bool) -> Bool {
         switch target {
         case .chunk: kind.streams
         case .read, .claim, .refresh, .reply, .wait: true
+        // A request a stalled consumer took never went through the fair take: no mark to end.
+        case .fairRelease: fair && kind != .claimed
+        case .fairRenew: fair
         }
     }
 
     private func runCell(
         target: Target, kind: Kind, action: FaultProxy.Action, matches: @escaping @Sendable ([String]) -> Bool,
-        proxy: FaultProxy, client: RedisClient, sim: RunningSimulator
+        proxy: FaultProxy, client: RedisClient, sim: RunningSimulator, fair: Bool
     ) async throws -> (fired: Int, problems: [String]) {
         var problems: [String] = []
         _ = try await client.send("XGROUP", "CREATE", "llmq:requests", "llmq", "0", "MKSTREAM")
         var fields = [("prompt", "matrix"), ("max_tokens", kind == .deleted ? "45" : "20"), ("id", "m")]
+        if fair { fields.append(("user", "matrix-user")) }
         if kind.streams { fields.append(("stream", "1")) }
         if kind == .replyTo { fields.append(("reply_to", "llmq:mine")) }
         let entry = try await publish(client, fields)
@@ -170,6 +189,7 @@ struct FaultMatrixTests {
         configuration.retry.initialBackoff = .milliseconds(20)
         configuration.retry.maxBackoff = .milliseconds(200)
         configuration.shutdownGrace = .seconds(5)
+        configuration.users.fair = fair
         let worker = try RunningWorker.start(configuration)
         if kind == .deleted {
             // Deleted by its producer once this worker has it.
@@ -217,7 +237,26 @@ struct FaultMatrixTests {
         if pending != 0 { problems.append("\(pending) pending") }
         let left = try await client.send("XLEN", "llmq:requests").int ?? -1
         if left != 0 { problems.append("\(left) entries left in the request stream") }
+        if fair {
+            // Its user's mark is gone once the request ended, or expires within the claim idle time.
+            let users = try await client.send("ZCARD", "llmq:requests:fair:users").int ?? -1
+            if users != 0 { problems.append("\(users) users still waiting") }
+            let deadline = ContinuousClock.now + .seconds(2)
+            var running = -1
+            repeat {
+                let now = try await Self.redisMilliseconds(client)
+                running = try await client.send("ZCOUNT", "llmq:requests:fair:running:matrix-user", "(\(now)", "+inf").int ?? -1
+                if running == 0 { break }
+                try await Task.sleep(for: .milliseconds(50))
+            } while ContinuousClock.now < deadline
+            if running != 0 { problems.append("\(running) requests of the user still marked running") }
+        }
         return (proxy.fired(rule), problems)
+    }
+
+    static func redisMilliseconds(_ client: RedisClient) async throws -> Int {
+        let time = try await client.send("TIME").array ?? []
+        return (Int(time.first?.string ?? "") ?? 0) * 1000 + (Int(time.last?.string ?? "") ?? 0) / 1000
     }
 
     static func table(_ cells: [Cell]) -> String {
@@ -226,7 +265,7 @@ struct FaultMatrixTests {
         lines.append(
             "| command | fault | " + kinds.map(\.rawValue).joined(separator: " | ") + " |")
         lines.append("|---|---|" + kinds.map { _ in "---" }.joined(separator: "|") + "|")
-        for target in Target.allCases {
+        for target in Target.allCases where cells.contains(where: { $0.target == target }) {
             for fault in Fault.allCases {
                 let row = kinds.map { kind -> String in
                     guard let cell = cells.first(where: { $0.target == target && $0.fault == fault && $0.kind == kind }) else { return "" }

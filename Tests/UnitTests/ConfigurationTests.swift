@@ -97,6 +97,8 @@ struct ConfigurationTests {
             (["LLMQ_REDIS_URL": "http://x"], "redis.url (from environment LLMQ_REDIS_URL): scheme \"http\" is not supported"),
             (["LLMQ_STREAMS_REPLIES": "llmq:requests"], "streams.replies (from environment LLMQ_STREAMS_REPLIES): the reply stream must differ"),
             (["LLMQ_FALLBACK_ENDPOINT": "http://x:1"], "fallback.type: required when any fallback.* key is set"),
+            (["LLMQ_USERS_MAX_IN_FLIGHT": "2"], "users.maxInFlight (from environment LLMQ_USERS_MAX_IN_FLIGHT): a per-user limit needs users.fair: true"),
+            (["LLMQ_USERS_FAIR": "true", "LLMQ_CONSUMER": "llmq:fair"], "consumer (from environment LLMQ_CONSUMER): \"llmq:fair\" is the name fair intake"),
         ])
     func invalidValues(environment: [String: String], message: String) {
         #expect {

@@ -232,6 +232,21 @@ struct RESPDecodingTests {
         #expect(decodingError { () throws(RedisError) in _ = try ClaimScriptReply(decoding: .array([bulk("0-0")])) } == "claim script: reply has 1 elements, not 3")
     }
 
+    @Test("The fair take script: entries with delivery count and user, deleted IDs, held back, last delivered ID")
+    func fairTakeReply() throws {
+        let reply = RESPValue.array([
+            .array([.array([bulk("3-0"), .array([bulk("prompt"), bulk("hi")]), .integer(1), bulk("ann")])]),
+            .array([bulk("4-0")]), .integer(7), bulk("9-0"),
+        ])
+        let taken = try FairTakeReply(decoding: reply)
+        #expect(taken.entries.map(\.entry.id) == ["3-0"] && taken.entries.map(\.user) == ["ann"] && taken.entries.map(\.deliveries) == [1])
+        #expect(taken.deleted == ["4-0"] && taken.heldBack == 7 && taken.lastDelivered == "9-0")
+        let noUser = RESPValue.array([.array([.array([bulk("3-0"), .array([]), .integer(1)])]), .array([]), .integer(0), bulk("3-0")])
+        #expect(decodingError { () throws(RedisError) in _ = try FairTakeReply(decoding: noUser) } == "fair take script: taken entry 1 has 3 elements, not 4")
+        let noHeld = RESPValue.array([.array([]), .array([]), .null, bulk("3-0")])
+        #expect(decodingError { () throws(RedisError) in _ = try FairTakeReply(decoding: noHeld) } == "fair take script: held back is not an integer")
+    }
+
     @Test("The reply script's answer")
     func replyResult() throws {
         #expect(try RequestStream.ReplyResult(decoding: .integer(1)) == .written)
