@@ -333,7 +333,8 @@ print(f'{total:.2f} (' + ', '.join(f'{k} {v / $n:.2f}' for k, v in top) + ')')")
 users_fair() {
     local flood=${USERS_FLOOD:-2000} seconds=${USERS_SECONDS:-20}
     echo "## fair to every user: one 8-slot sim (20 tokens x 10 ms = 200 ms, 40 requests/s), 3 workers x concurrency 4 with one config;"
-    echo "## user a floods $flood requests, then nine users send one a second each for $seconds s: the nine's publish-to-reply time against 200 ms"
+    echo "## user a floods $flood requests, then nine users send one a second each for $seconds s (each starting 0.11 s after the last):"
+    echo "## the nine's publish-to-reply time against 200 ms"
     for mode in false true; do
         fresh_redis; sim 8 10
         for i in 1 2 3; do LLMQ_SHUTDOWN_GRACE_SECONDS=1 LLMQ_USERS_FAIR=$mode worker "fair$i" 4; done
@@ -343,6 +344,8 @@ users_fair() {
         local before; before=$(redis-cli -p "$REDIS_PORT" xlen "llmq:bench:$run")
         local reports=() bench_pids=()
         for u in 1 2 3 4 5 6 7 8 9; do
+            # Nine people, not one clock: each starts at its own moment within the first second.
+            sleep 0.11
             reports+=("$(mktemp)")
             "$LLMQ" bench --redis-url "$REDIS" --requests "$seconds" --rate 1 --max-tokens 20 --user "u$u" --timeout 300 --json >"${reports[-1]}" 2>/dev/null &
             bench_pids+=($!)
@@ -357,7 +360,7 @@ mode, flood_answered, seconds, stats = sys.argv[1], int(sys.argv[2]), int(sys.ar
 reports = [json.load(open(path)) for path in sys.argv[5:]]
 p50 = statistics.median(r["latencyMilliseconds"]["p50"] for r in reports)
 p99 = max(r["latencyMilliseconds"]["p99"] for r in reports)
-answered = sum(r["answered"] for r in reports)
+answered = sum(r["replies"] - r["errors"] for r in reports)
 print(f"users.fair={mode}: the nine's publish-to-reply p50 {p50:.0f} ms ({p50 / 200:.2f}x generation), worst user's p99 {p99:.0f} ms ({p99 / 200:.2f}x); "
       f"{answered} of {9 * seconds} answered; the flood's rate meanwhile {flood_answered / seconds:.1f}/s; most waiting inside the sim: {stats['maxQueued']}")
 PY
