@@ -38,15 +38,23 @@ extension SimulatorResponder {
         }
 
         let completion = Generator.complete(chat, defaultTokens: configuration.defaultTokens)
-        let slow = decision.slowFactor
-        let promptDuration = Self.duration(milliseconds: configuration.promptMilliseconds * slow)
-        let tokenDuration = Self.duration(milliseconds: configuration.tokenMilliseconds * slow)
-        let hasLatency = promptDuration > .zero || tokenDuration > .zero
-        let waitUntilAnswer = chat.stream ? promptDuration : promptDuration + tokenDuration * completion.completionTokens
+        let pace = Pace(configuration, promptTokens: completion.promptTokens, slowFactor: decision.slowFactor)
+        let job = Job(
+            taskID: taskID,
+            cache: CacheRequest(
+                prompt: PromptTokens.sequence(chat.messages),
+                reply: PromptTokens.reply(completion.text),
+                reuse: chat.cachePrompt,
+                preferredSlot: chat.preferredSlot
+            ),
+            pace: pace,
+            completionTokens: completion.completionTokens,
+            streaming: chat.stream
+        )
 
         let admission: Admission
         let watched: Bool
-        switch await admit(request, taskID: taskID, arrival: arrival, flavor: flavor, hang: hang, hasLatency: hasLatency, waitUntilAnswer: waitUntilAnswer) {
+        switch await admit(request, job, arrival: arrival, flavor: flavor, hang: hang) {
         case .next(let admitted): (admission, watched) = (admitted.admission, admitted.watched)
         case .answer(let response): return response
         }
@@ -63,8 +71,9 @@ extension SimulatorResponder {
             created: WallTime.now().seconds,
             arrival: arrival,
             start: start,
-            promptDuration: promptDuration,
-            tokenDuration: tokenDuration,
+            cachedTokens: lease.cachedTokens,
+            promptDuration: pace.prompt(cachedTokens: lease.cachedTokens),
+            tokenDuration: pace.token,
             midStreamError: decision.midStreamError
         )
         var headers: HTTPFields = [:]
@@ -175,27 +184,40 @@ extension SimulatorResponder {
         }
     }
 
+    /// What admission needs to know of a decoded request.
+    struct Job: Sendable {
+        var taskID: Int
+        var cache: CacheRequest
+        var pace: Pace
+        var completionTokens: Int
+        var streaming: Bool
+
+        /// From getting the slot to the answer, given what the prompt cache held.
+        func untilAnswer(cachedTokens: Int) -> Duration {
+            pace.untilAnswer(cachedTokens: cachedTokens, completionTokens: completionTokens, streaming: streaming)
+        }
+    }
+
     /// Admission: take a slot, and for a non-streaming answer also wait out the whole generation. Anything
     /// that waits runs under `consumeWithCancellationOnInboundClose`, so a client that hangs up leaves the
     /// queue or frees its slot at once instead of when the timer would have run out; `watched` says it did.
     private func admit(
         _ request: Request,
-        taskID: Int,
+        _ job: Job,
         arrival: ContinuousClock.Instant,
         flavor: APIFlavor,
-        hang: Int?,
-        hasLatency: Bool,
-        waitUntilAnswer: Duration
+        hang: Int?
     ) async -> ChatStep<(admission: Admission, watched: Bool)> {
+        let taskID = job.taskID
         var granted: SlotLease?
         if hang == nil {
-            switch state.tryAcquire(taskID: taskID) {
+            switch state.tryAcquire(taskID: taskID, request: job.cache) {
             case .granted(let lease): granted = lease
             case .rejected: return .answer(busy(flavor, fault: nil))
             case .mustWait: break
             }
         }
-        let watched = granted == nil || hasLatency
+        let watched = granted == nil || job.pace.takesTime
         if let lease = granted, !watched {
             return .next((.generate(lease, start: arrival), watched))
         }
@@ -214,9 +236,10 @@ extension SimulatorResponder {
                 if let granted {
                     lease = granted
                 } else {
-                    lease = try await state.waitForSlot(taskID: taskID)
+                    lease = try await state.waitForSlot(taskID: taskID, request: job.cache)
                 }
                 let start = ContinuousClock.now
+                let waitUntilAnswer = job.untilAnswer(cachedTokens: lease.cachedTokens)
                 if waitUntilAnswer > .zero {
                     try await Task.sleep(until: start + waitUntilAnswer, clock: .continuous)
                 }
@@ -269,10 +292,6 @@ extension SimulatorResponder {
                 try await plan.stream(to: &writer, state: state)
             }
         )
-    }
-
-    private static func duration(milliseconds: Double) -> Duration {
-        .nanoseconds(Int64((milliseconds * 1_000_000).rounded()))
     }
 
     /// "chatcmpl-" and 32 letters and digits, unique per request and run.

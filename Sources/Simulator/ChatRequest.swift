@@ -34,6 +34,31 @@ struct ChatRequest: Sendable {
     var seed: Int64
     var stop: [String]
     var stream: Bool
+    /// llama-server's `cache_prompt` (default true): reuse what the prompt cache holds.
+    var cachePrompt: Bool = true
+    /// llama-server's `id_slot`: the slot to use when it is free (-1 or absent: any).
+    var preferredSlot: Int?
+}
+
+/// llama-server's own fields of an OpenAI-compatible request, decoded beside the shared wire type in the same
+/// pass. A wrongly typed one is ignored rather than refused, as llama-server's `json_value` falls back to the
+/// default with a warning.
+private struct LlamaServerChatRequest: Decodable {
+    var chat: OpenAIChatRequest
+    var cachePrompt: Bool?
+    var idSlot: Int?
+
+    private enum CodingKeys: String, CodingKey {
+        case cachePrompt = "cache_prompt"
+        case idSlot = "id_slot"
+    }
+
+    init(from decoder: any Decoder) throws {
+        self.chat = try OpenAIChatRequest(from: decoder)
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        self.cachePrompt = try? container.decodeIfPresent(Bool.self, forKey: .cachePrompt)
+        self.idSlot = try? container.decodeIfPresent(Int.self, forKey: .idSlot)
+    }
 }
 
 /// A request body the simulator refuses, with a message for the client.
@@ -51,7 +76,8 @@ extension ChatRequest {
         do {
             switch flavor {
             case .openAI:
-                let decoded = try decoder.decode(OpenAIChatRequest.self, from: data)
+                let extended = try decoder.decode(LlamaServerChatRequest.self, from: data)
+                let decoded = extended.chat
                 // llama-server reads max_tokens, then the newer max_completion_tokens, then its own n_predict.
                 let limit = decoded.maxCompletionTokens ?? decoded.maxTokens ?? decoded.nPredict
                 self.init(
@@ -60,7 +86,9 @@ extension ChatRequest {
                     maxTokens: limit.flatMap { $0 > 0 ? $0 : nil },
                     seed: decoded.seed ?? 0,
                     stop: decoded.stop?.values ?? [],
-                    stream: decoded.stream ?? false
+                    stream: decoded.stream ?? false,
+                    cachePrompt: extended.cachePrompt ?? true,
+                    preferredSlot: extended.idSlot.flatMap { $0 >= 0 ? $0 : nil }
                 )
             case .ollama:
                 let decoded = try decoder.decode(OllamaChatRequest.self, from: data)

@@ -10,6 +10,9 @@ struct StreamPlan: Sendable {
     var arrival: ContinuousClock.Instant
     /// When the slot was granted; token deadlines count from here so a stream does not drift.
     var start: ContinuousClock.Instant
+    /// Prompt tokens the prompt cache held.
+    var cachedTokens: Int
+    /// Prompt processing of the tokens the cache did not hold.
     var promptDuration: Duration
     var tokenDuration: Duration
     var midStreamError: Bool
@@ -17,6 +20,7 @@ struct StreamPlan: Sendable {
     func report(completionTokens: Int) -> GenerationReport {
         GenerationReport(
             completion: completion,
+            cachedTokens: cachedTokens,
             promptDuration: promptDuration,
             evalDuration: tokenDuration * completionTokens,
             queueDuration: start - arrival,

@@ -17,6 +17,8 @@ extension SimulatorResponder {
         json.field("faults", stats.faults)
         json.field("invalid", stats.invalid)
         json.field("cancelled", stats.cancelled)
+        json.field("promptTokens", stats.promptTokens)
+        json.field("cachedPromptTokens", stats.cachedPromptTokens)
         json.endObject()
         return self.json(json)
     }

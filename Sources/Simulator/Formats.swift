@@ -3,7 +3,9 @@ import Hummingbird
 /// What one finished (or finishing) generation reports, shared by both dialects' final objects.
 struct GenerationReport: Sendable {
     var completion: Completion
-    /// Nominal prompt-processing time (promptMilliseconds × slowFactor).
+    /// Prompt tokens the prompt cache held (llama-server's `cache_n`).
+    var cachedTokens: Int
+    /// Nominal prompt-processing time: (promptMilliseconds + uncached tokens × promptTokenMilliseconds) × slowFactor.
     var promptDuration: Duration
     /// Nominal generation time (tokens × tokenMilliseconds × slowFactor).
     var evalDuration: Duration
@@ -143,15 +145,22 @@ enum OpenAIFormat {
         json.field("completion_tokens", completion.completionTokens)
         json.field("prompt_tokens", completion.promptTokens)
         json.field("total_tokens", completion.completionTokens + completion.promptTokens)
+        json.key("prompt_tokens_details")
+        json.beginObject()
+        json.field("cached_tokens", report.cachedTokens)
+        json.endObject()
         json.endObject()
         json.key("timings")
         json.beginObject()
         let promptMs = report.promptDuration.milliseconds
         let predictedMs = report.evalDuration.milliseconds
-        json.field("prompt_n", completion.promptTokens)
+        // As llama-server: prompt_n counts the tokens processed, cache_n those the cache held.
+        let processed = max(completion.promptTokens - report.cachedTokens, 0)
+        json.field("cache_n", report.cachedTokens)
+        json.field("prompt_n", processed)
         json.field("prompt_ms", promptMs)
-        json.field("prompt_per_token_ms", perToken(promptMs, completion.promptTokens))
-        json.field("prompt_per_second", perSecond(promptMs, completion.promptTokens))
+        json.field("prompt_per_token_ms", perToken(promptMs, processed))
+        json.field("prompt_per_second", perSecond(promptMs, processed))
         json.field("predicted_n", completion.completionTokens)
         json.field("predicted_ms", predictedMs)
         json.field("predicted_per_token_ms", perToken(predictedMs, completion.completionTokens))

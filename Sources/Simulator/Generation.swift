@@ -88,18 +88,9 @@ enum Generator {
     }
 
     /// Roughly what a chat template costs: one token per whitespace-separated word, plus 4 per message.
+    /// The length of the token sequence the prompt cache compares (see ``PromptTokens``).
     static func promptTokens(_ messages: [ChatMessage]) -> Int {
-        var tokens = 0
-        for message in messages {
-            tokens += 4
-            var inWord = false
-            for byte in message.content.utf8 {
-                let isSpace = byte == 0x20 || byte == 0x0A || byte == 0x09 || byte == 0x0D
-                if !isSpace && !inWord { tokens += 1 }
-                inWord = !isSpace
-            }
-        }
-        return tokens
+        PromptTokens.count(messages)
     }
 
     /// UTF-8 offset of the earliest occurrence of any non-empty needle.

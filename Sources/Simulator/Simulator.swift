@@ -5,7 +5,8 @@ import ServiceLifecycle
 /// A simulated LLM server speaking llama-server's and Ollama's HTTP APIs on one port.
 ///
 /// It stands in for a real backend where one must be slow, busy or broken on purpose: requests share
-/// `slots` parallel generation slots behind a FIFO queue, take `promptMilliseconds + tokens × tokenMilliseconds`,
+/// `slots` parallel generation slots behind a FIFO queue, take `promptMilliseconds + tokens × tokenMilliseconds`
+/// plus `promptTokenMilliseconds` per prompt token the prompt cache does not hold (see ``PromptCache``),
 /// and meet the configured `SimulatorFaults`. Besides the two APIs it serves `GET /sim/stats`,
 /// `POST /sim/reset` and `GET`/`POST /sim/faults` for tests.
 ///
@@ -38,6 +39,7 @@ public struct Simulator: Sendable, Service {
         self.state = SimulatorState(
             slots: max(configuration.slots, 1),
             maxQueue: max(configuration.maxQueue, 0),
+            cacheEntries: max(configuration.cacheEntries, 0),
             faults: configuration.faults
         )
     }

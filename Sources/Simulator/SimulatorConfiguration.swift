@@ -1,8 +1,8 @@
 /// How the simulated LLM server behaves: where it listens, how fast it generates, and how much it accepts.
 ///
 /// The defaults mimic a small llama-server with four parallel slots, 10 ms per token, and Ollama's queue
-/// limit. With `tokenMilliseconds` and `promptMilliseconds` both 0 the simulator never sleeps, which is what
-/// throughput benchmarks of the worker want.
+/// limit. With `tokenMilliseconds`, `promptMilliseconds` and `promptTokenMilliseconds` all 0 the simulator never
+/// sleeps, which is what throughput benchmarks of the worker want.
 public struct SimulatorConfiguration: Sendable {
     /// Address to bind, such as "127.0.0.1" or "0.0.0.0".
     public var host: String
@@ -14,6 +14,12 @@ public struct SimulatorConfiguration: Sendable {
     public var tokenMilliseconds: Double
     /// Fixed time per request before the first token (prompt processing), in milliseconds.
     public var promptMilliseconds: Double
+    /// Time to process one prompt token the prompt cache did not hold, in milliseconds, added to
+    /// `promptMilliseconds`. 0 (the default) makes prompt time independent of the cache.
+    public var promptTokenMilliseconds: Double
+    /// Earlier slot contents kept in the host-memory prompt cache (llama-server's `--cache-ram`), from which
+    /// a slot can restore a conversation another one displaced; 0 keeps none, so only the slots cache.
+    public var cacheEntries: Int
     /// Requests allowed to wait for a slot; beyond this they are answered 503 at once (Ollama's `OLLAMA_MAX_QUEUE`).
     public var maxQueue: Int
     /// Ollama-style model names that exist. A name without a tag also matches "name:latest".
@@ -36,6 +42,8 @@ public struct SimulatorConfiguration: Sendable {
         slots: Int = 4,
         tokenMilliseconds: Double = 10,
         promptMilliseconds: Double = 0,
+        promptTokenMilliseconds: Double = 0,
+        cacheEntries: Int = 64,
         maxQueue: Int = 512,
         models: [String] = ["sim"],
         defaultTokens: Int = 16,
@@ -48,6 +56,8 @@ public struct SimulatorConfiguration: Sendable {
         self.slots = slots
         self.tokenMilliseconds = tokenMilliseconds
         self.promptMilliseconds = promptMilliseconds
+        self.promptTokenMilliseconds = promptTokenMilliseconds
+        self.cacheEntries = cacheEntries
         self.maxQueue = maxQueue
         self.models = models
         self.defaultTokens = defaultTokens
@@ -66,6 +76,13 @@ public struct SimulatorConfiguration: Sendable {
         if !(promptMilliseconds >= 0) || !promptMilliseconds.isFinite {
             throw .init(key: "promptMilliseconds", message: "must be a finite number >= 0, got \(promptMilliseconds)")
         }
+        if !(promptTokenMilliseconds >= 0) || !promptTokenMilliseconds.isFinite {
+            throw .init(
+                key: "promptTokenMilliseconds",
+                message: "must be a finite number >= 0, got \(promptTokenMilliseconds)"
+            )
+        }
+        if cacheEntries < 0 { throw .init(key: "cacheEntries", message: "must be >= 0, got \(cacheEntries)") }
         if maxQueue < 0 { throw .init(key: "maxQueue", message: "must be >= 0, got \(maxQueue)") }
         if models.isEmpty || models.contains(where: \.isEmpty) {
             throw .init(key: "models", message: "must name at least one model, and no name may be empty")
@@ -201,11 +218,16 @@ public struct SimulatorStats: Sendable, Codable, Equatable {
     public var invalid: Int
     /// Requests abandoned because the client went away.
     public var cancelled: Int
+    /// Prompt tokens of the requests that got a slot.
+    public var promptTokens: Int
+    /// Of `promptTokens`, those the prompt cache held, so not computed again; over `promptTokens`, the hit ratio.
+    public var cachedPromptTokens: Int
 
     /// Creates stats; all counters default to 0.
     public init(
         requests: Int = 0, completed: Int = 0, inFlight: Int = 0, maxInFlight: Int = 0, queued: Int = 0,
-        maxQueued: Int = 0, rejected: Int = 0, faults: Int = 0, invalid: Int = 0, cancelled: Int = 0
+        maxQueued: Int = 0, rejected: Int = 0, faults: Int = 0, invalid: Int = 0, cancelled: Int = 0,
+        promptTokens: Int = 0, cachedPromptTokens: Int = 0
     ) {
         self.requests = requests
         self.completed = completed
@@ -217,5 +239,7 @@ public struct SimulatorStats: Sendable, Codable, Equatable {
         self.faults = faults
         self.invalid = invalid
         self.cancelled = cancelled
+        self.promptTokens = promptTokens
+        self.cachedPromptTokens = cachedPromptTokens
     }
 }

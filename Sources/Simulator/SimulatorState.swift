@@ -24,23 +24,32 @@ enum SlotAdmission {
     case rejected
 }
 
+/// A slot given to a request, and how many of its prompt tokens the prompt cache held.
+struct SlotGrant: Sendable {
+    var slot: Int
+    var cachedTokens: Int
+}
+
 /// Thrown by `SimulatorState.waitForSlot()` when the queue filled up before this request got in.
 struct QueueFullError: Error {}
 
-/// Slots, the FIFO queue in front of them, the counters and the current faults, behind one lock.
+/// Slots, the prompt cache, the FIFO queue in front of the slots, the counters and the current faults,
+/// behind one lock.
 ///
 /// Everything a test asserts (`/slots`, `/sim/stats`) is derived from this one state, updated under one lock,
 /// so the numbers are always consistent with each other. The critical sections are a few field updates, so
 /// one lock costs less than an actor hop on the zero-latency path.
 final class SimulatorState: Sendable {
     private struct Waiter {
-        var continuation: CheckedContinuation<Int, any Error>
+        var continuation: CheckedContinuation<SlotGrant, any Error>
         var taskID: Int
+        var request: CacheRequest
     }
 
     private struct State {
-        /// Free slot ids, lowest id last so it is taken first (as llama-server fills slot 0 first).
+        /// Free slot ids, in no particular order: `cache` decides which one a request gets.
         var freeSlots: [Int]
+        var cache: PromptCache
         /// Task id occupying each slot, or -1.
         var slotTask: [Int]
         /// Waiters by ticket; a cancelled waiter is removed here and skipped in `order`.
@@ -82,12 +91,13 @@ final class SimulatorState: Sendable {
     let maxQueue: Int
     private let state: NIOLockedValueBox<State>
 
-    init(slots: Int, maxQueue: Int, faults: SimulatorFaults) {
+    init(slots: Int, maxQueue: Int, cacheEntries: Int, faults: SimulatorFaults) {
         self.slotCount = slots
         self.maxQueue = maxQueue
         self.state = NIOLockedValueBox(
             State(
-                freeSlots: Array((0..<slots).reversed()),
+                freeSlots: Array(0..<slots),
+                cache: PromptCache(slots: slots, ramEntries: cacheEntries),
                 slotTask: Array(repeating: -1, count: slots),
                 faults: faults,
                 failFirstRemaining: faults.failFirst
@@ -188,12 +198,12 @@ final class SimulatorState: Sendable {
     // MARK: Slots
 
     /// Takes a free slot without waiting, or says whether the request may wait for one.
-    func tryAcquire(taskID: Int) -> SlotAdmission {
+    func tryAcquire(taskID: Int, request: CacheRequest) -> SlotAdmission {
         let outcome = state.withLockedValue { state in
-            Self.take(&state, taskID: taskID, slotCount: slotCount, maxQueue: maxQueue)
+            Self.take(&state, taskID: taskID, request: request, slotCount: slotCount, maxQueue: maxQueue)
         }
         switch outcome {
-        case .granted(let slot): return .granted(SlotLease(slot: slot, state: self))
+        case .granted(let grant): return .granted(SlotLease(grant, state: self))
         case .mustWait: return .mustWait
         case .rejected: return .rejected
         }
@@ -201,30 +211,30 @@ final class SimulatorState: Sendable {
 
     /// Waits in FIFO order for a slot. Throws `CancellationError` if the task is cancelled while waiting
     /// (the waiter leaves the queue at once) and `QueueFullError` if the queue is full.
-    func waitForSlot(taskID: Int) async throws -> SlotLease {
+    func waitForSlot(taskID: Int, request: CacheRequest) async throws -> SlotLease {
         let ticket = state.withLockedValue { state in
             state.nextTicket &+= 1
             return state.nextTicket
         }
-        let slot = try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Int, any Error>) in
-                enum Outcome { case granted(Int), rejected, cancelled, queued }
+        let grant = try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<SlotGrant, any Error>) in
+                enum Outcome { case granted(SlotGrant), rejected, cancelled, queued }
                 let outcome: Outcome = state.withLockedValue { state in
                     // A cancellation that ran before this point found no waiter to remove; seeing the flag under
                     // the lock closes that gap, because the flag is set before the handler runs.
                     if Task.isCancelled { return .cancelled }
-                    switch Self.take(&state, taskID: taskID, slotCount: slotCount, maxQueue: maxQueue) {
-                    case .granted(let slot): return .granted(slot)
+                    switch Self.take(&state, taskID: taskID, request: request, slotCount: slotCount, maxQueue: maxQueue) {
+                    case .granted(let grant): return .granted(grant)
                     case .rejected: return .rejected
                     case .mustWait: break
                     }
-                    state.waiters[ticket] = Waiter(continuation: continuation, taskID: taskID)
+                    state.waiters[ticket] = Waiter(continuation: continuation, taskID: taskID, request: request)
                     state.order.append(ticket)
                     state.stats.maxQueued = max(state.stats.maxQueued, state.waiters.count)
                     return .queued
                 }
                 switch outcome {
-                case .granted(let slot): continuation.resume(returning: slot)
+                case .granted(let grant): continuation.resume(returning: grant)
                 case .rejected: continuation.resume(throwing: QueueFullError())
                 case .cancelled: continuation.resume(throwing: CancellationError())
                 case .queued: break
@@ -234,38 +244,57 @@ final class SimulatorState: Sendable {
             let waiter = state.withLockedValue { $0.waiters.removeValue(forKey: ticket) }
             waiter?.continuation.resume(throwing: CancellationError())
         }
-        return SlotLease(slot: slot, state: self)
+        return SlotLease(grant, state: self)
     }
 
     /// Gives the slot to the longest waiting request, or frees it.
     fileprivate func release(slot: Int) {
-        let next: Waiter? = state.withLockedValue { state in
+        let next: (Waiter, SlotGrant)? = state.withLockedValue { state in
             if let waiter = state.popWaiter() {
                 // The slot passes straight to the waiter, so `inFlight` does not change.
                 state.slotTask[slot] = waiter.taskID
-                return waiter
+                return (waiter, Self.load(&state, waiter.request, into: slot))
             }
             state.slotTask[slot] = -1
             state.freeSlots.append(slot)
             return nil
         }
-        next?.continuation.resume(returning: slot)
+        if let next {
+            next.0.continuation.resume(returning: next.1)
+        }
     }
 
     /// What a request gets under the lock without waiting: a free slot, or a rejection (counted) when the
     /// queue is full, or leave to wait.
-    private enum Take { case granted(Int), mustWait, rejected }
+    private enum Take { case granted(SlotGrant), mustWait, rejected }
 
-    private static func take(_ state: inout State, taskID: Int, slotCount: Int, maxQueue: Int) -> Take {
-        if let slot = state.freeSlots.popLast() {
+    private static func take(
+        _ state: inout State,
+        taskID: Int,
+        request: CacheRequest,
+        slotCount: Int,
+        maxQueue: Int
+    ) -> Take {
+        if let slot = state.cache.choose(among: state.freeSlots, for: request),
+            let index = state.freeSlots.firstIndex(of: slot)
+        {
+            state.freeSlots.remove(at: index)
             occupy(&state, slot: slot, taskID: taskID, slotCount: slotCount)
-            return .granted(slot)
+            return .granted(load(&state, request, into: slot))
         }
         if state.waiters.count >= maxQueue {
             state.stats.rejected += 1
             return .rejected
         }
         return .mustWait
+    }
+
+    /// Loads the request's prompt into the slot's cache and counts its prompt tokens, cached and all.
+    private static func load(_ state: inout State, _ request: CacheRequest, into slot: Int) -> SlotGrant {
+        let cached = state.cache.load(request, into: slot)
+        state.stats.promptTokens += request.prompt.count
+        state.stats.cachedPromptTokens += cached
+        return SlotGrant(slot: slot, cachedTokens: cached)
     }
 
     private static func occupy(_ state: inout State, slot: Int, taskID: Int, slotCount: Int) {
@@ -281,11 +310,14 @@ final class SimulatorState: Sendable {
 /// dropped, so a response that is never written (client gone, write failed) cannot leak a slot.
 final class SlotLease: Sendable {
     let slot: Int
+    /// Prompt tokens the slot's cache (or the RAM cache) already held, which the prompt time skips.
+    let cachedTokens: Int
     private let state: SimulatorState
     private let released = NIOLockedValueBox<Bool>(false)
 
-    fileprivate init(slot: Int, state: SimulatorState) {
-        self.slot = slot
+    fileprivate init(_ grant: SlotGrant, state: SimulatorState) {
+        self.slot = grant.slot
+        self.cachedTokens = grant.cachedTokens
         self.state = state
     }
 

@@ -9,7 +9,9 @@ struct SimCommand: AsyncParsableCommand {
         abstract: "Run an LLM server simulator (llama-server and Ollama APIs) for tests, demos and benchmarks.",
         discussion: """
             N slots generate in parallel; further requests wait (up to --max-queue, then 503). A \
-            completion of k tokens takes about prompt-ms + k * token-ms. Content is deterministic. \
+            completion of k tokens takes about prompt-ms + k * token-ms, plus prompt-token-ms for each prompt \
+            token not in the prompt cache (each slot keeps its last conversation, and --cache-entries more are \
+            kept in RAM, as llama-server's prompt cache). Content is deterministic. \
             Faults can also be changed at run time with POST /sim/faults; GET /sim/stats counts requests.
             """
     )
@@ -19,6 +21,10 @@ struct SimCommand: AsyncParsableCommand {
     @Option(help: "Requests generated in parallel.") var slots = 4
     @Option(name: .customLong("token-ms"), help: "Milliseconds per generated token.") var tokenMs = 10.0
     @Option(name: .customLong("prompt-ms"), help: "Milliseconds before the first token.") var promptMs = 0.0
+    @Option(name: .customLong("prompt-token-ms"), help: "Milliseconds per prompt token not in the prompt cache.")
+    var promptTokenMs = 0.0
+    @Option(name: .customLong("cache-entries"), help: "Earlier conversations kept in the RAM prompt cache (0: none).")
+    var cacheEntries = 64
     @Option(name: .customLong("max-queue"), help: "Waiting requests beyond which the answer is 503.") var maxQueue = 512
     @Option(name: .customLong("model"), help: "A model that exists (repeat for several).") var models: [String] = []
     @Option(name: .customLong("default-tokens"), help: "Completion length without max_tokens.") var defaultTokens = 16
@@ -42,7 +48,8 @@ struct SimCommand: AsyncParsableCommand {
             midStreamErrorRate: midStreamErrorRate, seed: seed)
         let configuration = SimulatorConfiguration(
             host: host, port: port, slots: slots, tokenMilliseconds: tokenMs, promptMilliseconds: promptMs,
-            maxQueue: maxQueue, models: models.isEmpty ? ["sim"] : models, defaultTokens: defaultTokens,
+            promptTokenMilliseconds: promptTokenMs, cacheEntries: cacheEntries, maxQueue: maxQueue,
+            models: models.isEmpty ? ["sim"] : models, defaultTokens: defaultTokens,
             contextSize: contextSize, strictModels: strictModels, faults: faults)
         do {
             try configuration.validate()
