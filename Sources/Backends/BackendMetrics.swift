@@ -1,5 +1,13 @@
 import Metrics
 
+/// How often conversations went to their home backend (`llmq_affinity_requests_total`).
+struct AffinityMetrics: Sendable {
+    /// Requests that went to the backend holding their conversation's prefix.
+    let home = Counter(label: "llmq_affinity_requests_total", dimensions: [("result", "home")])
+    /// Requests whose home was full (or gone), which went elsewhere.
+    let elsewhere = Counter(label: "llmq_affinity_requests_total", dimensions: [("result", "elsewhere")])
+}
+
 /// The backend metrics (swift-metrics; `llmq worker` exports them to Prometheus), one set of
 /// handles per backend, made once (see `LabelledMetrics` in the worker for why).
 final class BackendMetrics: Sendable {

@@ -104,6 +104,16 @@ extension ResilientBackend {
         var inFlight: Int { state.withLockedValue { $0.inFlight.reduce(0, +) } }
 
         /// A member as the pool's ledger weighs it (nil: it has no slot limit).
+        /// The member a conversation belongs to (``MemberSelection/home(for:model:isAvailable:names:)``)
+        /// and whether it has a slot free in this worker's count.
+        func home(for key: String, model: String?, at now: ContinuousClock.Instant) -> (index: Int, hasFreeSlot: Bool)? {
+            let names = members.map(\.name)
+            return state.withLockedValue { selection in
+                selection.home(for: key, model: model, isAvailable: { isAvailable($0, at: now) }, names: names)
+                    .map { ($0, selection.hasFreeSlot($0)) }
+            }
+        }
+
         func slotCandidate(_ index: Int) -> SlotCandidate? {
             state.withLockedValue { $0.poolCandidate(index, name: members[index].name) }
         }

@@ -24,6 +24,9 @@ public struct ChatRequest: Sendable, Hashable {
     public var topK: Int?
     public var seed: Int?
     public var stop: [String]
+    /// Which conversation it continues, for routing, never sent: its next turns go to the
+    /// backend that holds its prefix in cache (see ``MemberSelection/home(for:model:isAvailable:)``).
+    public var affinityKey: String?
 
     public init(
         messages: [ChatMessage],
@@ -57,6 +60,9 @@ public struct ChatCompletion: Sendable, Hashable {
     /// Time the backend spent on the prompt, when it reports it (llama-server `timings.prompt_ms`,
     /// Ollama `prompt_eval_duration`).
     public var promptMilliseconds: Double?
+    /// Prompt tokens the backend took from its cache rather than computing them (llama-server's
+    /// `timings.cache_n`), when it reports them.
+    public var cachedPromptTokens: Int? = nil
     /// Time the backend spent generating, when it reports it.
     public var generationMilliseconds: Double?
     /// Generated tokens per second, when it reports it.

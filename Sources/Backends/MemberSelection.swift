@@ -1,3 +1,5 @@
+import Foundation
+
 /// Which member of a tier takes the next call, and the counts that decide it.
 ///
 /// A value without locks, clocks or backends: ``ResilientBackend/Tier`` keeps it behind its
@@ -81,6 +83,31 @@ struct MemberSelection: Sendable {
             return inFlight[left] < inFlight[right]
         }
         return chosen.map(Pick.member) ?? .full
+    }
+
+    /// The member a conversation belongs to: rendezvous (highest random weight) hashing of
+    /// `key` over the members that serve the model, let requests through and have a weight,
+    /// each score scaled by the weight, so conversations spread in the ratio of the weights and
+    /// a member that leaves or joins moves only its own share of them. Nil when none qualifies.
+    func home(for key: String, model: String?, isAvailable: (Int) -> Bool, names: [String]) -> Int? {
+        profiles.indices.filter { profiles[$0].serves(model) && weight($0) > 0 && isAvailable($0) }.max { left, right in
+            Self.score(key, names[left], weight(left)) < Self.score(key, names[right], weight(right))
+        }
+    }
+
+    /// Weighted rendezvous score: `-weight / ln(u)` for `u` uniform in (0, 1) from a stable hash
+    /// of the key and the member's name (FNV-1a, the same in every worker and release).
+    static func score(_ key: String, _ name: String, _ weight: Double) -> Double {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in key.utf8 + [0] + name.utf8 {
+            hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3
+        }
+        // Mix the bits (FNV's low bits are weak) and map to (0, 1).
+        hash ^= hash >> 33
+        hash = hash &* 0xff51_afd7_ed55_8ccd
+        hash ^= hash >> 33
+        let unit = (Double(hash >> 11) + 0.5) / Double(UInt64(1) << 53)
+        return -weight / log(unit)
     }
 
     /// A call to `index` starts: it holds a slot, and counts against its weight.

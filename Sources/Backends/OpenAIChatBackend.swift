@@ -60,7 +60,7 @@ public struct OpenAIChatBackend: ChatBackend {
         guard let choice = decoded.choices.first else {
             throw BackendError(.badResponse, "\(name) answered with no choices")
         }
-        return ChatCompletion(
+        var completion = ChatCompletion(
             content: choice.message?.content ?? "",
             finishReason: choice.finishReason,
             model: decoded.model ?? body.model,
@@ -71,6 +71,8 @@ public struct OpenAIChatBackend: ChatBackend {
             tokensPerSecond: decoded.timings?.predictedPerSecond,
             backend: name
         )
+        completion.cachedPromptTokens = decoded.timings?.cacheN
+        return completion
     }
 
     /// Streams the answer as server-sent events: `data: {chunk}` events with deltas, the finish
@@ -151,6 +153,7 @@ public struct OpenAIChatBackend: ChatBackend {
             }
             if let timings = chunk.timings {
                 completion.promptMilliseconds = timings.promptMs ?? completion.promptMilliseconds
+                completion.cachedPromptTokens = timings.cacheN ?? completion.cachedPromptTokens
                 completion.generationMilliseconds = timings.predictedMs ?? completion.generationMilliseconds
                 completion.tokensPerSecond = timings.predictedPerSecond ?? completion.tokensPerSecond
             }

@@ -58,6 +58,15 @@ public final class SlotTicket: Sendable {
     /// The backend of the lease still held here, if any.
     public var backend: String? { lease.withLockedValue { $0?.backend } }
 
+    /// Holds `new` in place of the lease held until now, which the caller now holds (and must
+    /// give back).
+    public func exchange(for new: SlotLease) -> SlotLease? {
+        lease.withLockedValue { lease in
+            defer { lease = new }
+            return lease
+        }
+    }
+
     /// The lease, which the caller now holds (and must give back); nil when taken already.
     public func take() -> SlotLease? {
         lease.withLockedValue { lease in

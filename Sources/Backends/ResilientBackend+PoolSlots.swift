@@ -60,6 +60,48 @@ extension ResilientBackend {
         return nil
     }
 
+    /// The member a request's conversation belongs to, when it should go there now: its home
+    /// (``Tier/home(for:model:at:)``) has a slot free, pool-wide (its lease then replaces the one
+    /// in `ticket`, which is given back) or, without a pool, in this worker's count. Nil: no
+    /// key, affinity off, or the home is full, when the request goes where the usual rule sends
+    /// it (the load stays bounded by the slots; the conversation's prefix is computed again there).
+    func affinityPreference(for request: ChatRequest, on tier: Tier, ticket: SlotTicket?) async -> String? {
+        guard affinity, tier.members.count > 1, let key = request.affinityKey,
+            let home = tier.home(for: key, model: request.model, at: .now)
+        else { return nil }
+        let name = tier.members[home.index].name
+        if ticket?.backend == name {
+            affinityMetrics.home.increment()
+            return name
+        }
+        if let ledger = ledger.withLockedValue({ $0 }), let candidate = tier.slotCandidate(home.index) {
+            guard let lease = try? await ledger.acquire([candidate], count: 1).first else {
+                affinityMetrics.elsewhere.increment()
+                return nil
+            }
+            if let old = ticket?.exchange(for: lease) {
+                await ledger.release([old])
+            } else if ticket == nil {
+                // No ticket to carry it: the call takes its own lease.
+                await ledger.release([lease])
+            }
+        } else if !home.hasFreeSlot {
+            affinityMetrics.elsewhere.increment()
+            return nil
+        }
+        affinityMetrics.home.increment()
+        return name
+    }
+
+    /// The primary backend a conversation belongs to (its name), when affinity is on; for
+    /// handing a batch's leases to the entries whose home they are.
+    public func home(for request: ChatRequest) -> String? {
+        guard affinity, primaries.members.count > 1, let key = request.affinityKey,
+            let home = primaries.home(for: key, model: request.model, at: .now)
+        else { return nil }
+        return primaries.members[home.index].name
+    }
+
     func release(_ slot: PoolSlot) async {
         guard case .lease(let lease) = slot else { return }
         await releasePoolSlots([lease])

@@ -100,6 +100,10 @@ public final class ResilientBackend: Sendable {
     /// worker counts its backends' slots alone.
     let ledger = NIOLockedValueBox<(any SlotLedger)?>(nil)
     public let retry: RetryPolicy
+    /// Whether a request that continues a conversation (``ChatRequest/affinityKey``) goes to the
+    /// backend that holds its prefix, when that one has a slot free (`affinity.enabled`).
+    public let affinity: Bool
+    let affinityMetrics = AffinityMetrics()
     private let logger: Logger
 
     /// The first primary backend (its name labels requests that reached no backend).
@@ -109,8 +113,11 @@ public final class ResilientBackend: Sendable {
 
     /// A pool of `members`, with `fallbacks` used only when none of them can take a request.
     /// - Precondition: `members` is not empty.
-    public init(members: [Member], fallbacks: [Member] = [], retry: RetryPolicy, breaker: BreakerPolicy, logger: Logger) {
+    public init(
+        members: [Member], fallbacks: [Member] = [], retry: RetryPolicy, breaker: BreakerPolicy, affinity: Bool = true, logger: Logger
+    ) {
         precondition(!members.isEmpty, "a backend pool needs a member")
+        self.affinity = affinity
         self.slotChanges = SlotChanges()
         self.primaries = Tier(members: members, breaker: breaker, slotChanges: slotChanges)
         self.fallbacks = Tier(members: fallbacks, breaker: breaker, slotChanges: slotChanges)
@@ -196,7 +203,8 @@ public final class ResilientBackend: Sendable {
             attempts: while attempt < retry.maxAttempts {
                 let index: Int
                 let isProbe: Bool
-                switch await tier.choose(model: request.model, preferring: ticket?.backend, deadline: deadline) {
+                let preferred = await affinityPreference(for: request, on: tier, ticket: ticket) ?? ticket?.backend
+                switch await tier.choose(model: request.model, preferring: preferred, deadline: deadline) {
                 case .member(let chosen, let probe):
                     (index, isProbe) = (chosen, probe)
                 case .full:

@@ -7,7 +7,7 @@ extension ConfigurationKey {
         redis + worker + streams + queues + backendLists + backend
         + backend.map { $0.renamed(from: "backend", to: "fallback", help: "") }.withFirstHelp(
             "backend used while the primary fails (same keys as backend.*); no fallback unless fallback.type is set")
-        + slots + users + limits + retry + breaker + recovery + process + metrics + streaming
+        + slots + users + affinity + limits + retry + breaker + recovery + process + metrics + streaming
 
     static let redis: [ConfigurationKey] = [
         .init("redis.url", .name, "redis://[user:password@]host:port[/db]", flag: "--redis-url", show: { c in LoadedConfiguration.redactedURL(c.redis) }),
@@ -122,6 +122,13 @@ extension ConfigurationKey {
         .init(
             "users.requestsPerMinute", .whole(0...1_000_000_000), "requests one user may start per minute across the pool (a bucket of that many, refilled evenly), 0 = no limit (needs users.fair)",
             show: { c in String(c.users.requestsPerMinute) }),
+    ]
+
+    static let affinity: [ConfigurationKey] = [
+        .init(
+            "affinity.enabled", .bool,
+            "true: a request with a `session`, or continuing a conversation, goes to the backend holding its prefix when that one has a slot free (rendezvous hashing over the backends, by weight)",
+            show: { c in String(c.affinity.enabled) }),
     ]
 
     static let limits: [ConfigurationKey] = [

@@ -46,6 +46,7 @@ extension WorkerConfiguration {
         streaming = try Streaming(reading: root.scoped(to: "streaming"))
         slots = try Slots(reading: root.scoped(to: "slots"))
         users = try Users(reading: root.scoped(to: "users"))
+        try root.scoped(to: "affinity").update(&affinity.enabled, "enabled")
         if users.fair && consumer == Users.stagingConsumer {
             throw reading.error("consumer", "\"\(consumer)\" is the name fair intake keeps its waiting entries under; choose another")
         }

@@ -181,6 +181,14 @@ public struct WorkerConfiguration: Sendable {
         public init() {}
     }
 
+    /// Conversation affinity: a conversation's next turns go to the backend holding its prefix.
+    public struct Affinity: Sendable, Hashable {
+        /// True: a request with a `session`, or one continuing a conversation (its messages hold
+        /// an assistant turn), goes to its conversation's backend when that one has a slot free.
+        public var enabled = true
+        public init() {}
+    }
+
     /// How log lines are written on stderr.
     public enum LogFormat: String, Sendable, Hashable, CaseIterable {
         /// `timestamp level label: metadata message`, for people.
@@ -253,6 +261,7 @@ public struct WorkerConfiguration: Sendable {
     public var streaming = Streaming()
     public var slots = Slots()
     public var users = Users()
+    public var affinity = Affinity()
 
     public init(
         consumer: String,

@@ -48,7 +48,8 @@ public struct RequestRejection: Error, Sendable {
 ///
 /// Fields: `prompt` or `messages` (exactly one), optional `system`, `model`, `max_tokens`,
 /// `temperature`, `top_p`, `top_k`, `seed`, `stop`, `id`, `reply_to`, `ttl_ms`, `deadline_ms`,
-/// `stream`, `stream_to`, `user` (whose turn it is under fair intake).
+/// `stream`, `stream_to`, `user` (whose turn it is under fair intake), `session` (the
+/// conversation it belongs to, for affinity).
 /// Other fields are ignored, so producers may attach their own metadata.
 public struct RequestParser: Sendable {
     public var limits: WorkerConfiguration.Limits
@@ -83,7 +84,7 @@ public struct RequestParser: Sendable {
 
     static let knownFields: Set<String> = [
         "prompt", "messages", "system", "model", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop",
-        "id", "reply_to", "ttl_ms", "deadline_ms", "stream", "stream_to", "user",
+        "id", "reply_to", "ttl_ms", "deadline_ms", "stream", "stream_to", "user", "session",
     ]
 
     /// - Parameter now: The current time in Unix milliseconds, for `ttl_ms` and `deadline_ms`.
@@ -113,6 +114,7 @@ public struct RequestParser: Sendable {
             }
             var chat = ChatRequest(messages: try Self.messages(fields))
             try readOptions(fields, into: &chat)
+            chat.affinityKey = try Self.affinityKey(fields, messages: chat.messages)
             let deadline = try deadline(fields, entry: entry, now: now)
             if let deadline, now >= deadline {
                 rejection.code = .expired
@@ -212,6 +214,27 @@ public struct RequestParser: Sendable {
         if let stop = fields["stop"] {
             chat.stop = try Self.parseStop(stop)
         }
+    }
+
+    /// Which conversation the request continues, for conversation affinity: its `session`, else,
+    /// when its messages hold an assistant turn (a next turn), the conversation's opening, every
+    /// message up to and including the first user message, which each of its turns repeats.
+    /// A first turn without `session` has none and goes where the weights send it.
+    private static func affinityKey(_ fields: [String: [UInt8]], messages: [ChatMessage]) throws(Problem) -> String? {
+        if let session = fields["session"] {
+            guard String(validating: session, as: UTF8.self) != nil, (1...256).contains(session.count) else {
+                throw Problem("session must be UTF-8 text of 1 to 256 bytes")
+            }
+            return "session:" + String(decoding: session, as: UTF8.self)
+        }
+        guard messages.contains(where: { $0.role == .assistant }),
+            let firstUser = messages.firstIndex(where: { $0.role == .user })
+        else { return nil }
+        var opening = ""
+        for message in messages[...firstUser] {
+            opening += message.role.rawValue + "\u{0}" + message.content + "\u{0}"
+        }
+        return "opening:" + opening
     }
 
     /// The earlier of `ttl_ms` (from the entry's time) and `deadline_ms`, in Unix milliseconds.

@@ -47,6 +47,7 @@ package struct Reply {
         reply.add("prompt_tokens", completion.promptTokens)
         reply.add("completion_tokens", completion.completionTokens)
         reply.add("prompt_ms", milliseconds: completion.promptMilliseconds)
+        reply.add("cached_tokens", completion.cachedPromptTokens)
         reply.add("generation_ms", milliseconds: completion.generationMilliseconds)
         if let rate = completion.tokensPerSecond { reply.add("tokens_per_second", formatDecimal(rate, places: 2)) }
         reply.add("first_token_ms", milliseconds: completion.firstTokenMilliseconds)

@@ -34,11 +34,14 @@ public struct OpenAIAnswerReading: Sendable, Decodable {
     }
 
     public struct Timings: Sendable, Decodable {
+        /// Prompt tokens taken from the server's cache (llama-server's `cache_n`), not computed.
+        public var cacheN: Int?
         public var promptMs: Double?
         public var predictedMs: Double?
         public var predictedPerSecond: Double?
 
         private enum CodingKeys: String, CodingKey {
+            case cacheN = "cache_n"
             case promptMs = "prompt_ms"
             case predictedMs = "predicted_ms"
             case predictedPerSecond = "predicted_per_second"

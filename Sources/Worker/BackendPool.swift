@@ -39,7 +39,7 @@ extension ResilientBackend {
                 maxAttempts: configuration.retry.maxAttempts, initialBackoff: configuration.retry.initialBackoff,
                 maxBackoff: configuration.retry.maxBackoff),
             breaker: .init(failureThreshold: configuration.breaker.failureThreshold, openDuration: configuration.breaker.openDuration),
-            logger: logger)
+            affinity: configuration.affinity.enabled, logger: logger)
     }
 }
 

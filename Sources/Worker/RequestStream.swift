@@ -134,6 +134,9 @@ final class RequestStream: Sendable {
         /// The user it was taken for by a fair queue (``FairIntake``), whose running mark must
         /// be removed when it ends; nil otherwise (and for requests without a `user`).
         var user: String? = nil
+        /// The entry parsed at intake already (to match it with a pool slot of its
+        /// conversation's backend), so that handling does not parse it again.
+        var parsed: Result<ParsedRequest, RequestRejection>? = nil
     }
 
     /// Takes over entries idle for at least `minIdle` from any consumer (`XAUTOCLAIM`), with

@@ -100,7 +100,7 @@ extension Worker {
     /// - Returns: Nil when the work was cancelled (lease lost, or shutdown past its grace).
     private func answered(_ context: inout RequestContext, parser: RequestParser) async -> RequestOutcome? {
         let replies = configuration.streams.replies
-        switch parser.parse(context.delivery.entry, now: context.now) {
+        switch context.delivery.parsed ?? parser.parse(context.delivery.entry, now: context.now) {
         case .failure(let rejection):
             streamTo(rejection.stream, callerID: rejection.callerID, context: &context)
             return rejected(

@@ -166,9 +166,9 @@ extension Worker {
     /// - Returns: The leases no entry took.
     @discardableResult
     func start(_ entries: [RequestStream.Delivery], leases: [SlotLease] = [], group: inout DiscardingTaskGroup) -> [SlotLease] {
-        var leases = leases[...]
         let claimedAt = ContinuousClock.now
         let claimedAtWall = Date().timeIntervalSince1970 * 1000
+        var (entries, leases) = matchHomes(entries, leases: leases, now: Int64(claimedAtWall))
         for delivery in entries {
             let key = EntryKey(stream: delivery.stream, id: delivery.entry.id)
             let control = EntryControl()
@@ -182,7 +182,7 @@ extension Worker {
             }
             if isRunningHere { continue }
             if let user = delivery.user { fairUsers.withLockedValue { $0[key] = user } }
-            let ticket = SlotTicket(leases.popFirst())
+            let ticket = SlotTicket(leases.isEmpty ? nil : leases.removeFirst())
             slots.take()
             metrics.inFlight.record(slots.inUse)
             group.addTask {
@@ -208,6 +208,35 @@ extension Worker {
             }
         }
         return Array(leases)
+    }
+
+    /// Orders a batch's leases so that each entry continuing a conversation gets a lease of its
+    /// conversation's backend when the batch holds one (``ResilientBackend/home(for:)``), the
+    /// others the rest in turn. Only a batch with leases of several backends is parsed here
+    /// (each entry once: handling uses the result).
+    /// - Returns: The entries, and the leases in the order they are handed out (extra ones last).
+    private func matchHomes(
+        _ entries: [RequestStream.Delivery], leases: [SlotLease], now: Int64
+    ) -> (entries: [RequestStream.Delivery], leases: [SlotLease]) {
+        guard leases.count > 1, Set(leases.map(\.backend)).count > 1 else { return (entries, leases) }
+        var entries = entries
+        var homes: [String?] = []
+        for index in entries.indices {
+            let parser = parsers[entries[index].stream] ?? parsers.values.first!
+            let parsed = parser.parse(entries[index].entry, now: now)
+            entries[index].parsed = parsed
+            homes.append((try? parsed.get()).flatMap { backend.home(for: $0.chat) })
+        }
+        var spare = leases
+        var assigned: [SlotLease?] = Array(repeating: nil, count: entries.count)
+        for (index, home) in homes.enumerated() {
+            guard let home, let match = spare.firstIndex(where: { $0.backend == home }) else { continue }
+            assigned[index] = spare.remove(at: match)
+        }
+        for index in assigned.indices where assigned[index] == nil && !spare.isEmpty {
+            assigned[index] = spare.removeFirst()
+        }
+        return (entries, assigned.compactMap { $0 } + spare)
     }
 
     /// Takes up to `free` new entries, the slots going by the scheduler's plan (minimum shares,
