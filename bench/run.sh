@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # llmq's benchmarks, each a ratio measured side by side in one run (see docs/BENCHMARKS.md).
-#   bench/run.sh [latency|drain|slots|llama|memory|redis-memory|metrics|backends|priority|pool-cost|users|users-cost|failover|llama-pool|stream|all]
+#   bench/run.sh [latency|drain|slots|llama|memory|redis-memory|metrics|backends|priority|pool-cost|users|users-cost|affinity|failover|llama-pool|stream|all]
 #   bench/run.sh compare OLD_LLMQ NEW_LLMQ   (drain rate and streamed drain, the two binaries alternated;
 #                                              CLIENT_LLMQ=, SIM_LLMQ= fix the bench client and simulator)
 # Needs a release build (make release); `drain` also the Python baseline's packages
@@ -392,6 +392,43 @@ backends_failover() {
     stop_all
 }
 
+affinity_bench() {
+    local bin model conversations=${AFFINITY_CONVERSATIONS:-16} turns=${AFFINITY_TURNS:-6}
+    bin=$(scripts/llama-server.sh build); model=$(scripts/llama-server.sh model)
+    echo "## conversation affinity on two real llama-servers (-np 4, -t 1 each, their prompt cache on): $conversations conversations x $turns turns,"
+    echo "## the history growing each turn (bench/affinity.py), 2 workers x 8 with one config; each mode on freshly started servers"
+    for mode in off opening session; do
+        local port_a port_b first=${#pids[@]}
+        port_a=$(free_port); port_b=$(free_port)
+        for port in "$port_a" "$port_b"; do
+            "$bin" -m "$model" --host 127.0.0.1 --port "$port" -np 4 -kvu -c 16384 -t 1 --no-webui >/dev/null 2>&1 &
+            pids+=($!)
+        done
+        for port in "$port_a" "$port_b"; do until curl -sf "http://127.0.0.1:$port/health" >/dev/null; do sleep 0.2; done; done
+        fresh_redis
+        local list="[{\"name\":\"llama-a\",\"type\":\"llama-cpp\",\"endpoint\":\"http://127.0.0.1:$port_a\"},{\"name\":\"llama-b\",\"type\":\"llama-cpp\",\"endpoint\":\"http://127.0.0.1:$port_b\"}]"
+        local enabled=true; [ "$mode" = off ] && enabled=false
+        for w in 1 2; do
+            LLMQ_BACKENDS="$list" LLMQ_AFFINITY_ENABLED=$enabled LLMQ_SHUTDOWN_GRACE_SECONDS=1 "$LLMQ" worker --redis-url "$REDIS" \
+                --consumer "affinity$w" --concurrency 8 --log-level warning &
+            pids+=($!)
+        done
+        sleep 1
+        local results; results=$(python3 bench/affinity.py "$REDIS_PORT" "$conversations" "$turns" "$([ "$mode" = session ] && echo session || echo opening)")
+        echo "$results" | python3 -c "
+import json, statistics, sys
+rows = [r for r in json.load(sys.stdin) if r['turn'] > 0]
+last = [r['prompt_tokens'] for r in rows if r['turn'] == max(x['turn'] for x in rows)]
+moved = sum(1 for c in {r['conversation'] for r in rows} if len({r['backend'] for r in rows if r['conversation'] == c}) > 1)
+print(f'affinity $mode: turns 2-$turns prompt_ms mean {statistics.mean(r[\"prompt_ms\"] for r in rows):.1f}, '
+      f'first_token_ms p50 {statistics.median(r[\"first_token_ms\"] for r in rows):.1f}, '
+      f'cached {sum(r[\"cached_tokens\"] for r in rows) / sum(r[\"prompt_tokens\"] for r in rows):.2f} of prompt tokens; '
+      f'last turn prompt {statistics.mean(last):.0f} tokens; conversations that changed backend after turn 1: {moved}')"
+        for ((i = ${#pids[@]} - 1; i >= first; i--)); do kill "${pids[$i]}" 2>/dev/null || true; wait "${pids[$i]}" 2>/dev/null || true; done
+        pids=("${pids[@]:0:$first}")
+    done
+}
+
 llama_pool() {
     local bin model n=16 port_a port_b
     bin=$(scripts/llama-server.sh build); model=$(scripts/llama-server.sh model)
@@ -489,6 +526,7 @@ case "${1:-all}" in
     pool-cost) pool_cost ;;
     users) users_fair ;;
     users-cost) users_cost ;;
+    affinity) affinity_bench ;;
     failover) backends_failover ;;
     llama-pool) llama_pool ;;
     stream) stream_ttft ;;

@@ -124,6 +124,8 @@ public struct QueueStatus: Sendable, Codable {
     /// Under fair intake (`users.fair`), the busiest users of the queue: most in flight and
     /// waiting together, at most ``topUserCount``. Nil when not read.
     public var topUsers: [UserLoad]?
+    /// Under fair intake, how many users have requests waiting for their turn. Nil when not read.
+    public var usersWaiting: Int?
 
     /// One user's requests under fair intake ("" is the requests that name no user).
     public struct UserLoad: Sendable, Codable, Hashable {
@@ -181,6 +183,7 @@ public struct QueueStatus: Sendable, Codable {
             replyCounts: try container.decodeIfPresent(ReplyCounts.self, forKey: .replyCounts) ?? .zero)
         poolSlotsHeld = try container.decodeIfPresent([String: Int].self, forKey: .poolSlotsHeld)
         topUsers = try container.decodeIfPresent([UserLoad].self, forKey: .topUsers)
+        usersWaiting = try container.decodeIfPresent(Int.self, forKey: .usersWaiting)
     }
 
     /// Reads the status with a few read-only commands.
@@ -192,7 +195,11 @@ public struct QueueStatus: Sendable, Codable {
     ) async throws(RedisError) -> QueueStatus {
         var status = try await read(from: client, streams: streams)
         if !backends.isEmpty { status.poolSlotsHeld = try await poolSlotsHeld(from: client, prefix: streams.slots, backends: backends) }
-        if fairUsers { status.topUsers = try await topUsers(from: client, requests: streams.requests) }
+        if fairUsers {
+            status.topUsers = try await topUsers(from: client, requests: streams.requests)
+            let waiting = try await client.send("ZCARD", streams.requests + ":fair:users")
+            status.usersWaiting = waiting.errorMessage == nil ? try waiting.decodeInt("ZCARD", "reply") : 0
+        }
         return status
     }
 

@@ -83,6 +83,8 @@ public enum MetricsCatalogue {
         ("llmq_stream_chunks_total", "Entries written to chunk streams of streamed requests (text, resets and the last chunk)."),
         ("llmq_backend_attempts_total", "Calls to a backend, by backend and result (ok, transient_error, permanent_error)."),
         ("llmq_backend_retries_total", "Calls to a backend that repeated a failed call, by backend."),
+        ("llmq_pool_slots_held", "Pool slot leases held now across every worker, by backend (slots.pool); every worker exports the same value: take max."),
+        ("llmq_queue_users_waiting", "Under fair intake (users.fair), users with requests waiting for their turn; every worker exports the same value: take max."),
         ("llmq_affinity_requests_total", "Requests continuing a conversation: result home went to the backend holding its prefix, elsewhere found it full."),
         ("llmq_fallbacks_total", "Requests sent to the fallback backend after the primary failed or its circuit was open, by backend (the fallback)."),
         ("llmq_backend_circuit_open", "1 while the backend's circuit breaker is open or half-open, 0 when closed, by backend."),

@@ -102,10 +102,14 @@ extension Worker {
     func queueGaugeLoop() async {
         while !Task.isCancelled {
             do {
-                for (queue, gauges) in zip(configuration.effectiveQueues, metrics.queues) {
+                for (index, (queue, gauges)) in zip(configuration.effectiveQueues, metrics.queues).enumerated() {
                     var streams = configuration.streams
                     streams.requests = queue.stream
-                    gauges.record(try await QueueStatus.read(from: stream.writer, streams: streams))
+                    // The pool's slots are the same for every queue: read with the first.
+                    let backends = index == 0 ? Array(metrics.poolSlotsHeld.keys) : []
+                    let status = try await QueueStatus.read(from: stream.writer, streams: streams, backends: backends, fairUsers: fairIntake != nil)
+                    gauges.record(status)
+                    for (backend, held) in status.poolSlotsHeld ?? [:] { metrics.poolSlotsHeld[backend]?.record(held) }
                 }
             } catch {
                 logger.debug("could not read the queue gauges", metadata: ["llmq.error": "\(error)"])

@@ -22,6 +22,9 @@ struct WorkerMetrics: Sendable {
     let ready = Gauge(label: "llmq_ready")
     /// One set of queue gauges per queue served, in the configuration's order.
     let queues: [QueueGauges]
+    /// Pool slot leases held now, by backend, across every worker (`slots.pool`): as the queue
+    /// gauges, every worker exports the same value.
+    let poolSlotsHeld: [String: Gauge]
 
     /// The queue as Redis reports it. Every worker reads and exports the same values, labelled
     /// by stream and group only, so a dashboard takes `max by (stream, group)`, never a sum.
@@ -31,6 +34,7 @@ struct WorkerMetrics: Sendable {
         let pending: Gauge
         let consumers: Gauge
         let oldestPendingAge: Gauge
+        let usersWaiting: Gauge
 
         init(streams: WorkerConfiguration.Streams) {
             let labels = [("stream", streams.requests), ("group", streams.group)]
@@ -39,6 +43,7 @@ struct WorkerMetrics: Sendable {
             pending = Gauge(label: "llmq_queue_pending", dimensions: labels)
             consumers = Gauge(label: "llmq_queue_consumers", dimensions: labels)
             oldestPendingAge = Gauge(label: "llmq_queue_oldest_pending_age_seconds", dimensions: labels)
+            usersWaiting = Gauge(label: "llmq_queue_users_waiting", dimensions: labels)
         }
 
         func record(_ status: QueueStatus) {
@@ -47,6 +52,7 @@ struct WorkerMetrics: Sendable {
             pending.record(status.pending)
             consumers.record(status.consumers.count)
             oldestPendingAge.record(Double(status.oldestPending?.ageMilliseconds ?? 0) / 1000)
+            if let waiting = status.usersWaiting { usersWaiting.record(waiting) }
         }
     }
 
@@ -56,6 +62,9 @@ struct WorkerMetrics: Sendable {
             streams.requests = queue.stream
             return QueueGauges(streams: streams)
         }
+        poolSlotsHeld = configuration.slots.pool
+            ? Dictionary(uniqueKeysWithValues: configuration.backendNames.map { ($0, Gauge(label: "llmq_pool_slots_held", dimensions: [("backend", $0)])) })
+            : [:]
         concurrencyLimit.record(configuration.concurrency)
         inFlight.record(0)
         ready.record(0)

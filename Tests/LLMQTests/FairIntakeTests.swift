@@ -3,6 +3,7 @@ import Glibc
 import LLMQRedis
 import LLMQSimulator
 import LLMQTestSupport
+@testable import LLMQWorker
 import Testing
 
 /// Worker processes with one configuration (as `docker compose up --scale` runs them), fair
@@ -156,6 +157,34 @@ struct FairIntakeTests {
         #expect(order.firstIndex(of: "b-0")! < 31, "b waited behind a's budget: \(order.suffix(4))")
         #expect(try await fairStateIsEmpty(client))
         await stop(workers)
+    }
+
+    @Test(
+        "an entry waiting its turn keeps its delivery count: one delivered too often is dead-lettered when its turn comes",
+        .withRedis, .withSimulator(SimulatorConfiguration(slots: 4, tokenMilliseconds: 1)))
+    func deadLetterAfterWaiting() async throws {
+        let (redis, client) = try RedisFixture.current
+        let sim = try SimulatorFixture.current
+        _ = try await client.send("XGROUP", "CREATE", "llmq:requests", "llmq", "0", "MKSTREAM")
+        let poison = try await publish(client, [("prompt", "again"), ("id", "poison"), ("user", "p")])
+        try await publish(client, [("prompt", "fine"), ("id", "fine"), ("user", "q")])
+        // Staged (a take of none), then delivered as often as crashed workers would have.
+        _ = try await client.send(
+            "EVAL", Scripts.fairTake.source, "1", "llmq:requests", "llmq", "nobody", "llmq:fair", "llmq:requests:fair:", "0", "500",
+            "0", "0", "60000", "llmq:requests:lost:", "86400000")
+        let staged = try await client.send("XPENDING", "llmq:requests", "llmq", "-", "+", "10", "llmq:fair").array?.count
+        #expect(staged == 2)
+        _ = try await client.send("XCLAIM", "llmq:requests", "llmq", "llmq:fair", "0", poison, "RETRYCOUNT", "9", "JUSTID")
+        var environment = fairEnvironment(redis: redis, sim: sim, fair: true)
+        environment["LLMQ_RECOVERY_MAX_DELIVERIES"] = "3"
+        let worker = try WorkerProcess.start(name: "dead-letter", environment: environment)
+        let replies = try await waitForReplies(client, count: 2, timeout: .seconds(30))
+        let byID = Dictionary(uniqueKeysWithValues: replies.map { ($0["id"] ?? "", $0) })
+        #expect(byID["poison"]?["error_code"] == "dead_letter", "\(byID["poison"] ?? [:])")
+        #expect(byID["fine"]?["status"] == "ok")
+        #expect(try await client.send("XLEN", "llmq:dead").int == 1)
+        #expect(try await fairStateIsEmpty(client))
+        await stop([worker])
     }
 
     @Test(
