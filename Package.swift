@@ -128,6 +128,7 @@ let package = Package(
                 .embedInCode("Scripts/fair_take.lua"),
                 .embedInCode("Scripts/fair_release.lua"),
                 .embedInCode("Scripts/fair_renew.lua"),
+                .embedInCode("Scripts/affinity_home.lua"),
             ]
         ),
         // What operators watch: Prometheus metrics with their help texts, the HTTP listener for

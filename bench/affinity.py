@@ -63,10 +63,10 @@ def conversation(port, index, turns, mode, results, lock):
     rng = random.Random(index)
     redis = Redis(port)
     reply_to = "llmq:affinity:%d" % index
-    history = [{"role": "system", "content": "Conversation %d. %s" % (index, words(rng, 220))}]
+    history = [{"role": "system", "content": "Conversation %d. %s" % (index, words(rng, 50))}]
     cursor = "0-0"
     for turn in range(turns):
-        history.append({"role": "user", "content": words(rng, 110)})
+        history.append({"role": "user", "content": words(rng, 25)})
         fields = ["messages", json.dumps(history), "max_tokens", "24", "id", "c%d-t%d" % (index, turn),
                   "reply_to", reply_to, "stream", "1"]
         if mode == "session":
@@ -90,7 +90,7 @@ def conversation(port, index, turns, mode, results, lock):
                 "cached_tokens": int(reply.get("cached_tokens") or 0), "prompt_tokens": int(reply.get("prompt_tokens") or 0),
             })
         # A person reads the answer and types the next message.
-        time.sleep(rng.uniform(0.5, 1.5))
+        time.sleep(rng.uniform(3.0, 6.0))
 
 
 def main():

@@ -393,15 +393,26 @@ backends_failover() {
 }
 
 affinity_bench() {
+    # Two kinds of server: llama-server's defaults (slots plus a host-memory prompt cache,
+    # --cache-ram, that keeps every conversation's last state), and servers whose cache is their
+    # slots only (-cram 0, as a GPU server whose KV memory holds just its slots), with a slot per
+    # conversation.
+    echo "## conversation affinity on two real llama-servers; bench/affinity.py: ${AFFINITY_CONVERSATIONS:-16} conversations x ${AFFINITY_TURNS:-6} turns,"
+    echo "## the history growing each turn, 3-6 s between a reply and the next turn; 2 workers x 8 with one config; each mode on freshly started servers"
+    affinity_round "-np 4 -c 16384" "llama-server defaults: 4 slots and the host-memory prompt cache"
+    affinity_round "-np 8 -c 32768 -cram 0" "the slots' cache only: 8 slots, -cram 0"
+}
+
+affinity_round() {  # affinity_round SERVER_FLAGS DESCRIPTION
     local bin model conversations=${AFFINITY_CONVERSATIONS:-16} turns=${AFFINITY_TURNS:-6}
     bin=$(scripts/llama-server.sh build); model=$(scripts/llama-server.sh model)
-    echo "## conversation affinity on two real llama-servers (-np 4, -t 1 each, their prompt cache on): $conversations conversations x $turns turns,"
-    echo "## the history growing each turn (bench/affinity.py), 2 workers x 8 with one config; each mode on freshly started servers"
+    echo "### $2 ($1 -kvu -t 1)"
     for mode in off opening session; do
         local port_a port_b first=${#pids[@]}
         port_a=$(free_port); port_b=$(free_port)
         for port in "$port_a" "$port_b"; do
-            "$bin" -m "$model" --host 127.0.0.1 --port "$port" -np 4 -kvu -c 16384 -t 1 --no-webui >/dev/null 2>&1 &
+            # shellcheck disable=SC2086
+            "$bin" -m "$model" --host 127.0.0.1 --port "$port" $1 -kvu -t 1 --no-webui >/dev/null 2>&1 &
             pids+=($!)
         done
         for port in "$port_a" "$port_b"; do until curl -sf "http://127.0.0.1:$port/health" >/dev/null; do sleep 0.2; done; done
@@ -415,6 +426,7 @@ affinity_bench() {
         done
         sleep 1
         local results; results=$(python3 bench/affinity.py "$REDIS_PORT" "$conversations" "$turns" "$([ "$mode" = session ] && echo session || echo opening)")
+        echo "$results" > "/tmp/llmq-affinity-$mode.json"
         echo "$results" | python3 -c "
 import json, statistics, sys
 rows = [r for r in json.load(sys.stdin) if r['turn'] > 0]

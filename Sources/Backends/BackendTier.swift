@@ -114,6 +114,19 @@ extension ResilientBackend {
             }
         }
 
+        /// The members a conversation may live on, in its rendezvous order, with their weights.
+        func homes(for key: String, model: String?, at now: ContinuousClock.Instant) -> [(index: Int, name: String, weight: Double)] {
+            let names = members.map(\.name)
+            return state.withLockedValue { selection in
+                selection.homes(for: key, model: model, isAvailable: { isAvailable($0, at: now) }, names: names)
+                    .map { ($0, names[$0], selection.weight($0)) }
+            }
+        }
+
+        func hasFreeSlot(_ index: Int) -> Bool {
+            state.withLockedValue { $0.hasFreeSlot(index) }
+        }
+
         func slotCandidate(_ index: Int) -> SlotCandidate? {
             state.withLockedValue { $0.poolCandidate(index, name: members[index].name) }
         }

@@ -90,9 +90,15 @@ struct MemberSelection: Sendable {
     /// each score scaled by the weight, so conversations spread in the ratio of the weights and
     /// a member that leaves or joins moves only its own share of them. Nil when none qualifies.
     func home(for key: String, model: String?, isAvailable: (Int) -> Bool, names: [String]) -> Int? {
-        profiles.indices.filter { profiles[$0].serves(model) && weight($0) > 0 && isAvailable($0) }.max { left, right in
-            Self.score(key, names[left], weight(left)) < Self.score(key, names[right], weight(right))
-        }
+        homes(for: key, model: model, isAvailable: isAvailable, names: names).first
+    }
+
+    /// The qualifying members in the conversation's rendezvous order, best first: where it goes
+    /// when the pool bounds each member's share of conversations (``AffinityDirectory``).
+    func homes(for key: String, model: String?, isAvailable: (Int) -> Bool, names: [String]) -> [Int] {
+        profiles.indices.filter { profiles[$0].serves(model) && weight($0) > 0 && isAvailable($0) }
+            .map { ($0, Self.score(key, names[$0], weight($0))) }
+            .sorted { $0.1 > $1.1 }.map(\.0)
     }
 
     /// Weighted rendezvous score: `-weight / ln(u)` for `u` uniform in (0, 1) from a stable hash

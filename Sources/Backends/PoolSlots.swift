@@ -45,6 +45,13 @@ public protocol SlotLedger: Sendable {
     func release(_ leases: [SlotLease]) async
 }
 
+/// Where the pool's conversations live (conversation affinity): one answer for every worker.
+public protocol AffinityDirectory: Sendable {
+    /// The backend conversation `key` is homed on, among `candidates` (in its rendezvous order,
+    /// with their weights): its home while that is a candidate, else the first with room.
+    func home(of key: String, candidates: [(backend: String, weight: Double)]) async throws -> String
+}
+
 /// A request's pool slot from intake to its backend call: the worker takes a lease before it
 /// reads the request, the pool uses it for the call when the lease's backend serves it, and
 /// whatever is left is given back when the request ends.

@@ -62,20 +62,38 @@ extension ResilientBackend {
 
     /// The member a request's conversation belongs to, when it should go there now: its home
     /// (``Tier/home(for:model:at:)``) has a slot free, pool-wide (its lease then replaces the one
-    /// in `ticket`, which is given back) or, without a pool, in this worker's count. Nil: no
-    /// key, affinity off, or the home is full, when the request goes where the usual rule sends
-    /// it (the load stays bounded by the slots; the conversation's prefix is computed again there).
+    /// in `ticket`, which is given back) or, without a pool, in this worker's count. A home that
+    /// is full pool-wide is waited for up to ``affinityWait`` (the lease held meanwhile is given
+    /// back, for other requests). Nil: no key, affinity off, or the home stayed full, when the
+    /// request goes where the usual rule sends it (the load stays bounded by the slots; the
+    /// conversation's prefix is computed again there).
     func affinityPreference(for request: ChatRequest, on tier: Tier, ticket: SlotTicket?) async -> String? {
-        guard affinity, tier.members.count > 1, let key = request.affinityKey,
-            let home = tier.home(for: key, model: request.model, at: .now)
-        else { return nil }
-        let name = tier.members[home.index].name
+        guard affinity, tier.members.count > 1, let key = request.affinityKey else { return nil }
+        let ranking = tier.homes(for: key, model: request.model, at: .now)
+        guard var home = ranking.first else { return nil }
+        if let directory = ledger.withLockedValue({ $0 }) as? any AffinityDirectory,
+            let placed = try? await directory.home(of: key, candidates: ranking.map { ($0.name, $0.weight) }),
+            let found = ranking.first(where: { $0.name == placed })
+        {
+            home = found
+        }
+        let name = home.name
         if ticket?.backend == name {
             affinityMetrics.home.increment()
             return name
         }
         if let ledger = ledger.withLockedValue({ $0 }), let candidate = tier.slotCandidate(home.index) {
-            guard let lease = try? await ledger.acquire([candidate], count: 1).first else {
+            var lease = try? await ledger.acquire([candidate], count: 1).first
+            if lease == nil, affinityWait > .zero {
+                if let held = ticket?.take() { await ledger.release([held]) }
+                let deadline = ContinuousClock.now + affinityWait
+                while lease == nil, ContinuousClock.now < deadline, !Task.isCancelled {
+                    let generation = slotChanges.generation
+                    await slotChanges.wait(after: generation, until: min(deadline, .now + Self.poolSlotRetry))
+                    lease = try? await ledger.acquire([candidate], count: 1).first
+                }
+            }
+            guard let lease else {
                 affinityMetrics.elsewhere.increment()
                 return nil
             }
@@ -85,7 +103,7 @@ extension ResilientBackend {
                 // No ticket to carry it: the call takes its own lease.
                 await ledger.release([lease])
             }
-        } else if !home.hasFreeSlot {
+        } else if !tier.hasFreeSlot(home.index) {
             affinityMetrics.elsewhere.increment()
             return nil
         }

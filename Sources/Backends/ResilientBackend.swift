@@ -103,6 +103,8 @@ public final class ResilientBackend: Sendable {
     /// Whether a request that continues a conversation (``ChatRequest/affinityKey``) goes to the
     /// backend that holds its prefix, when that one has a slot free (`affinity.enabled`).
     public let affinity: Bool
+    /// How long a conversation's turn may wait for a slot of its home (see `affinity.maxWaitMs`).
+    public let affinityWait: Duration
     let affinityMetrics = AffinityMetrics()
     private let logger: Logger
 
@@ -114,10 +116,12 @@ public final class ResilientBackend: Sendable {
     /// A pool of `members`, with `fallbacks` used only when none of them can take a request.
     /// - Precondition: `members` is not empty.
     public init(
-        members: [Member], fallbacks: [Member] = [], retry: RetryPolicy, breaker: BreakerPolicy, affinity: Bool = true, logger: Logger
+        members: [Member], fallbacks: [Member] = [], retry: RetryPolicy, breaker: BreakerPolicy, affinity: Bool = true,
+        affinityWait: Duration = .milliseconds(500), logger: Logger
     ) {
         precondition(!members.isEmpty, "a backend pool needs a member")
         self.affinity = affinity
+        self.affinityWait = affinityWait
         self.slotChanges = SlotChanges()
         self.primaries = Tier(members: members, breaker: breaker, slotChanges: slotChanges)
         self.fallbacks = Tier(members: fallbacks, breaker: breaker, slotChanges: slotChanges)

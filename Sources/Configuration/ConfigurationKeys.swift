@@ -129,6 +129,10 @@ extension ConfigurationKey {
             "affinity.enabled", .bool,
             "true: a request with a `session`, or continuing a conversation, goes to the backend holding its prefix when that one has a slot free (rendezvous hashing over the backends, by weight)",
             show: { c in String(c.affinity.enabled) }),
+        .init(
+            "affinity.maxWaitMs", .duration(0...600_000, unit: 0.001),
+            "when a conversation's backend is full, how long its next turn may wait for a slot there before going elsewhere (and computing its prefix again)",
+            show: { c in LoadedConfiguration.milliseconds(c.affinity.maxWait) }),
     ]
 
     static let limits: [ConfigurationKey] = [

@@ -47,6 +47,7 @@ extension WorkerConfiguration {
         slots = try Slots(reading: root.scoped(to: "slots"))
         users = try Users(reading: root.scoped(to: "users"))
         try root.scoped(to: "affinity").update(&affinity.enabled, "enabled")
+        try root.scoped(to: "affinity").update(&affinity.maxWait, "maxWaitMs")
         if users.fair && consumer == Users.stagingConsumer {
             throw reading.error("consumer", "\"\(consumer)\" is the name fair intake keeps its waiting entries under; choose another")
         }

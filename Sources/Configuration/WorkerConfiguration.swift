@@ -186,6 +186,9 @@ public struct WorkerConfiguration: Sendable {
         /// True: a request with a `session`, or one continuing a conversation (its messages hold
         /// an assistant turn), goes to its conversation's backend when that one has a slot free.
         public var enabled = true
+        /// When the conversation's backend is full, how long a request may wait for one of its
+        /// slots before it goes elsewhere, where its prefix is computed again.
+        public var maxWait: Duration = .milliseconds(500)
         public init() {}
     }
 

@@ -39,7 +39,7 @@ extension ResilientBackend {
                 maxAttempts: configuration.retry.maxAttempts, initialBackoff: configuration.retry.initialBackoff,
                 maxBackoff: configuration.retry.maxBackoff),
             breaker: .init(failureThreshold: configuration.breaker.failureThreshold, openDuration: configuration.breaker.openDuration),
-            affinity: configuration.affinity.enabled, logger: logger)
+            affinity: configuration.affinity.enabled, affinityWait: configuration.affinity.maxWait, logger: logger)
     }
 }
 

@@ -10,7 +10,7 @@ import NIOConcurrencyHelpers
 /// A worker renews the leases it holds every third of their duration (``renew()``); one that
 /// crashes or stalls stops renewing, and its leases are dropped by the next acquire after they
 /// expire, so its slots come back within one lease duration.
-final class PoolSlotLedger: SlotLedger {
+final class PoolSlotLedger: SlotLedger, AffinityDirectory {
     private struct State {
         var calls = 0
         var held: Set<SlotLease> = []
@@ -68,6 +68,28 @@ final class PoolSlotLedger: SlotLedger {
         // Not given back (Redis away): the lease expires.
         _ = try? await Scripts.releaseSlots.run(
             on: client, keys: leases.map { key($0.backend) }, arguments: RedisCommand(leases.map(\.id)))
+    }
+
+    /// How much more than its weight's share of the live conversations a backend may be home
+    /// to (consistent hashing with bounded loads).
+    static let affinityLoadFactor = 1.25
+    /// A conversation idle this long loses its home (its prefix is likely gone from the cache).
+    static let affinityLifetime: Duration = .seconds(600)
+
+    /// The conversation's home (``Scripts/affinityHome``); keys under `<prefix>:affinity:`,
+    /// the conversation by a 64-bit hash of its key.
+    func home(of key: String, candidates: [(backend: String, weight: Double)]) async throws -> String {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in key.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+        var arguments = RedisCommand(
+            prefix + ":affinity:members:", String(Self.affinityLifetime.milliseconds), String(Self.affinityLoadFactor))
+        for candidate in candidates {
+            arguments.append(candidate.backend)
+            arguments.append(String(candidate.weight))
+        }
+        let reply = try await Scripts.affinityHome.run(
+            on: client, keys: [prefix + ":affinity:home:" + String(hash, radix: 16)], arguments: arguments)
+        return try reply.decodeString("affinity_home script", "reply")
     }
 
     /// Extends every lease held. Returns how many were lost: they had expired (the worker did

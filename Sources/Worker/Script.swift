@@ -85,4 +85,7 @@ enum Scripts {
     static let fairTake = Script(PackageResources.fair_take_lua)
     static let fairRelease = Script(PackageResources.fair_release_lua)
     static let fairRenew = Script(PackageResources.fair_renew_lua)
+
+    /// A conversation's home backend, with bounded loads (`affinity_home.lua`).
+    static let affinityHome = Script(PackageResources.affinity_home_lua)
 }

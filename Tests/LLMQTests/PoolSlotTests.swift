@@ -65,6 +65,23 @@ struct PoolSlotTests {
         #expect(try await long.acquire(behind, count: 1).map(\.backend) == ["y"])
     }
 
+    @Test("conversation homes with bounded loads: all preferring one backend, it gets at most 1.25x its share; a home stays; a home that leaves is replaced", .withRedis)
+    func boundedHomes() async throws {
+        let (_, client) = try RedisFixture.current
+        let ledger = PoolSlotLedger(client: client, prefix: "llmq:slots", consumer: "c", leaseDuration: .seconds(5))
+        let both = [(backend: "a", weight: 1.0), (backend: "b", weight: 1.0)]
+        var homes: [String] = []
+        for conversation in 0..<20 { homes.append(try await ledger.home(of: "conversation \(conversation)", candidates: both)) }
+        let onA = homes.filter { $0 == "a" }.count
+        #expect((10...13).contains(onA), "every conversation prefers a, which may hold 1.25 x half: \(onA) of 20")
+        for conversation in 0..<20 {
+            #expect(try await ledger.home(of: "conversation \(conversation)", candidates: both) == homes[conversation])
+        }
+        // a's breaker opened: its conversations move to b, the others stay.
+        let moved = try await ledger.home(of: "conversation \(homes.firstIndex(of: "a")!)", candidates: [(backend: "b", weight: 1.0)])
+        #expect(moved == "b")
+    }
+
     @Test(
         "3 workers at concurrency 8 over a 4-slot server, one more joining mid-run: never more than 4 requests at the server; without the pool, they queue there",
         .withRedis, .withSimulator(SimulatorConfiguration(slots: 4, tokenMilliseconds: 4)), arguments: [true, false])
