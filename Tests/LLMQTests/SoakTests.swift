@@ -9,16 +9,20 @@ import Testing
 /// initialised into a crash instead of luck.
 @Suite("Soak: three workers, one configuration, combined faults", .serialized, .timeLimit(.minutes(6)), .withRedis)
 struct SoakTests {
-    @Test("Backend errors, a stalled worker, a killed worker, dropped connections and Redis out of memory: one reply each, one done each, nothing pending")
-    func combinedFaults() async throws {
+    /// Once in arrival order, once with fair intake (`users.fair`, the requests of seven users).
+    @Test(
+        "Backend errors, a stalled worker, a killed worker, dropped connections and Redis out of memory: one reply each, one done each, nothing pending",
+        arguments: [false, true])
+    func combinedFaults(fair: Bool) async throws {
         let total = Int(ProcessInfo.processInfo.environment["LLMQ_SOAK_REQUESTS"] ?? "") ?? 300
         let (redis, client) = try RedisFixture.current
+        _ = try await client.send("FLUSHALL")
         let sim = try await SimProcess([
             "--slots", "8", "--token-ms", "4", "--fail-rate", "0.03", "--mid-stream-error-rate", "0.03", "--max-queue", "100000",
         ])
         // One configuration for every worker, as `docker compose --scale` runs them.
         let environment = workerEnvironment(
-            redis: redis, endpoint: sim.url, quickTakeover, ["LLMQ_CONCURRENCY": "4", "LLMQ_RETRY_MAX_ATTEMPTS": "4", "LLMQ_LOG_LEVEL": "error"])
+            redis: redis, endpoint: sim.url, quickTakeover, ["LLMQ_CONCURRENCY": "4", "LLMQ_RETRY_MAX_ATTEMPTS": "4", "LLMQ_LOG_LEVEL": "error", "LLMQ_USERS_FAIR": String(fair)])
         let workers = try (0..<3).map { try WorkerProcess.start(name: "soak-\($0)", environment: environment) }
 
         // Producers publish at a steady pace, retrying what Redis refuses (out of memory).
@@ -27,6 +31,7 @@ struct SoakTests {
                 var fields = [("prompt", "soak \(index)"), ("max_tokens", String(4 + index % 24)), ("id", "r\(index)")]
                 if index % 3 == 0 { fields.append(("stream", "1")) }
                 if index % 6 == 1 { fields.append(("reply_to", "llmq:soak-replies")) }
+                if fair { fields.append(("user", "user-\(index % 7)")) }
                 while (try? await publish(client, fields)) == nil { try await Task.sleep(for: .milliseconds(50)) }
                 try await Task.sleep(for: .milliseconds(max(1, 8_000 / total)))
             }
@@ -75,7 +80,7 @@ struct SoakTests {
         }
         #expect(streamProblems.isEmpty, "\(streamProblems.prefix(10))")
         let statuses = Dictionary(grouping: replies) { $0["error_code"] ?? ($0["status"] ?? "") }.mapValues(\.count)
-        print("soak: \(total) requests, \(replies.count) replies \(statuses.sorted { $0.key < $1.key }), faults: \(faults.joined(separator: "; ")), binary \(try llmqExecutable().path), MALLOC_PERTURB_=\(ProcessInfo.processInfo.environment["MALLOC_PERTURB_"] ?? "unset")")
+        print("soak (users.fair \(fair)): \(total) requests, \(replies.count) replies \(statuses.sorted { $0.key < $1.key }), faults: \(faults.joined(separator: "; ")), binary \(try llmqExecutable().path), MALLOC_PERTURB_=\(ProcessInfo.processInfo.environment["MALLOC_PERTURB_"] ?? "unset")")
 
         for worker in workers {
             #expect(worker.isRunning, "\(worker.name) died: \(worker.output.suffix(2000))")
