@@ -22,6 +22,9 @@ struct FairIntake: Sendable {
     /// A running mark its worker stops renewing expires after this (the claim idle time: by
     /// then another worker may claim the entry).
     let markLifetime: Duration
+    /// Pages of 1,000 waiting entries one renewal refreshes, at most: 50,000 entries per
+    /// worker every third of the claim idle time.
+    static let renewPages = 50
     /// New entries staged per take, at most.
     static let stageBatch = 500
     /// A take's answer when entries wait only behind a user limit: ask again this soon.
@@ -71,16 +74,23 @@ extension RequestStream {
     }
 
     /// Renews this worker's running marks on `requests` and keeps its waiting entries from
-    /// looking abandoned (``Scripts/fairRenew``).
+    /// looking abandoned (``Scripts/fairRenew``), a page of 1,000 at a time, up to
+    /// ``FairIntake/renewPages`` pages. A backlog beyond that, waiting longer than the claim
+    /// idle time, is claimed out of turn (answered once, not in turn).
     func renewFair(_ running: [(user: String, id: String)], on requests: String, intake: FairIntake, idleThreshold: Duration) async throws(RedisError) {
-        var arguments = RedisCommand(
-            streams.group, WorkerConfiguration.Users.stagingConsumer, FairIntake.prefix(of: requests),
-            String(intake.markLifetime.milliseconds), String(idleThreshold.milliseconds))
-        for (user, id) in running {
-            arguments.append(user)
-            arguments.append(id)
+        var marks = running[...]
+        for _ in 0..<FairIntake.renewPages {
+            var arguments = RedisCommand(
+                streams.group, WorkerConfiguration.Users.stagingConsumer, FairIntake.prefix(of: requests),
+                String(intake.markLifetime.milliseconds), String(idleThreshold.milliseconds))
+            for (user, id) in marks {
+                arguments.append(user)
+                arguments.append(id)
+            }
+            marks = []
+            let seen = try await Scripts.fairRenew.run(on: writer, keys: [requests], arguments: arguments)
+            guard try seen.decodeInt("fair renew script", "reply") >= 1000 else { return }
         }
-        _ = try await Scripts.fairRenew.run(on: writer, keys: [requests], arguments: arguments)
     }
 }
 
