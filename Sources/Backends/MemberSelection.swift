@@ -104,10 +104,7 @@ struct MemberSelection: Sendable {
     /// Weighted rendezvous score: `-weight / ln(u)` for `u` uniform in (0, 1) from a stable hash
     /// of the key and the member's name (FNV-1a, the same in every worker and release).
     static func score(_ key: String, _ name: String, _ weight: Double) -> Double {
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in key.utf8 + [0] + name.utf8 {
-            hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3
-        }
+        var hash = stableHash(key.utf8 + [0] + name.utf8)
         // Mix the bits (FNV's low bits are weak) and map to (0, 1).
         hash ^= hash >> 33
         hash = hash &* 0xff51_afd7_ed55_8ccd
@@ -156,4 +153,12 @@ struct MemberSelection: Sendable {
         }
         return available ? .count(total) : .none
     }
+}
+
+/// FNV-1a of `bytes`: the same in every worker, release and platform (Swift's `Hasher` is seeded
+/// per process), for what the workers of a pool must agree on, such as a conversation's home.
+package func stableHash(_ bytes: some Sequence<UInt8>) -> UInt64 {
+    var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+    for byte in bytes { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+    return hash
 }

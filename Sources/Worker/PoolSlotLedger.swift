@@ -79,8 +79,7 @@ final class PoolSlotLedger: SlotLedger, AffinityDirectory {
     /// The conversation's home (``Scripts/affinityHome``); keys under `<prefix>:affinity:`,
     /// the conversation by a 64-bit hash of its key.
     func home(of key: String, candidates: [(backend: String, weight: Double)]) async throws -> String {
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in key.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+        let hash = stableHash(key.utf8)
         var arguments = RedisCommand(
             prefix + ":affinity:members:", String(Self.affinityLifetime.milliseconds), String(Self.affinityLoadFactor))
         for candidate in candidates {

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+@testable import LLMQClient
 import LLMQRedis
 import LLMQSimulator
 import LLMQTestSupport
@@ -127,7 +128,7 @@ struct FairIntakeTests {
         var most: [String: Int] = [:]
         let deadline = ContinuousClock.now + .seconds(60)
         while (try await client.send("XLEN", "llmq:replies").int ?? 0) < 48, ContinuousClock.now < deadline {
-            let now = try await FaultMatrixTests.redisMilliseconds(client)
+            let now = try await QueueStatus.redisMilliseconds(client)
             for user in ["a", "b"] {
                 let running = try await client.send("ZCOUNT", "llmq:requests:fair:running:\(user)", "(\(now)", "+inf").int ?? 0
                 most[user] = max(most[user] ?? 0, running)

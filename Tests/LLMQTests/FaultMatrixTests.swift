@@ -244,7 +244,7 @@ struct FaultMatrixTests {
             let deadline = ContinuousClock.now + .seconds(2)
             var running = -1
             repeat {
-                let now = try await Self.redisMilliseconds(client)
+                let now = try await QueueStatus.redisMilliseconds(client)
                 running = try await client.send("ZCOUNT", "llmq:requests:fair:running:matrix-user", "(\(now)", "+inf").int ?? -1
                 if running == 0 { break }
                 try await Task.sleep(for: .milliseconds(50))
@@ -252,11 +252,6 @@ struct FaultMatrixTests {
             if running != 0 { problems.append("\(running) requests of the user still marked running") }
         }
         return (proxy.fired(rule), problems)
-    }
-
-    static func redisMilliseconds(_ client: RedisClient) async throws -> Int {
-        let time = try await client.send("TIME").array ?? []
-        return (Int(time.first?.string ?? "") ?? 0) * 1000 + (Int(time.last?.string ?? "") ?? 0) / 1000
     }
 
     static func table(_ cells: [Cell]) -> String {
